@@ -1,0 +1,16 @@
+"""graphspec: a declarative graph language for PyTorch, with Deeplearning4j ComputationGraph semantics."""
+from .compiler import build
+from .errors import GraphspecError, Location, Problem, SpecError
+from .graph import Analysis, analyze
+from .spec.loader import load_spec
+from .spec.model import Spec, Vertex
+
+__version__ = "0.1.0"
+__all__ = ["build", "load_spec", "analyze", "summarize", "Spec", "Vertex", "Analysis", "GraphspecError",
+           "SpecError", "Problem", "Location", "__version__"]
+
+
+def summarize(spec_or_path, batch_size: int = 1):
+    """A :class:`graphspec.summary.Summary` of a spec (rows in topological order, totals)."""
+    from .summary import summarize as _summarize
+    return _summarize(spec_or_path, batch_size=batch_size)

@@ -1,0 +1,147 @@
+"""The pure graph core: topology and static shapes, before any tensor exists.
+
+``analyze(spec)`` checks every reference, the arity of every vertex, cycles and outputs, then propagates shapes
+through the registry's rules in topological order. It returns an :class:`Analysis` (cached on the spec) or raises
+one :class:`SpecError` listing all problems; unreachable vertices and unused inputs are warnings.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .errors import Problem, SpecError, did_you_mean
+from .registry import Inference, ShapeError, Shape
+from .spec.model import Spec
+
+
+@dataclass
+class Analysis:
+    order: list[str]  # vertices (not inputs) in topological order, ties broken by spec order
+    shapes: dict[str, Shape]  # output shape of every input and vertex, per example
+    inference: dict[str, Inference]
+    in_shapes: dict[str, list[Shape]]
+    graph: nx.DiGraph = field(repr=False)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+class SpecWarning(UserWarning):
+    pass
+
+
+def analyze(spec: Spec, *, warn: bool = True) -> Analysis:
+    cached = getattr(spec, "_analysis", None)
+    if cached is not None:
+        return cached
+    problems: list[Problem] = []
+    g = _graph(spec, problems)
+    _check_outputs(spec, problems)
+    if problems:
+        raise SpecError(problems)
+    order = _order(spec, g)
+    result = _shapes(spec, g, order)
+    result.warnings = _reachability(spec, g)
+    if warn:
+        for w in result.warnings:
+            warnings.warn(str(w), SpecWarning, stacklevel=2)
+    spec._analysis = result
+    return result
+
+
+def _problem(spec: Spec, msg: str, vertex: str | None, path: tuple) -> Problem:
+    v = spec.vertices.get(vertex) if vertex else None
+    suffix = f" ({v.origin})" if v is not None and v.origin else ""
+    return Problem(msg + suffix, spec.loc(path), vertex, path)
+
+
+def _graph(spec: Spec, problems: list[Problem]) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for name in spec.inputs:
+        g.add_node(name, index=len(g))
+    for name in spec.vertices:
+        g.add_node(name, index=len(g))
+    known = list(spec.inputs) + list(spec.vertices)
+    for name, v in spec.vertices.items():
+        lo, hi = v.entry.arity
+        if len(v.inputs) < lo or (hi is not None and len(v.inputs) > hi):
+            want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            problems.append(_problem(spec, f"'{v.type}' takes {want} input(s); received {len(v.inputs)}",
+                                     name, v.path + ("inputs",)))
+        for i, src in enumerate(v.inputs):
+            if src not in g:
+                problems.append(_problem(
+                    spec, f"input '{src}' does not exist{did_you_mean(src, known)}; inputs must name a network "
+                          "input or another vertex", name, v.path + ("inputs", i)))
+            elif src == name:
+                problems.append(_problem(spec, "a vertex cannot be its own input", name, v.path + ("inputs", i)))
+            else:
+                g.add_edge(src, name)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [a for a, _ in cycle] + [cycle[0][0]]
+        first = cycle[0][1]
+        problems.append(_problem(spec, "the graph has a cycle: " + " -> ".join(names), first,
+                                 spec.vertices[first].path + ("inputs",)))
+    return g
+
+
+def _check_outputs(spec: Spec, problems: list[Problem]) -> None:
+    seen = set()
+    for i, out in enumerate(spec.outputs):
+        if out not in spec.vertices:
+            extra = " (outputs must be vertices, not network inputs)" if out in spec.inputs else ""
+            problems.append(Problem(f"output '{out}' is not a vertex{did_you_mean(out, spec.vertices)}{extra}",
+                                    spec.loc(("outputs", i)), None, ("outputs", i)))
+        if out in seen:
+            problems.append(Problem(f"output '{out}' is listed twice", spec.loc(("outputs", i)), None, ("outputs", i)))
+        seen.add(out)
+
+
+def _order(spec: Spec, g: nx.DiGraph) -> list[str]:
+    index = nx.get_node_attributes(g, "index")
+    order = nx.lexicographical_topological_sort(g, key=lambda n: index[n])
+    return [n for n in order if n in spec.vertices]
+
+
+def _shapes(spec: Spec, g: nx.DiGraph, order: list[str]) -> Analysis:
+    shapes: dict[str, Shape] = {n: tuple(spec.input_shape(n)) for n in spec.inputs}
+    inference, in_shapes, problems = {}, {}, []
+    for name in order:
+        v = spec.vertices[name]
+        if any(i not in shapes for i in v.inputs):
+            continue  # an upstream vertex already failed; don't report consequences
+        ins = [shapes[i] for i in v.inputs]
+        try:
+            inf = v.entry.infer(v.cfg, ins)
+        except ShapeError as e:
+            where = v.path + ((e.key,) if e.key else ())
+            problems.append(_problem(spec, f"{e}; input shapes: {_fmt_inputs(v.inputs, ins)}", name, where))
+            continue
+        inference[name], in_shapes[name], shapes[name] = inf, ins, tuple(inf.out_shape)
+    if problems:
+        raise SpecError(problems)
+    return Analysis(order, shapes, inference, in_shapes, g)
+
+
+def _fmt_inputs(names, shapes) -> str:
+    return ", ".join(f"{n} [{', '.join(map(str, s))}]" for n, s in zip(names, shapes))
+
+
+def _reachability(spec: Spec, g: nx.DiGraph) -> list[Problem]:
+    useful = set(spec.outputs)
+    for out in spec.outputs:
+        useful |= nx.ancestors(g, out)
+    out = []
+    for name, v in spec.vertices.items():
+        if name not in useful:
+            out.append(Problem("reaches no output; it will be computed but never used", spec.loc(v.path), name,
+                               v.path, "warning"))
+    for name in spec.inputs:
+        if name not in useful:
+            out.append(Problem("network input is not used by any output", spec.loc(("inputs", name)), name,
+                               ("inputs", name), "warning"))
+    return out

@@ -1,0 +1,319 @@
+"""The torch modules behind each vertex type. Shapes and paddings are computed statically by the registry
+entries (``types.py``) and passed in, so ``forward`` does no bookkeeping."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import activations
+
+Pads = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad's order
+
+
+def _act(name: str):
+    return activations.get(name)
+
+
+class Conv2d(nn.Module):
+    """Convolution with DL4J padding: asymmetric Same padding is an explicit zero pad before the convolution."""
+
+    def __init__(self, n_in, n_out, kernel, stride, dilation, pads: Pads, bias: bool, activation: str):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_out, n_in, *kernel))
+        self.bias = nn.Parameter(torch.empty(n_out)) if bias else None
+        self.stride, self.dilation, self.pads = tuple(stride), tuple(dilation), tuple(pads)
+        left, right, top, bottom = pads
+        # Symmetric padding goes to conv2d itself (no copy); asymmetric needs F.pad.
+        self._symmetric = left == right and top == bottom
+        self._act = _act(activation)
+        self.activation = activation
+
+    def forward(self, x):
+        if self._symmetric:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, (self.pads[2], self.pads[0]), self.dilation)
+        else:
+            y = F.conv2d(F.pad(x, self.pads), self.weight, self.bias, self.stride, 0, self.dilation)
+        return y if self._act is None else self._act(y)
+
+    def extra_repr(self):
+        o, i, kh, kw = self.weight.shape
+        return (f"{i}, {o}, kernel=({kh}, {kw}), stride={self.stride}, pads(l,r,t,b)={self.pads}, "
+                f"activation={self.activation}")
+
+
+class Subsampling(nn.Module):
+    """DL4J pooling: every position outside the input reads 0 (also for MAX); AVG divides by kH·kW."""
+
+    def __init__(self, pooling: str, kernel, stride, pads: Pads, pnorm: int = 2):
+        super().__init__()
+        self.pooling, self.kernel, self.stride, self.pads, self.pnorm = pooling, tuple(kernel), tuple(stride), \
+            tuple(pads), pnorm
+        self._padded = any(pads)
+
+    def forward(self, x):
+        if self._padded:
+            x = F.pad(x, self.pads)
+        if self.pooling == "max":
+            return F.max_pool2d(x, self.kernel, self.stride)
+        if self.pooling == "avg":
+            return F.avg_pool2d(x, self.kernel, self.stride)
+        if self.pooling == "sum":
+            return F.avg_pool2d(x, self.kernel, self.stride) * (self.kernel[0] * self.kernel[1])
+        if self.pnorm % 2:  # |x|^p needs the absolute value only for odd p
+            x = x.abs()
+        return F.lp_pool2d(x, float(self.pnorm), self.kernel, self.stride)
+
+    def extra_repr(self):
+        extra = f", p={self.pnorm}" if self.pooling == "pnorm" else ""
+        return f"{self.pooling}, kernel={self.kernel}, stride={self.stride}, pads(l,r,t,b)={self.pads}{extra}"
+
+
+def lrn_module(k: float, n: float, alpha: float, beta: float) -> nn.LocalResponseNorm:
+    """DL4J LRN as torch's: window 2·floor(n/2)+1 channels, and torch divides alpha by the window, DL4J does not."""
+    size = 2 * (int(n) // 2) + 1
+    return nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
+
+
+class BatchNorm(nn.Module):
+    """DL4J batch normalisation.
+
+    Training: batch statistics (biased variance) with eps, as torch. Running statistics follow DL4J:
+    ``var_run <- decay·var_run + (1-decay)·(biased_var + eps)`` (eps folded in), and inference uses
+    ``(x - mean_run) / sqrt(var_run)`` with no eps. With ``minibatch: false`` the running values are replaced.
+    """
+
+    def __init__(self, channels: int, decay: float, eps: float, lock_gamma_beta: bool, gamma: float, beta: float,
+                 minibatch: bool = True):
+        super().__init__()
+        self.eps, self.decay, self.minibatch = eps, decay, minibatch
+        if lock_gamma_beta:
+            self.register_buffer("weight", torch.full((channels,), float(gamma)))
+            self.register_buffer("bias", torch.full((channels,), float(beta)))
+        else:
+            self.weight = nn.Parameter(torch.full((channels,), float(gamma)))
+            self.bias = nn.Parameter(torch.full((channels,), float(beta)))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 0.0)
+        momentum = (1.0 - self.decay) if self.minibatch else 1.0
+        old_var = self.running_var.clone()
+        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
+        # torch blended the *unbiased* variance u: var_t = (1-m)·old + m·u. Recover u and re-blend DL4J's value.
+        with torch.no_grad():
+            count = x.numel() // x.shape[1]
+            blended = self.running_var - (1.0 - momentum) * old_var  # = m·u
+            self.running_var.copy_((1.0 - momentum) * old_var + blended * ((count - 1) / count) + momentum * self.eps)
+        return y
+
+    def extra_repr(self):
+        return f"{self.running_mean.numel()}, decay={self.decay}, eps={self.eps}"
+
+
+class Activation(nn.Module):
+    def __init__(self, activation: str):
+        super().__init__()
+        self.activation = activation
+        self._act = _act(activation)
+
+    def forward(self, x):
+        return x if self._act is None else self._act(x)
+
+    def extra_repr(self):
+        return self.activation
+
+
+class Dense(nn.Module):
+    """DL4J DenseLayer; a convolutional input is flattened in C-order first (CnnToFeedForwardPreProcessor)."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool, activation: str):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_out, n_in))
+        self.bias = nn.Parameter(torch.empty(n_out)) if bias else None
+        self.activation = activation
+        self._act = _act(activation)
+
+    def forward(self, x):
+        if x.dim() > 2:
+            x = torch.flatten(x, 1)
+        y = F.linear(x, self.weight, self.bias)
+        return y if self._act is None else self._act(y)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, activation={self.activation}"
+
+
+class Output(Dense):
+    """DL4J OutputLayer: forward gives the activated predictions; the loss is applied by training code."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, loss: str):
+        super().__init__(n_in, n_out, bias, activation)
+        self.loss = loss
+
+    def extra_repr(self):
+        return super().extra_repr() + f", loss={self.loss}"
+
+
+class CenterLossOutput(Output):
+    """DL4J CenterLossOutputLayer: an output layer plus per-class centers (state, not trained by gradient)."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, loss: str, alpha: float, lambda_: float,
+                 gradient_check: bool):
+        super().__init__(n_in, n_out, bias, activation, loss)
+        self.alpha, self.lambda_, self.gradient_check = alpha, lambda_, gradient_check
+        self.register_buffer("centers", torch.zeros(n_out, n_in))
+
+    def extra_repr(self):
+        return super().extra_repr() + f", alpha={self.alpha}, lambda={self.lambda_}"
+
+
+class Dropout(nn.Module):
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x):
+        return F.dropout(x, self.rate, self.training) if self.rate > 0 else x
+
+
+class GlobalPooling(nn.Module):
+    def __init__(self, pooling: str, pnorm: int, collapse: bool):
+        super().__init__()
+        self.pooling, self.pnorm, self.collapse = pooling, pnorm, collapse
+
+    def forward(self, x):
+        dims = tuple(range(2, x.dim()))
+        if self.pooling == "max":
+            y = x.amax(dim=dims, keepdim=True)
+        elif self.pooling == "avg":
+            y = x.mean(dim=dims, keepdim=True)
+        elif self.pooling == "sum":
+            y = x.sum(dim=dims, keepdim=True)
+        else:
+            y = x.abs().pow(self.pnorm).sum(dim=dims, keepdim=True).pow(1.0 / self.pnorm)
+        return torch.flatten(y, 1) if self.collapse else y
+
+
+class Merge(nn.Module):
+    """Concatenation along dim 1, in the order the inputs are listed."""
+
+    def forward(self, *xs):
+        return xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+
+
+class ElementWise(nn.Module):
+    def __init__(self, op: str):
+        super().__init__()
+        self.op = op
+
+    def forward(self, *xs):
+        if self.op == "subtract":
+            return xs[0] - xs[1]
+        out = xs[0]
+        for x in xs[1:]:
+            if self.op in ("add", "average"):
+                out = out + x
+            elif self.op == "product":
+                out = out * x
+            else:
+                out = torch.maximum(out, x)
+        return out / len(xs) if self.op == "average" else out
+
+    def extra_repr(self):
+        return self.op
+
+
+class L2Normalize(nn.Module):
+    """``x / max(||x||_2, eps)`` per example over ``dims`` (default: every dim but the batch)."""
+
+    def __init__(self, dims: Sequence[int] | None, eps: float):
+        super().__init__()
+        self.dims, self.eps = (tuple(dims) if dims else None), eps
+
+    def forward(self, x):
+        dims = self.dims or tuple(range(1, x.dim()))
+        if len(dims) == 1:
+            return F.normalize(x, 2.0, dims[0], self.eps)
+        norm = torch.linalg.vector_norm(x, 2, dim=dims, keepdim=True)
+        return x / norm.clamp_min(self.eps)
+
+    def extra_repr(self):
+        return f"dims={self.dims or 'all but batch'}, eps={self.eps}"
+
+
+class Subset(nn.Module):
+    """Features/channels ``start..end`` inclusive along dim 1 (DL4J SubsetVertex)."""
+
+    def __init__(self, start: int, end: int):
+        super().__init__()
+        self.start, self.end = start, end
+
+    def forward(self, x):
+        return x[:, self.start: self.end + 1]
+
+    def extra_repr(self):
+        return f"{self.start}..{self.end}"
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class Shift(nn.Module):
+    def __init__(self, amount: float):
+        super().__init__()
+        self.amount = amount
+
+    def forward(self, x):
+        return x + self.amount
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self):
+        return str(self.shape)
+
+
+class L2Distance(nn.Module):
+    """DL4J L2Vertex: per-example Euclidean distance of two inputs, shape [N, 1]."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, a, b):
+        return torch.linalg.vector_norm((a - b).flatten(1), 2, dim=1, keepdim=True)
+
+
+class PoolHelper(nn.Module):
+    """DL4J PoolHelperVertex: drops the first row and column (a Caffe-import fix)."""
+
+    def forward(self, x):
+        return x[:, :, 1:, 1:]
+
+
+def same_pads(n: int, k: int, s: int, d: int = 1) -> tuple[int, int, int]:
+    """DL4J Same mode along one dim: (out, pad_before, pad_after); extra pixel after, negatives clamped to 0."""
+    k_eff = k + (k - 1) * (d - 1)
+    out = math.ceil(n / s)
+    total = (out - 1) * s + k_eff - n
+    before = int(total / 2)  # Java integer division truncates toward zero
+    after = total - before
+    return out, max(before, 0), max(after, 0)

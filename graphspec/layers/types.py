@@ -1,0 +1,519 @@
+"""Built-in vertex types: DL4J 0.9.x layers and graph vertices.
+
+Each class is one registry entry: its parameters, its static rules and its torch factory, side by side.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from ..registry import (ActivationName, ConvolutionMode, Inference, NonNegativePair, ParamShape, Params,
+                        PositivePair, ShapeError, Size, VertexType, WeightInitName, register)
+from . import modules as M
+from .init import init_
+
+LAYER_KEYS = ("activation", "weight_init", "bias_init")
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _need_rank3(shape, what: str = "a convolutional input [channels, height, width]"):
+    if len(shape) != 3:
+        raise ShapeError(f"expected {what}; received {_fmt(shape)}")
+    return shape
+
+
+def _check_given(given: Optional[int], inferred: int, key: str, what: str) -> None:
+    if given is not None and given != inferred:
+        raise ShapeError(f"'{key}' is {given} but the input has {inferred} {what}; "
+                         f"remove '{key}' to infer it or fix the input", key=key)
+
+
+def _prod(shape) -> int:
+    return math.prod(shape)
+
+
+# --- geometry -----------------------------------------------------------------------------------------------
+
+
+def window_geometry(n: int, k: int, s: int, p: int, d: int, mode: str) -> tuple[int, int, int]:
+    """(out, pad_before, pad_after) along one spatial dim for DL4J's convolution modes."""
+    if mode == "same":
+        return M.same_pads(n, k, s, d)
+    k_eff = k + (k - 1) * (d - 1)
+    if k_eff > n + 2 * p:
+        raise ShapeError(f"kernel {k_eff} is larger than the input {n} plus padding {2 * p} "
+                         f"(convolution_mode '{mode}')", key="kernel")
+    if mode == "strict" and (n - k_eff + 2 * p) % s:
+        raise ShapeError(f"convolution_mode 'strict': (input {n} - kernel {k_eff} + 2·padding {p}) = "
+                         f"{n - k_eff + 2 * p} is not divisible by stride {s}; use 'truncate' or 'same'",
+                         key="stride")
+    return (n + 2 * p - k_eff) // s + 1, p, p
+
+
+def spatial(p, shape) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """Output (H, W) and F.pad-ordered pads (left, right, top, bottom) for a conv/pool params object."""
+    _, h, w = shape
+    dil = getattr(p, "dilation", (1, 1))
+    oh, top, bottom = window_geometry(h, p.kernel[0], p.stride[0], p.padding[0], dil[0], p.convolution_mode)
+    ow, left, right = window_geometry(w, p.kernel[1], p.stride[1], p.padding[1], dil[1], p.convolution_mode)
+    if oh < 1 or ow < 1:
+        raise ShapeError(f"output would be {oh}x{ow}; the input {h}x{w} is too small", key="kernel")
+    return (oh, ow), (left, right, top, bottom)
+
+
+# --- layers -------------------------------------------------------------------------------------------------
+
+
+class ConvParams(Params):
+    out: Size
+    in_: Optional[Size] = Field(None, alias="in")
+    kernel: PositivePair = (5, 5)
+    stride: PositivePair = (1, 1)
+    padding: NonNegativePair = (0, 0)
+    dilation: PositivePair = (1, 1)
+    bias: bool = True
+    activation: ActivationName
+    weight_init: WeightInitName
+    bias_init: float
+    convolution_mode: ConvolutionMode
+
+
+@register
+class Convolution(VertexType):
+    name, dl4j = "conv", "ConvolutionLayer"
+    Params = ConvParams
+    uses = LAYER_KEYS + ("convolution_mode",)
+    doc = "2-D convolution; `same` mode pads like DL4J (extra pixel bottom/right), `padding` is then ignored."
+
+    def infer(self, p, in_shapes):
+        c = _need_rank3(in_shapes[0])[0]
+        _check_given(p.in_, c, "in", "channels")
+        (oh, ow), pads = spatial(p, in_shapes[0])
+        return Inference((p.out, oh, ow), c, p.out, {"pads": pads})
+
+    def param_shapes(self, p, inf):
+        shapes = [ParamShape("weight", (p.out, inf.n_in, *p.kernel), True)]
+        return shapes + ([ParamShape("bias", (p.out,), True)] if p.bias else [])
+
+    def macs(self, p, inf):
+        return _prod(inf.out_shape) * inf.n_in * p.kernel[0] * p.kernel[1]
+
+    def build(self, p, inf):
+        return M.Conv2d(inf.n_in, p.out, p.kernel, p.stride, p.dilation, inf.info["pads"], p.bias, p.activation)
+
+    def init(self, module, p, inf, generator):
+        area = p.kernel[0] * p.kernel[1]
+        init_(module.weight, p.weight_init, inf.n_in * area, p.out * area, generator)
+        if module.bias is not None:
+            module.bias.data.fill_(p.bias_init)
+
+
+class PoolParams(Params):
+    pooling: Literal["max", "avg", "sum", "pnorm"] = "max"
+    kernel: PositivePair = (1, 1)
+    stride: PositivePair = (2, 2)
+    padding: NonNegativePair = (0, 0)
+    pnorm: int = Field(0, ge=0, le=64)
+    eps: float = 1e-8
+    convolution_mode: ConvolutionMode
+
+    @model_validator(mode="after")
+    def _pnorm(self):
+        if self.pooling == "pnorm" and self.pnorm <= 0:
+            raise ValueError("pooling 'pnorm' needs 'pnorm' > 0 (p-norm must be greater than zero)")
+        return self
+
+
+@register
+class Subsampling(VertexType):
+    name, dl4j = "subsampling", "SubsamplingLayer"
+    Params = PoolParams
+    uses = ("convolution_mode",)
+    doc = "Pooling (max, avg, sum, pnorm); padded positions read 0 as in DL4J's CPU kernel, avg divides by k·k."
+
+    def infer(self, p, in_shapes):
+        c = _need_rank3(in_shapes[0])[0]
+        (oh, ow), pads = spatial(p, in_shapes[0])
+        return Inference((c, oh, ow), info={"pads": pads})
+
+    def build(self, p, inf):
+        return M.Subsampling(p.pooling, p.kernel, p.stride, inf.info["pads"], p.pnorm)
+
+
+class BNParams(Params):
+    in_: Optional[Size] = Field(None, alias="in")
+    out: Optional[Size] = None
+    decay: float = Field(0.9, ge=0.0, le=1.0)
+    eps: float = Field(1e-5, gt=0.0)
+    lock_gamma_beta: bool = False
+    gamma: float = 1.0
+    beta: float = 0.0
+    minibatch: bool = True
+
+
+@register
+class BatchNormalization(VertexType):
+    name, dl4j = "batchnorm", "BatchNormalization"
+    Params = BNParams
+    doc = "Batch normalisation with DL4J's running statistics (eps folded into the variance, none at inference)."
+
+    def infer(self, p, in_shapes):
+        c = in_shapes[0][0]
+        _check_given(p.in_, c, "in", "channels" if len(in_shapes[0]) == 3 else "features")
+        _check_given(p.out, c, "out", "channels" if len(in_shapes[0]) == 3 else "features")
+        return Inference(in_shapes[0], c, c)
+
+    def param_shapes(self, p, inf):
+        c = inf.n_in
+        learned = [] if p.lock_gamma_beta else [ParamShape("weight", (c,), True), ParamShape("bias", (c,), True)]
+        return learned + [ParamShape("running_mean", (c,), False), ParamShape("running_var", (c,), False)]
+
+    def build(self, p, inf):
+        return M.BatchNorm(inf.n_in, p.decay, p.eps, p.lock_gamma_beta, p.gamma, p.beta, p.minibatch)
+
+
+class ActParams(Params):
+    activation: ActivationName
+
+
+@register
+class ActivationLayer(VertexType):
+    name, dl4j = "activation", "ActivationLayer"
+    Params = ActParams
+    uses = ("activation",)
+    doc = "Applies an activation function element-wise."
+
+    def build(self, p, inf):
+        return M.Activation(p.activation)
+
+
+class LRNParams(Params):
+    k: float = 2.0
+    n: float = Field(5.0, ge=1.0)
+    alpha: float = 1e-4
+    beta: float = 0.75
+
+
+@register
+class LocalResponseNormalization(VertexType):
+    name, dl4j = "lrn", "LocalResponseNormalization"
+    Params = LRNParams
+    doc = "Cross-channel LRN, DL4J formula: alpha is not divided by n; window 2·floor(n/2)+1."
+
+    def infer(self, p, in_shapes):
+        return Inference(_need_rank3(in_shapes[0]))
+
+    def build(self, p, inf):
+        return M.lrn_module(p.k, p.n, p.alpha, p.beta)
+
+
+class DenseParams(Params):
+    out: Size
+    in_: Optional[Size] = Field(None, alias="in")
+    bias: bool = True
+    activation: ActivationName
+    weight_init: WeightInitName
+    bias_init: float
+
+
+class _DenseLike(VertexType):
+    uses = LAYER_KEYS
+
+    def infer(self, p, in_shapes):
+        n = _prod(in_shapes[0])  # a convolutional input is flattened (DL4J CnnToFeedForwardPreProcessor)
+        _check_given(p.in_, n, "in", "features" + (" after flattening" if len(in_shapes[0]) > 1 else ""))
+        return Inference((p.out,), n, p.out, {"flatten": len(in_shapes[0]) > 1})
+
+    def param_shapes(self, p, inf):
+        shapes = [ParamShape("weight", (p.out, inf.n_in), True)]
+        return shapes + ([ParamShape("bias", (p.out,), True)] if p.bias else [])
+
+    def macs(self, p, inf):
+        return inf.n_in * p.out
+
+    def init(self, module, p, inf, generator):
+        init_(module.weight, p.weight_init, inf.n_in, p.out, generator)
+        if module.bias is not None:
+            module.bias.data.fill_(p.bias_init)
+
+
+@register
+class DenseLayer(_DenseLike):
+    name, dl4j = "dense", "DenseLayer"
+    Params = DenseParams
+    doc = "Fully connected layer; a convolutional input is flattened automatically."
+
+    def build(self, p, inf):
+        return M.Dense(inf.n_in, p.out, p.bias, p.activation)
+
+
+LossName = Literal["mcxent", "negativeloglikelihood", "xent", "mse", "squared_loss", "l1", "l2",
+                   "mean_absolute_error", "cosine_proximity", "hinge", "squared_hinge", "kl_divergence"]
+
+
+class OutputParams(DenseParams):
+    loss: LossName = "mcxent"
+
+
+@register
+class OutputLayer(_DenseLike):
+    name, dl4j = "output", "OutputLayer"
+    Params = OutputParams
+    doc = "Dense layer whose activated output is a network prediction, trained with `loss`."
+
+    def build(self, p, inf):
+        return M.Output(inf.n_in, p.out, p.bias, p.activation, p.loss)
+
+
+class CenterLossParams(OutputParams):
+    alpha: float = Field(0.05, ge=0.0)
+    lambda_: float = Field(2e-4, alias="lambda", ge=0.0)
+    gradient_check: bool = False
+
+
+@register
+class CenterLossOutputLayer(_DenseLike):
+    name, dl4j = "center_loss_output", "CenterLossOutputLayer"
+    Params = CenterLossParams
+    doc = "Output layer with center loss: per-class centers of its input (state updated by rule, not gradient)."
+
+    def param_shapes(self, p, inf):
+        return super().param_shapes(p, inf) + [ParamShape("centers", (p.out, inf.n_in), False)]
+
+    def build(self, p, inf):
+        return M.CenterLossOutput(inf.n_in, p.out, p.bias, p.activation, p.loss, p.alpha, p.lambda_,
+                                  p.gradient_check)
+
+
+class DropoutParams(Params):
+    rate: float = Field(0.5, ge=0.0, lt=1.0, description="probability of dropping (DL4J dropOut(x) retains x)")
+
+
+@register
+class DropoutLayer(VertexType):
+    name, dl4j = "dropout", "DropoutLayer"
+    Params = DropoutParams
+    doc = "Inverted dropout in training mode, identity in inference."
+
+    def build(self, p, inf):
+        return M.Dropout(p.rate)
+
+
+class GlobalPoolParams(Params):
+    pooling: Literal["max", "avg", "sum", "pnorm"] = "max"
+    pnorm: int = Field(2, ge=1, le=64)
+    collapse: bool = True
+
+
+@register
+class GlobalPoolingLayer(VertexType):
+    name, dl4j = "global_pool", "GlobalPoolingLayer"
+    Params = GlobalPoolParams
+    doc = "Pools over all spatial positions; `collapse` gives [C] instead of [C, 1, 1]."
+
+    def infer(self, p, in_shapes):
+        c = _need_rank3(in_shapes[0])[0]
+        return Inference((c,) if p.collapse else (c, 1, 1))
+
+    def build(self, p, inf):
+        return M.GlobalPooling(p.pooling, p.pnorm, p.collapse)
+
+
+# --- graph vertices -----------------------------------------------------------------------------------------
+
+
+class NoParams(Params):
+    pass
+
+
+def _same_rank(in_shapes):
+    ranks = {len(s) for s in in_shapes}
+    if len(ranks) > 1:
+        raise ShapeError("all inputs must have the same rank; received "
+                         + ", ".join(_fmt(s) for s in in_shapes))
+
+
+@register
+class MergeVertex(VertexType):
+    name, dl4j, kind = "merge", "MergeVertex", "vertex"
+    Params = NoParams
+    arity = (1, None)
+    doc = "Concatenates its inputs along channels/features, in the order listed."
+
+    def infer(self, p, in_shapes):
+        _same_rank(in_shapes)
+        rest = {tuple(s[1:]) for s in in_shapes}
+        if len(rest) > 1:
+            raise ShapeError("inputs must agree on every dimension but the first (spatial sizes differ); "
+                             "received " + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
+        return Inference((sum(s[0] for s in in_shapes), *in_shapes[0][1:]))
+
+    def build(self, p, inf):
+        return M.Merge()
+
+
+class ElementWiseParams(Params):
+    op: Literal["add", "subtract", "product", "average", "max"]
+
+
+@register
+class ElementWiseVertex(VertexType):
+    name, dl4j, kind = "elementwise", "ElementWiseVertex", "vertex"
+    Params = ElementWiseParams
+    arity = (1, None)
+    doc = "Element-wise add, subtract (exactly two inputs), product, average or max of same-shape inputs."
+
+    def infer(self, p, in_shapes):
+        if p.op == "subtract" and len(in_shapes) != 2:
+            raise ShapeError(f"op 'subtract' needs exactly 2 inputs; received {len(in_shapes)}", key="inputs")
+        if len({tuple(s) for s in in_shapes}) > 1:
+            raise ShapeError("inputs must have identical shapes; received "
+                             + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
+        return Inference(in_shapes[0])
+
+    def build(self, p, inf):
+        return M.ElementWise(p.op)
+
+
+class L2NormParams(Params):
+    dims: Optional[list[int]] = None
+    eps: float = Field(1e-8, gt=0.0)
+
+
+@register
+class L2NormalizeVertex(VertexType):
+    name, dl4j, kind = "l2_normalize", "L2NormalizeVertex", "vertex"
+    Params = L2NormParams
+    doc = "x / max(||x||, eps) per example, over `dims` (default: all but the batch dimension)."
+
+    def infer(self, p, in_shapes):
+        rank = len(in_shapes[0]) + 1
+        for d in p.dims or ():
+            if not 1 <= d < rank:
+                raise ShapeError(f"'dims' entries must be in 1..{rank - 1} for an input of rank {rank}; "
+                                 f"received {d}", key="dims")
+        return Inference(in_shapes[0])
+
+    def build(self, p, inf):
+        return M.L2Normalize(p.dims, p.eps)
+
+
+class SubsetParams(Params):
+    start: int = Field(alias="from", ge=0)
+    end: int = Field(alias="to", ge=0)
+
+
+@register
+class SubsetVertex(VertexType):
+    name, dl4j, kind = "subset", "SubsetVertex", "vertex"
+    Params = SubsetParams
+    doc = "Channels/features `from`..`to` (inclusive) along dimension 1."
+
+    def infer(self, p, in_shapes):
+        n = in_shapes[0][0]
+        if not p.start <= p.end < n:
+            raise ShapeError(f"expected 0 <= from <= to < {n} (the input's size); received from={p.start}, "
+                             f"to={p.end}", key="to")
+        return Inference((p.end - p.start + 1, *in_shapes[0][1:]))
+
+    def build(self, p, inf):
+        return M.Subset(p.start, p.end)
+
+
+class ScaleParams(Params):
+    factor: float
+
+
+@register
+class ScaleVertex(VertexType):
+    name, dl4j, kind = "scale", "ScaleVertex", "vertex"
+    Params = ScaleParams
+    doc = "y = factor · x."
+
+    def build(self, p, inf):
+        return M.Scale(p.factor)
+
+
+class ShiftParams(Params):
+    amount: float
+
+
+@register
+class ShiftVertex(VertexType):
+    name, dl4j, kind = "shift", "ShiftVertex", "vertex"
+    Params = ShiftParams
+    doc = "y = x + amount."
+
+    def build(self, p, inf):
+        return M.Shift(p.amount)
+
+
+class ReshapeParams(Params):
+    shape: list[int] = Field(min_length=1, max_length=8)
+
+
+@register
+class ReshapeVertex(VertexType):
+    name, dl4j, kind = "reshape", "ReshapeVertex", "vertex"
+    Params = ReshapeParams
+    doc = "Reshape each example (C-order) to `shape` (without the batch dimension; one entry may be -1)."
+
+    def infer(self, p, in_shapes):
+        n = _prod(in_shapes[0])
+        shape = list(p.shape)
+        if shape.count(-1) > 1 or any(d == 0 or d < -1 for d in shape):
+            raise ShapeError(f"'shape' entries must be positive, with at most one -1; received {shape}", key="shape")
+        known = _prod(d for d in shape if d != -1)
+        if -1 in shape:
+            if n % known:
+                raise ShapeError(f"cannot reshape {_fmt(in_shapes[0])} ({n} values) to {shape}", key="shape")
+            shape[shape.index(-1)] = n // known
+        if _prod(shape) != n:
+            raise ShapeError(f"cannot reshape {_fmt(in_shapes[0])} ({n} values) to {_fmt(shape)} "
+                             f"({_prod(shape)} values)", key="shape")
+        return Inference(tuple(shape))
+
+    def build(self, p, inf):
+        return M.Reshape(inf.out_shape)
+
+
+class L2DistParams(Params):
+    eps: float = Field(1e-8, gt=0.0)
+
+
+@register
+class L2Vertex(VertexType):
+    name, dl4j, kind = "l2_distance", "L2Vertex", "vertex"
+    Params = L2DistParams
+    arity = (2, 2)
+    doc = "Per-example Euclidean distance between two same-shape inputs: [1]."
+
+    def infer(self, p, in_shapes):
+        if tuple(in_shapes[0]) != tuple(in_shapes[1]):
+            raise ShapeError(f"inputs must have identical shapes; received {_fmt(in_shapes[0])}, "
+                             f"{_fmt(in_shapes[1])}", key="inputs")
+        return Inference((1,))
+
+    def build(self, p, inf):
+        return M.L2Distance(p.eps)
+
+
+@register
+class PoolHelperVertex(VertexType):
+    name, dl4j, kind = "pool_helper", "PoolHelperVertex", "vertex"
+    Params = NoParams
+    doc = "Drops the first row and column of a convolutional input."
+
+    def infer(self, p, in_shapes):
+        c, h, w = _need_rank3(in_shapes[0])
+        if h < 2 or w < 2:
+            raise ShapeError(f"needs at least 2x2 spatially; received {_fmt(in_shapes[0])}")
+        return Inference((c, h - 1, w - 1))
+
+    def build(self, p, inf):
+        return M.PoolHelper()

@@ -1,0 +1,146 @@
+"""The vertex-type registry.
+
+Vertex *kinds* are a closed set (``input``, ``layer``, ``vertex``; output layers are layers). Vertex *types* are
+open: each is a class registered with :func:`register` that carries its parameters (a pydantic model) and its
+static rules — output shape, in-channel inference, parameter shapes, MACs — next to its torch factory. Tools
+(validation, summary, compiler, schema) only query this registry; nothing re-derives these rules elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from .errors import did_you_mean
+from .layers.activations import ACTIVATIONS
+from .layers.init import WEIGHT_INITS
+
+KINDS = ("input", "layer", "vertex")
+Shape = tuple[int, ...]  # per example, without the batch dimension: (C, H, W) or (F,)
+
+ActivationName = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
+WeightInitName = Literal[WEIGHT_INITS]  # type: ignore[valid-type]
+ConvolutionMode = Literal["same", "truncate", "strict"]
+
+
+def _pair(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value  # let pydantic reject it
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+Positive = Annotated[int, Field(ge=1, le=1_000_000)]
+NonNegative = Annotated[int, Field(ge=0, le=1_000_000)]
+PositivePair = Annotated[Union[tuple[Positive, Positive]], BeforeValidator(_pair)]
+NonNegativePair = Annotated[Union[tuple[NonNegative, NonNegative]], BeforeValidator(_pair)]
+Size = Annotated[int, Field(ge=1, le=100_000_000)]
+
+
+class Params(BaseModel):
+    """Base of every type's parameter model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ShapeError(Exception):
+    """Raised by a type's static rules; ``key`` names the offending parameter (for the error location)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass
+class Inference:
+    """What a type's static rules derive from its parameters and its input shapes."""
+
+    out_shape: Shape
+    n_in: int | None = None
+    n_out: int | None = None
+    info: dict = field(default_factory=dict)  # e.g. paddings, for the module factory and the summary
+
+
+@dataclass(frozen=True)
+class ParamShape:
+    name: str  # the state_dict suffix: 'weight', 'bias', 'running_mean', 'centers', ...
+    shape: tuple[int, ...]
+    trainable: bool  # trained by gradient (False: running statistics, centers, locked gamma/beta)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class VertexType:
+    """Base class of registry entries. Subclasses set the class attributes and override the rules."""
+
+    name: ClassVar[str]
+    dl4j: ClassVar[str]  # the DL4J class it reproduces, shown in summaries and accepted as an alias
+    kind: ClassVar[str] = "layer"
+    Params: ClassVar[type[Params]] = Params
+    uses: ClassVar[tuple[str, ...]] = ()  # keys inherited from the spec's `defaults`
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
+    doc: ClassVar[str] = ""
+
+    def infer(self, p: Any, in_shapes: list[Shape]) -> Inference:
+        return Inference(in_shapes[0])
+
+    def param_shapes(self, p: Any, inf: Inference) -> list[ParamShape]:
+        return []
+
+    def macs(self, p: Any, inf: Inference) -> int:
+        return 0
+
+    def build(self, p: Any, inf: Inference):
+        raise NotImplementedError
+
+    def init(self, module, p: Any, inf: Inference, generator) -> None:
+        """Initialise parameters (in place) with the spec's schemes; default: nothing to do."""
+
+
+REGISTRY: dict[str, VertexType] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(cls: type[VertexType]) -> type[VertexType]:
+    if cls.kind not in KINDS:
+        raise ValueError(f"vertex kind must be one of {KINDS}, got {cls.kind!r}")
+    if cls.name in REGISTRY:
+        raise ValueError(f"vertex type {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls()
+    _ALIASES[cls.dl4j.lower()] = cls.name
+    return cls
+
+
+def lookup(type_name: str) -> VertexType:
+    """The entry for a type name or DL4J class name; KeyError carries a did-you-mean message."""
+    _ensure_loaded()
+    key = str(type_name)
+    if key in REGISTRY:
+        return REGISTRY[key]
+    if key.lower() in _ALIASES:
+        return REGISTRY[_ALIASES[key.lower()]]
+    raise KeyError(f"unknown vertex type '{key}'{did_you_mean(key, list(REGISTRY) + list(_ALIASES))}; "
+                   f"known types: {', '.join(sorted(REGISTRY))}")
+
+
+def canonical(type_name: str) -> str:
+    return lookup(type_name).name
+
+
+def all_types() -> dict[str, VertexType]:
+    _ensure_loaded()
+    return dict(REGISTRY)
+
+
+def _ensure_loaded() -> None:
+    if not REGISTRY:
+        from .layers import types  # noqa: F401  (registers the built-in types)

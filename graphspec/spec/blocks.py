@@ -1,0 +1,213 @@
+"""Block expansion: a block instance becomes the vertices its template describes.
+
+A block template is an ordinary ``vertices`` mapping whose names and values may use ``$param`` / ``${expr}``
+(see :mod:`expr`), plus two directives usable as mapping keys or as single-key list items:
+
+* ``for i in <expr>: {...}`` repeats its body for every value (``i`` is bound inside);
+* ``if <expr>: {...}`` keeps its body only when the condition holds.
+
+Inside a template ``name`` is the instance name, ``inputs`` its input list and ``input`` its only input.
+Vertices remember the instance path (``group``) they came from, for summaries and drawings.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Problem, did_you_mean
+from ..yamlsrc import Source
+from .expr import ExprError, evaluate, substitute
+
+_FOR = re.compile(r"^for\s+([A-Za-z_]\w*)\s+in\s+(.+)$")
+_IF = re.compile(r"^if\s+(.+)$")
+REQUIRED = "required"
+MAX_BLOCK_DEPTH = 16
+MAX_EXPANDED = 100_000
+
+
+@dataclass
+class RawVertex:
+    name: str
+    body: dict[str, Any]
+    path: tuple
+    group: tuple[str, ...] = ()
+    origin: str = ""
+
+
+@dataclass
+class Expansion:
+    vertices: list[RawVertex] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # block instance name -> its output vertex
+    problems: list[Problem] = field(default_factory=list)
+
+
+class _Abort(Exception):
+    pass
+
+
+class Expander:
+    def __init__(self, blocks: dict, source: Source):
+        self.blocks, self.source = blocks, source
+        self.out = Expansion()
+
+    def problem(self, msg: str, path: tuple, vertex: str | None) -> None:
+        self.out.problems.append(Problem(msg, self.source.loc(path), vertex, path))
+
+    def run(self, vertices: dict[str, dict]) -> Expansion:
+        for name, body in vertices.items():
+            path = ("vertices", name)
+            if isinstance(body, dict) and "block" in body:
+                try:
+                    self.instance(name, body, path, ())
+                except _Abort:
+                    pass
+            else:
+                self.emit(RawVertex(str(name), body, path))
+        return self.out
+
+    def emit(self, raw: RawVertex) -> None:
+        if len(self.out.vertices) >= MAX_EXPANDED:
+            self.problem(f"blocks expand to more than {MAX_EXPANDED:,} vertices", raw.path, raw.name)
+            raise _Abort
+        self.out.vertices.append(raw)
+
+    def instance(self, name: str, body: dict, path: tuple, stack: tuple[str, ...]) -> None:
+        block_name = body["block"]
+        if block_name not in self.blocks:
+            self.problem(f"unknown block '{block_name}'{did_you_mean(block_name, self.blocks)}; "
+                         f"defined blocks: {', '.join(self.blocks) or 'none'}", path + ("block",), name)
+            raise _Abort
+        if len(stack) >= MAX_BLOCK_DEPTH or block_name in [s.split(":")[0] for s in stack]:
+            self.problem(f"block '{block_name}' uses itself (blocks nest: {' -> '.join(stack)}); "
+                         "blocks must not be recursive", path + ("block",), name)
+            raise _Abort
+        bdef = self.blocks[block_name]
+        env = self.arguments(name, body, bdef, block_name, path)
+        self.check_requirements(bdef, block_name, env, path, name)
+        origin = f"from block '{block_name}' used at {self.source.loc(path)}"
+        group = tuple(s.split(":", 1)[1] for s in stack) + (name,)
+        bpath = ("blocks", block_name, "vertices")
+        for vname, vbody, vpath in self.walk(bdef.vertices, env, bpath, name):
+            if isinstance(vbody, dict) and "block" in vbody:
+                self.instance(vname, vbody, vpath, stack + (f"{block_name}:{name}",))
+            else:
+                self.emit(RawVertex(vname, vbody, vpath, group, origin))
+        output = self.subst(bdef.output, env, ("blocks", block_name, "output"), name)
+        if output != name:
+            self.out.aliases[name] = str(output)
+
+    def arguments(self, name, body, bdef, block_name, path) -> dict:
+        before = len(self.out.problems)
+        args = {k: v for k, v in body.items() if k not in ("block", "inputs")}
+        for key in args:
+            if key not in bdef.params:
+                self.problem(f"block '{block_name}' has no parameter '{key}'{did_you_mean(key, bdef.params)}; "
+                             f"its parameters: {', '.join(bdef.params) or 'none'}", path + (key,), name)
+        missing = [k for k, v in bdef.params.items() if v == REQUIRED and k not in args]
+        if missing:
+            self.problem(f"block '{block_name}' needs parameter(s) {', '.join(repr(m) for m in missing)}",
+                         path, name)
+        inputs = body.get("inputs", [])
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            self.problem(f"'inputs' must be a list of vertex names; received {inputs!r}", path + ("inputs",), name)
+            inputs = []
+        if len(self.out.problems) > before:
+            raise _Abort
+        env = {k: v for k, v in bdef.params.items() if v != REQUIRED}
+        env.update(args)
+        env.update(name=name, inputs=list(inputs))
+        if len(inputs) == 1:
+            env["input"] = inputs[0]
+        return env
+
+    def check_requirements(self, bdef, block_name, env, path, name) -> None:
+        for i, req in enumerate(bdef.require):
+            cond = req.get("if") or req.get("check")
+            if cond is None:
+                continue
+            ok = self.evaluate(cond, env, ("blocks", block_name, "require", i), name)
+            if not ok:
+                msg = req.get("message", f"requirement '{cond}' of block '{block_name}' does not hold")
+                self.problem(msg, path, name)
+                raise _Abort
+
+    def evaluate(self, expr: str, env: dict, path: tuple, vertex: str):
+        try:
+            return evaluate(expr, env)
+        except ExprError as e:
+            self.problem(str(e), path, vertex)
+            raise _Abort from None
+
+    def subst(self, value: Any, env: dict, path: tuple, vertex: str) -> Any:
+        """Substitute templates in a value; lists may contain for/if directives."""
+        if isinstance(value, str):
+            try:
+                return substitute(value, env)
+            except ExprError as e:
+                self.problem(str(e), path, vertex)
+                raise _Abort from None
+        if isinstance(value, dict):
+            return {self.subst(k, env, path, vertex): self.subst(v, env, path + (k,), vertex)
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            out: list = []
+            for i, item in enumerate(value):
+                directive = self.directive(item)
+                if directive:
+                    out.extend(self.subst_directive(directive, item, env, path + (i,), vertex))
+                else:
+                    out.append(self.subst(item, env, path + (i,), vertex))
+            return out
+        return value
+
+    @staticmethod
+    def directive(item: Any):
+        if isinstance(item, dict) and len(item) == 1:
+            key = next(iter(item))
+            if isinstance(key, str) and (_FOR.match(key) or _IF.match(key)):
+                return key
+        return None
+
+    def subst_directive(self, key: str, item: dict, env: dict, path: tuple, vertex: str) -> list:
+        body = item[key]
+        items = body if isinstance(body, list) else [body]
+        out: list = []
+        for scope in self.scopes(key, env, path + (key,), vertex):
+            out.extend(self.subst(items, scope, path + (key,), vertex))
+        return out
+
+    def scopes(self, key: str, env: dict, path: tuple, vertex: str):
+        m = _FOR.match(key)
+        if m:
+            values = self.evaluate(m.group(2), env, path, vertex)
+            if not isinstance(values, (list, tuple)):
+                self.problem(f"'{key}': expected a list to iterate over; received {values!r}", path, vertex)
+                raise _Abort
+            return [{**env, m.group(1): v} for v in values]
+        cond = _IF.match(key).group(1)
+        return [env] if self.evaluate(cond, env, path, vertex) else []
+
+    def walk(self, vertices: dict, env: dict, path: tuple, vertex: str):
+        """Yield (name, body, path) for a template mapping, expanding for/if keys."""
+        for key, body in vertices.items():
+            kpath = path + (key,)
+            if isinstance(key, str) and (_FOR.match(key) or _IF.match(key)):
+                if not isinstance(body, dict):
+                    self.problem(f"'{key}' must contain a mapping of vertices", kpath, vertex)
+                    raise _Abort
+                for scope in self.scopes(key, env, kpath, vertex):
+                    yield from self.walk(body, scope, kpath, vertex)
+                continue
+            name = self.subst(key, env, kpath, vertex)
+            if not isinstance(name, str) or not name:
+                self.problem(f"vertex name template '{key}' must give a non-empty string; received {name!r}",
+                             kpath, vertex)
+                raise _Abort
+            yield name, self.subst(body, env, kpath, name), kpath
+
+
+def expand(vertices: dict, blocks: dict, source: Source) -> Expansion:
+    return Expander(blocks, source).run(vertices)

@@ -1,0 +1,157 @@
+"""``load_spec``: YAML text or file -> validated, block-expanded :class:`Spec`."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import GraphspecError, Problem, SpecError, did_you_mean
+from ..registry import lookup
+from ..yamlsrc import Source, load_yaml
+from . import blocks as _blocks
+from .model import SPEC_VERSION, TRAIN_KEYS, Document, Spec, TrainConfig, Vertex
+from .validate import problems as _problems
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+ENVELOPE = ("type", "inputs", "group")
+
+
+def _reserved() -> frozenset[str]:
+    import torch.fx
+    return frozenset(n for n in dir(torch.fx.GraphModule) if not n.startswith("__")) | {
+        "training", "graph", "meta", "code", "graphspec"}
+
+
+RESERVED = _reserved()
+
+
+def load_spec(source: "str | os.PathLike | dict | Spec", *, check_graph: bool = True) -> Spec:
+    """Load and validate a spec from a file path, YAML text or a dict.
+
+    >>> spec = load_spec("specs/nn4small2.yaml")  # doctest: +SKIP
+    >>> spec.vertices["inception-3a"].inputs[:2]  # doctest: +SKIP
+    ['inception-3a-transfer2-0', 'inception-3a-transfer2-1']
+
+    Raises :class:`~graphspec.errors.SpecError` listing every problem with ``file:line:col`` and vertex.
+    """
+    if isinstance(source, Spec):
+        return source
+    src = Source(source, "<dict>") if isinstance(source, dict) else load_yaml(source)
+    spec = _from_source(src)
+    if check_graph:
+        from ..graph import analyze
+        analyze(spec)
+    return spec
+
+
+def _fail(problems: list[Problem]):
+    if problems:
+        raise SpecError(problems)
+
+
+def _from_source(src: Source) -> Spec:
+    data = src.data
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "nothing"
+        kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number"}.get(kind, kind)
+        raise GraphspecError(f"expected a mapping at the top level (version, name, inputs, vertices, outputs); "
+                             f"received {kind}", location=src.loc(()))
+    _check_version(data, src)
+    try:
+        doc = Document.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_problems(e, src, (), Document)) from None
+    problems = [Problem(f"input name '{n}' is not a valid name; use letters, digits, '_' and '-'",
+                        src.loc(("inputs", n)), n) for n in doc.inputs if not _valid_name(n)]
+    expansion = _blocks.expand(doc.vertices, doc.blocks, src)
+    problems += expansion.problems
+    _fail(problems)
+    vertices: dict[str, Vertex] = {}
+    for raw in expansion.vertices:
+        vertex = _vertex(raw, doc, src, problems)
+        if vertex is None:
+            continue
+        if raw.name in vertices or raw.name in doc.inputs:
+            first = vertices[raw.name].path if raw.name in vertices else ("inputs", raw.name)
+            problems.append(Problem(f"the name '{raw.name}' is defined twice (first at {src.loc(first)}); "
+                                    "vertex and input names must be unique", src.loc(raw.path), raw.name,
+                                    raw.path))
+            continue
+        vertices[raw.name] = vertex
+    _fail(problems)
+    # A block instance name refers to the block's output, unless the block made a vertex of that very name.
+    aliases = {k: v for k, v in expansion.aliases.items() if k not in vertices}
+    for v in vertices.values():
+        v.inputs = [aliases.get(i, i) for i in v.inputs]
+    return Spec(doc.version, doc.name, doc.seed, doc.defaults, dict(doc.inputs), vertices,
+                [aliases.get(o, o) for o in doc.outputs], doc.description, src)
+
+
+def _check_version(data: dict, src: Source) -> None:
+    version = data.get("version")
+    if "version" not in data:
+        raise GraphspecError(f"missing required key 'version'; this graphspec reads version {SPEC_VERSION} "
+                             f"(add 'version: {SPEC_VERSION}')", location=src.loc(()))
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise GraphspecError(f"'version': expected a positive integer; received {version!r}",
+                             location=src.loc(("version",)))
+    if version > SPEC_VERSION:
+        raise GraphspecError(f"spec version {version} is newer than this graphspec understands "
+                             f"(up to {SPEC_VERSION}); upgrade graphspec", location=src.loc(("version",)))
+
+
+def _valid_name(name: str) -> bool:
+    return bool(NAME.match(name)) and name not in RESERVED
+
+
+def _vertex(raw, doc: Document, src: Source, problems: list[Problem]) -> Vertex | None:
+    name, body, path = raw.name, raw.body, raw.path
+    suffix = f" ({raw.origin})" if raw.origin else ""
+
+    def bad(msg, key=None):
+        p = path + ((key,) if key else ())
+        problems.append(Problem(msg + suffix, src.loc(p), name, p))
+
+    if not _valid_name(name):
+        reason = "is reserved by torch.nn.Module" if name in RESERVED else \
+            "may contain only letters, digits, '_' and '-', and must not start with '-'"
+        bad(f"invalid vertex name: '{name}' {reason}")
+        return None
+    if not isinstance(body, dict):
+        bad(f"expected a mapping with 'type' and 'inputs'; received {body!r}")
+        return None
+    if "type" not in body:
+        bad("missing required key 'type'")
+        return None
+    try:
+        entry = lookup(body["type"])
+    except KeyError as e:
+        bad(e.args[0], "type")
+        return None
+    inputs = body.get("inputs", [])
+    inputs = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        bad(f"'inputs' must be a list of vertex or input names; received {inputs!r}", "inputs")
+        return None
+    group = body.get("group")
+    group_path = tuple(str(group).split("/")) if group else raw.group
+    params = {k: v for k, v in body.items() if k not in ENVELOPE and k not in TRAIN_KEYS}
+    train = {k: v for k, v in body.items() if k in TRAIN_KEYS}
+    known = tuple(ENVELOPE) + TRAIN_KEYS
+    before = len(problems)
+    try:
+        filled = {k: getattr(doc.defaults, k) for k in entry.uses}
+        cfg = entry.Params.model_validate({**filled, **params})
+    except ValidationError as e:
+        problems.extend(_problems(e, src, path, entry.Params, name, known, suffix))
+        cfg = None
+    try:
+        base = doc.defaults.model_dump(include=set(TRAIN_KEYS))
+        training = TrainConfig.model_validate({**base, **train})
+    except ValidationError as e:
+        problems.extend(_problems(e, src, path, TrainConfig, name, known, suffix))
+    if len(problems) > before:
+        return None
+    return Vertex(name, entry.name, list(inputs), params, train, group_path, path, raw.origin, cfg, training)

@@ -1,0 +1,180 @@
+"""The spec language's document model (version 1) and the in-memory :class:`Spec`.
+
+The top level is validated with pydantic; each vertex is validated by its registry entry's parameter model
+after block expansion, so that errors can name the vertex and its exact key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import Location
+from ..registry import ActivationName, ConvolutionMode, WeightInitName, lookup
+from ..yamlsrc import Source
+
+SPEC_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Updater(_Strict):
+    """An optimizer (DL4J 'updater'). Which fields apply depends on `type`; training validates the combination."""
+
+    type: Literal["sgd", "adam", "adamw", "nesterovs", "rmsprop", "adagrad", "adadelta", "noop"] = "sgd"
+    lr: float = Field(0.1, ge=0.0)
+    beta1: Optional[float] = None
+    beta2: Optional[float] = None
+    eps: Optional[float] = None
+    momentum: Optional[float] = None
+    rho: Optional[float] = None
+    weight_decay: Optional[float] = None
+
+
+GradientNormalization = Literal["none", "renormalize_l2_per_layer", "renormalize_l2_per_param_type",
+                                "clip_l2_per_layer", "clip_l2_per_param_type", "clip_element_wise_absolute_value"]
+
+TRAIN_KEYS = ("l1", "l2", "l1_bias", "l2_bias", "updater", "gradient_normalization",
+              "gradient_normalization_threshold")
+
+
+class TrainConfig(_Strict):
+    """Per-layer training settings: in `defaults` for every vertex, overridable on each vertex."""
+
+    l1: float = Field(0.0, ge=0.0)
+    l2: float = Field(0.0, ge=0.0)
+    l1_bias: float = Field(0.0, ge=0.0)
+    l2_bias: float = Field(0.0, ge=0.0)
+    updater: Updater = Updater()
+    gradient_normalization: GradientNormalization = "none"
+    gradient_normalization_threshold: float = Field(1.0, gt=0.0)
+
+
+class Defaults(TrainConfig):
+    """Like DL4J's ``NeuralNetConfiguration.Builder``; its values are DL4J 0.9.x's builder defaults."""
+
+    activation: ActivationName = "sigmoid"
+    weight_init: WeightInitName = "xavier"
+    bias_init: float = 0.0
+    convolution_mode: ConvolutionMode = "truncate"
+
+
+class ConvolutionalInput(_Strict):
+    type: Literal["convolutional"]
+    channels: int = Field(ge=1, le=1_000_000)
+    height: int = Field(ge=1, le=1_000_000)
+    width: int = Field(ge=1, le=1_000_000)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.channels, self.height, self.width)
+
+
+class FeedForwardInput(_Strict):
+    type: Literal["feed_forward"]
+    size: int = Field(ge=1, le=100_000_000)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.size,)
+
+
+InputDef = Annotated[Union[ConvolutionalInput, FeedForwardInput], Field(discriminator="type")]
+
+
+class BlockDef(_Strict):
+    """A reusable parametric sub-graph; see docs/spec.md 'Blocks'."""
+
+    doc: Optional[str] = None
+    params: dict[str, Any] = {}
+    require: list[dict[str, str]] = []
+    vertices: dict[str, Any] = Field(min_length=1)
+    output: str = "$name"
+
+
+class Document(_Strict):
+    version: int
+    name: str = Field(min_length=1, max_length=200)
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
+    description: Optional[str] = None
+    defaults: Defaults = Defaults()
+    inputs: dict[str, InputDef] = Field(min_length=1)
+    blocks: dict[str, BlockDef] = {}
+    vertices: dict[str, dict[str, Any]] = Field(min_length=1)
+    outputs: list[str] = Field(min_length=1)
+
+
+@dataclass
+class Vertex:
+    """One expanded vertex: what the user wrote (``params``/``train``, for round trips) and its validated config."""
+
+    name: str
+    type: str
+    inputs: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    group: tuple[str, ...] = ()
+    path: tuple = ()  # key path of its definition in the source, for error positions
+    origin: str = ""  # e.g. "from block 'inception' used at line 12"
+    cfg: Any = None  # the type's validated Params, defaults filled in
+    training: TrainConfig | None = None
+
+    @property
+    def entry(self):
+        return lookup(self.type)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "inputs": list(self.inputs)}
+        d.update(self.params)
+        d.update(self.train)
+        if self.group:
+            d["group"] = "/".join(self.group)
+        return d
+
+
+@dataclass
+class Spec:
+    """A validated, block-expanded spec. Build it with :func:`graphspec.load_spec`."""
+
+    version: int
+    name: str
+    seed: int | None
+    defaults: Defaults
+    inputs: dict[str, Any]
+    vertices: dict[str, Vertex]
+    outputs: list[str]
+    description: str | None = None
+    source: Source | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def file(self) -> str:
+        return self.source.file if self.source else "<spec>"
+
+    def loc(self, path: tuple = ()) -> Location:
+        return self.source.loc(path) if self.source else Location(self.file)
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        return self.inputs[name].shape
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat (block-expanded) document; loading it gives an equal spec."""
+        d: dict[str, Any] = {"version": self.version, "name": self.name}
+        if self.seed is not None:
+            d["seed"] = self.seed
+        if self.description:
+            d["description"] = self.description
+        d["defaults"] = self.defaults.model_dump(mode="json", exclude_defaults=True)
+        d["inputs"] = {k: v.model_dump(mode="json") for k, v in self.inputs.items()}
+        d["vertices"] = {name: v.to_dict() for name, v in self.vertices.items()}
+        d["outputs"] = list(self.outputs)
+        return d
+
+    def to_yaml(self) -> str:
+        import yaml
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Spec) and self.to_dict() == other.to_dict()

@@ -1,0 +1,196 @@
+"""Safe YAML loading that keeps positions.
+
+PyYAML's safe loader is used for tokenising and scalar resolution only; the document is converted to plain
+dicts/lists here so that we can (a) refuse every non-standard tag (``!!python/object`` and friends), (b) refuse
+duplicate keys, (c) bound nesting depth, expanded size (alias bombs) and file size, and (d) remember the
+``line:col`` of every key and list item for error messages.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import GraphspecError, Location
+
+MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
+
+
+@dataclass
+class Source:
+    """A parsed YAML document and the position of everything in it."""
+
+    data: Any
+    file: str = "<string>"
+    positions: dict[tuple, Location] = field(default_factory=dict)
+
+    def loc(self, path: tuple = ()) -> Location:
+        """Position of the value at ``path``, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            path = path[:-1]
+        return self.positions.get((), Location(self.file, 1, 1))
+
+
+def read_text(source: str | os.PathLike) -> tuple[str, str]:
+    """Return ``(text, file_label)``. A string with a newline or no such file is treated as YAML text."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and (
+            source.endswith((".yaml", ".yml", ".json")) or os.path.isfile(source))):
+        path = Path(source)
+        label = str(source)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise GraphspecError(f"cannot read spec: {e.strerror or e}", location=Location(label)) from None
+        if size > MAX_BYTES:
+            raise GraphspecError(f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,} bytes",
+                                 location=Location(label))
+        raw = path.read_bytes()
+    else:
+        label = "<string>"
+        raw = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else bytes(source)
+        if len(raw) > MAX_BYTES:
+            raise GraphspecError(f"text is {len(raw):,} bytes; specs are limited to {MAX_BYTES:,} bytes",
+                                 location=Location(label))
+    return _decode(raw, label), label
+
+
+def _decode(raw: bytes, label: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = raw[: e.start]
+        line = before.count(b"\n") + 1
+        col = e.start - (before.rfind(b"\n") + 1) + 1
+        raise GraphspecError(f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); expected UTF-8 text",
+                             location=Location(label, line, col)) from None
+
+
+def _mark(label: str, mark) -> Location:
+    return Location(label, mark.line + 1, mark.column + 1) if mark is not None else Location(label)
+
+
+def parse_yaml(text: str, label: str = "<string>") -> Source:
+    """Parse one YAML document into plain Python values with positions."""
+    _check_structure(text, label)
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, label) from None
+    if len(nodes) > 1:
+        raise GraphspecError("expected a single YAML document, found several ('---')",
+                             location=_mark(label, nodes[1].start_mark))
+    if not nodes or nodes[0] is None:
+        raise GraphspecError("the spec is empty; expected a mapping with at least 'version', 'inputs', "
+                             "'vertices' and 'outputs'", location=Location(label, 1, 1))
+    conv = _Converter(label)
+    data = conv.convert(nodes[0], ())
+    return Source(data, label, conv.positions)
+
+
+def _yaml_error(e: yaml.YAMLError, label: str) -> GraphspecError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    return GraphspecError(msg, location=_mark(label, mark))
+
+
+def _check_structure(text: str, label: str) -> None:
+    """Bound depth and alias count with the event stream, which (unlike composing) is not recursive."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise GraphspecError(f"nesting is deeper than {MAX_DEPTH} levels",
+                                         location=_mark(label, event.start_mark))
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, label) from None
+
+
+class _Converter:
+    def __init__(self, label: str):
+        self.label = label
+        self.positions: dict[tuple, Location] = {}
+        self.count = 0
+        self._scalars = yaml.SafeLoader("")  # only its scalar constructors are used
+
+    def convert(self, node, path: tuple) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise GraphspecError(f"the document expands to more than {MAX_NODES:,} values "
+                                 "(an alias bomb?)", location=_mark(self.label, node.start_mark))
+        self.positions.setdefault(path, _mark(self.label, node.start_mark))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            self._check_tag(node, _TAG + "seq")
+            return [self.convert(child, path + (i,)) for i, child in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _check_tag(self, node, expected: str | set) -> None:
+        allowed = {expected} if isinstance(expected, str) else expected
+        if node.tag not in allowed:
+            shown = node.tag.replace(_TAG, "!!")
+            raise GraphspecError(f"YAML tag '{shown}' is not allowed; graphspec reads plain YAML only "
+                                 "(no Python objects or custom tags)", location=_mark(self.label, node.start_mark))
+
+    def _scalar(self, node) -> Any:
+        self._check_tag(node, _SCALAR_TAGS)
+        return self._scalars.construct_object(node)
+
+    def _mapping(self, node, path: tuple) -> dict:
+        self._check_tag(node, _TAG + "map")
+        out: dict = {}
+        seen: dict = {}
+        merged: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _TAG + "merge":
+                merged.update(self._merge_source(value_node, path))
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise GraphspecError("mapping keys must be plain scalars", location=_mark(self.label, key_node.start_mark))
+            key = self._scalar(key_node)
+            if isinstance(key, float) or key is None or isinstance(key, bool):
+                key = key_node.value
+            loc = _mark(self.label, key_node.start_mark)
+            if key in seen:
+                raise GraphspecError(f"duplicate key '{key}' (first defined at line {seen[key].line}); "
+                                     "every key may appear once", location=loc)
+            seen[key] = loc
+            self.positions[path + (key,)] = loc
+            out[key] = self.convert(value_node, path + (key,))
+        for key, value in merged.items():
+            out.setdefault(key, value)
+        return out
+
+    def _merge_source(self, node, path: tuple) -> dict:
+        nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        result: dict = {}
+        for n in nodes:
+            value = self.convert(n, path)
+            if not isinstance(value, dict):
+                raise GraphspecError("'<<' merge expects a mapping or a list of mappings",
+                                     location=_mark(self.label, n.start_mark))
+            for k, v in value.items():
+                result.setdefault(k, v)
+        return result
+
+
+def load_yaml(source: str | os.PathLike) -> Source:
+    text, label = read_text(source)
+    return parse_yaml(text, label)
