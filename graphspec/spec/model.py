@@ -128,7 +128,7 @@ class Vertex:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "inputs": list(self.inputs)}
-        d.update(self.params)
+        d.update({k: v for k, v in self.params.items() if v is not None})  # None always means "the default"
         d.update(self.train)
         if self.group:
             d["group"] = "/".join(self.group)

@@ -1,0 +1,144 @@
+"""The ``graphspec`` command line: a thin shell over the Python API.
+
+Every error a user can cause is a :class:`GraphspecError`, printed as ``FILE:LINE:COL: vertex 'NAME': ...``
+with exit status 2. Anything else is a bug: one line with exit status 3 (``--debug`` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import GraphspecError
+
+EXIT_USAGE, EXIT_INTERNAL = 2, 3
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
+        console = Console(stderr=stderr, highlight=False, width=200)
+    return console
+
+
+def cmd_summary(args) -> int:
+    from .summary import render_json, render_markdown, render_table, summarize
+    s = summarize(args.spec, batch_size=args.batch_size)
+    if args.format == "json":
+        print(render_json(s))
+    elif args.format == "markdown":
+        print(render_markdown(s), end="")
+    else:
+        render_table(s, _console())
+    for w in s.warnings:
+        print(w, file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .graph import analyze
+    from .spec.loader import load_spec
+    spec = load_spec(args.spec, check_graph=False)
+    a = analyze(spec, warn=False)
+    for w in a.warnings:
+        print(w, file=sys.stderr)
+    print(f"{spec.file}: ok ({len(spec.vertices)} vertices, outputs: {', '.join(spec.outputs)})")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from .schema import json_schema
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_forward(args) -> int:
+    """Build the spec and run a random batch through it, checking real shapes against the static ones."""
+    import time
+
+    import torch
+
+    from .compiler import build
+    net = build(args.spec, seed=args.seed)
+    info = net.graphspec
+    net.train(args.train)
+    xs = [torch.randn(args.batch_size, *info.spec.input_shape(n)) for n in info.spec.inputs]
+    with torch.no_grad():
+        start = time.perf_counter()
+        out = net(*xs)
+        elapsed = time.perf_counter() - start
+    outs = out if isinstance(out, dict) else {info.spec.outputs[0]: out}
+    for name, tensor in outs.items():
+        expected = (args.batch_size, *info.analysis.shapes[name])
+        status = "ok" if tuple(tensor.shape) == expected else f"MISMATCH (static {list(expected)})"
+        print(f"{name}: {list(tensor.shape)} {status}")
+        if status != "ok":
+            return 1
+    print(f"forward of batch {args.batch_size} in {elapsed * 1000:.1f} ms "
+          f"({args.batch_size / elapsed:.1f} examples/s, {'training' if args.train else 'inference'} mode)")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"graphspec {__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("summary", help="print the vertices, shapes, parameters and totals of a spec")
+    s.add_argument("spec")
+    s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    s.add_argument("--batch-size", type=_positive, default=1, help="for activation memory and MACs (default 1)")
+    s.set_defaults(func=cmd_summary)
+
+    v = sub.add_parser("validate", help="check a spec statically (exit 0 if valid, 2 with the errors)")
+    v.add_argument("spec")
+    v.set_defaults(func=cmd_validate)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sc.set_defaults(func=cmd_schema)
+
+    f = sub.add_parser("forward", help="build a spec and run a random batch through it")
+    f.add_argument("spec")
+    f.add_argument("--batch-size", type=_positive, default=2)
+    f.add_argument("--seed", type=int, default=None)
+    f.add_argument("--train", action="store_true", help="training mode (batch statistics)")
+    f.set_defaults(func=cmd_forward)
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GraphspecError as e:
+        for problem in e.problems:
+            print(f"error: {problem}" if problem.severity == "error" else str(problem), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug in graphspec, not the user's fault: one line, no traceback
+        if args.debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback and please report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""``summary``: a plain data object describing a spec; tables, markdown and JSON are renderings of it."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .graph import analyze
+from .registry import ParamShape
+from .spec.loader import load_spec
+
+BYTES_PER_VALUE = 4  # float32
+
+
+@dataclass
+class Row:
+    name: str
+    type: str
+    dl4j: str
+    kind: str
+    inputs: list[str]
+    n_in: int | None
+    n_out: int | None
+    in_inferred: bool  # n_in was derived from the input shapes, not written in the spec
+    out_shape: tuple[int, ...]
+    params: int  # everything stored, as DL4J counts it (incl. running statistics and centers)
+    trainable: int  # trained by gradient
+    state: int  # stored but not trained by gradient
+    param_shapes: list[ParamShape]
+    macs: int  # multiply-accumulates per example (convolutions and dense layers)
+    group: str = ""
+    frozen: bool = False
+
+    @property
+    def n_in_out(self) -> str:
+        if self.n_in is None and self.n_out is None:
+            return "-"
+        mark = "*" if self.in_inferred else ""
+        return f"{self.n_in}{mark}→{self.n_out}"
+
+
+@dataclass
+class Summary:
+    name: str
+    batch_size: int
+    inputs: dict[str, tuple[int, ...]]
+    rows: list[Row]
+    outputs: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def trainable(self) -> int:
+        return sum(r.trainable for r in self.rows if not r.frozen)
+
+    @property
+    def frozen(self) -> int:
+        return sum(r.trainable for r in self.rows if r.frozen)
+
+    @property
+    def state(self) -> int:
+        return sum(r.state for r in self.rows)
+
+    @property
+    def total(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def param_bytes(self) -> int:
+        return self.total * BYTES_PER_VALUE
+
+    @property
+    def activation_bytes(self) -> int:
+        """Memory of every vertex output for one forward pass at ``batch_size`` (float32)."""
+        per_example = sum(_numel(r.out_shape) for r in self.rows)
+        return per_example * self.batch_size * BYTES_PER_VALUE
+
+    def totals(self) -> dict:
+        return {"total": self.total, "trainable": self.trainable, "frozen": self.frozen, "state": self.state,
+                "param_bytes": self.param_bytes, "activation_bytes": self.activation_bytes,
+                "macs_per_example": self.macs, "macs": self.macs * self.batch_size, "batch_size": self.batch_size}
+
+    def to_dict(self) -> dict:
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d["param_shapes"] = {p.name: list(p.shape) for p in r.param_shapes}
+            d["out_shape"] = list(r.out_shape)
+            rows.append(d)
+        return {"name": self.name, "inputs": {k: list(v) for k, v in self.inputs.items()}, "rows": rows,
+                "outputs": self.outputs, "totals": self.totals(), "warnings": self.warnings}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def summarize(spec_or_path, batch_size: int = 1, frozen: set[str] | None = None) -> Summary:
+    """Summarise a spec (path, text, dict or Spec) without building it."""
+    spec = load_spec(spec_or_path)
+    a = analyze(spec, warn=False)
+    frozen = frozen or set()
+    rows = []
+    for name in a.order:
+        v = spec.vertices[name]
+        entry, inf = v.entry, a.inference[name]
+        shapes = entry.param_shapes(v.cfg, inf)
+        trainable = sum(p.numel for p in shapes if p.trainable)
+        total = sum(p.numel for p in shapes)
+        given_in = v.params.get("in") is not None
+        rows.append(Row(name, entry.name, entry.dl4j, entry.kind, list(v.inputs),
+                        inf.n_in if shapes else None, inf.n_out if shapes else None,
+                        bool(shapes) and inf.n_in is not None and not given_in, tuple(inf.out_shape), total,
+                        trainable, total - trainable, shapes, entry.macs(v.cfg, inf), "/".join(v.group),
+                        name in frozen))
+    return Summary(spec.name, batch_size, {k: tuple(spec.input_shape(k)) for k in spec.inputs}, rows,
+                   list(spec.outputs), [str(w) for w in a.warnings])
+
+
+# --- renderings ---------------------------------------------------------------------------------------------
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _trainable_cell(r: Row) -> str:
+    if not r.params:
+        return "-"
+    if r.frozen:
+        return "frozen"
+    return "yes" if r.trainable == r.params else f"{r.trainable:,}"
+
+
+HEADERS = ["vertex (type)", "inputs", "nIn→nOut", "output shape", "params", "trainable"]
+
+
+def _cells(r: Row) -> list[str]:
+    return [f"{r.name} ({r.type})", ", ".join(r.inputs), r.n_in_out, _shape(r.out_shape),
+            f"{r.params:,}" if r.params else "0", _trainable_cell(r)]
+
+
+def total_lines(s: Summary) -> list[tuple[str, str]]:
+    t = s.totals()
+    return [
+        ("Trained by gradient", f"{t['trainable']:,}"),
+        ("Frozen", f"{t['frozen']:,}"),
+        ("Other state (BN running statistics, centers)", f"{t['state']:,}"),
+        ("Total parameters (as DL4J counts them)", f"{t['total']:,}"),
+        ("Parameter memory (float32)", _bytes(t["param_bytes"])),
+        (f"Activation memory, batch {s.batch_size} (float32, forward)", _bytes(t["activation_bytes"])),
+        ("MACs per example", f"{t['macs_per_example']:,}"),
+        (f"MACs, batch {s.batch_size}", f"{t['macs']:,}"),
+    ]
+
+
+def render_markdown(s: Summary) -> str:
+    lines = [f"# {s.name}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for k, shape in s.inputs.items():
+        lines.append(f"| {k} (input) |  | - | {_shape(shape)} | 0 | - |")
+    for r in s.rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    lines += ["", "| total | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in total_lines(s)]
+    lines += ["", "`*` nIn inferred from the input shapes."]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(s: Summary) -> str:
+    return json.dumps(s.to_dict(), indent=2)
+
+
+def render_table(s: Summary, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{s.name}", show_lines=False, header_style="bold")
+    for h in HEADERS:
+        table.add_column(h, overflow="fold", no_wrap=h != "inputs", justify="right" if h == "params" else "left")
+    for k, shape in s.inputs.items():
+        table.add_row(f"{k} (input)", "", "-", _shape(shape), "0", "-")
+    for r in s.rows:
+        table.add_row(*_cells(r), style="dim" if r.frozen else None)
+    console.print(table)
+    totals = Table(show_header=False, box=None)
+    totals.add_column(justify="left")
+    totals.add_column(justify="right")
+    for k, v in total_lines(s):
+        totals.add_row(k, v)
+    console.print(totals)
+    console.print("[dim]* nIn inferred from the input shapes[/dim]")

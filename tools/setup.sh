@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install graphspec with its test tools. Idempotent; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch 2.13.0 CPU is preinstalled-on-disk on our machines; elsewhere any torch in the supported range works.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.1,<3"
+fi
+.venv/bin/pip install -q -e ".[dev]"
