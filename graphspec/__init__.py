@@ -3,10 +3,14 @@ from .compiler import build
 from .errors import GraphspecError, Location, Problem, SpecError
 from .graph import Analysis, analyze
 from .spec.loader import load_spec
+from .feedforward import feed_forward
+from .model_io import load, load_weights, save
 from .spec.model import Spec, Vertex
+from .surgery import GraphBuilder, SurgeryReport, snip
 
 __version__ = "0.1.0"
-__all__ = ["build", "load_spec", "analyze", "summarize", "Spec", "Vertex", "Analysis", "GraphspecError",
+__all__ = ["build", "load_spec", "analyze", "summarize", "save", "load", "load_weights", "GraphBuilder", "snip",
+           "SurgeryReport", "feed_forward", "Spec", "Vertex", "Analysis", "GraphspecError",
            "SpecError", "Problem", "Location", "__version__"]
 
 

@@ -23,9 +23,33 @@ def _console(stderr: bool = False):
     return console
 
 
+def is_model_file(path: str) -> bool:
+    """Model files are safetensors; anything else is read as a spec."""
+    if str(path).endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def load_model_or_spec(path: str, seed: int | None = None):
+    """A model file with its weights, or a spec built with fresh (seeded) weights."""
+    from .compiler import build
+    from .model_io import load
+    return load(path) if is_model_file(path) else build(path, seed=seed)
+
+
 def cmd_summary(args) -> int:
     from .summary import render_json, render_markdown, render_table, summarize
-    s = summarize(args.spec, batch_size=args.batch_size)
+    if is_model_file(args.spec):
+        from .model_io import load
+        info = load(args.spec).graphspec
+        s = summarize(info.spec, batch_size=args.batch_size, frozen=set(info.frozen))
+    else:
+        s = summarize(args.spec, batch_size=args.batch_size)
     if args.format == "json":
         print(render_json(s))
     elif args.format == "markdown":
@@ -81,6 +105,41 @@ def cmd_forward(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    """Build a spec with fresh seeded weights and save it as a model file."""
+    from .compiler import build
+    from .model_io import save
+    net = build(args.spec, seed=args.seed)
+    path = save(net, args.output)
+    print(f"wrote {path} ({len(net.graphspec.spec.vertices)} vertices, "
+          f"{sum(t.numel() for t in net.state_dict().values()):,} values)")
+    return 0
+
+
+def cmd_snip(args) -> int:
+    """Cut a model at the given outputs, as the tutorial does, and save the result."""
+    from .model_io import save
+    from .summary import render_table, summarize
+    from .surgery import snip
+    model = load_model_or_spec(args.model, seed=args.seed)
+    freeze = [] if args.no_freeze else (args.freeze or None)
+    new = snip(model, args.output, remove=args.remove or [], freeze=freeze)
+    for line in new.graphspec.surgery.lines():
+        print(line)
+    info = new.graphspec
+    render_table(summarize(info.spec, batch_size=1, frozen=set(info.frozen)), _console())
+    out = args.out or _snipped_name(args.model)
+    save(new, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _snipped_name(path: str) -> str:
+    from pathlib import Path
+    p = Path(path)
+    return str(p.with_name(p.name.split(".")[0] + "-snipped.safetensors"))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"graphspec {__version__}")
@@ -88,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("summary", help="print the vertices, shapes, parameters and totals of a spec")
-    s.add_argument("spec")
+    s.add_argument("spec", help="a spec or a model file")
     s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     s.add_argument("--batch-size", type=_positive, default=1, help="for activation memory and MACs (default 1)")
     s.set_defaults(func=cmd_summary)
@@ -99,6 +158,24 @@ def parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sc.set_defaults(func=cmd_schema)
+
+    i = sub.add_parser("init", help="build a spec with fresh weights and save it as a model file")
+    i.add_argument("spec")
+    i.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    i.add_argument("--seed", type=int, default=None, help="initialisation seed (default: the spec's)")
+    i.set_defaults(func=cmd_init)
+
+    sn = sub.add_parser("snip", help="cut a model at chosen outputs (freeze, remove, set outputs) and save it")
+    sn.add_argument("model", help="a model file, or a spec (fresh weights)")
+    sn.add_argument("--output", action="append", required=True, metavar="VERTEX",
+                    help="vertex that becomes an output (repeatable)")
+    sn.add_argument("--remove", action="append", metavar="VERTEX", help="also remove this vertex (repeatable)")
+    sn.add_argument("--freeze", action="append", metavar="VERTEX",
+                    help="freeze this vertex and its ancestors instead of the outputs (repeatable)")
+    sn.add_argument("--no-freeze", action="store_true", help="freeze nothing")
+    sn.add_argument("--seed", type=int, default=None)
+    sn.add_argument("-o", "--out", help="model file to write (default: MODEL-snipped.safetensors)")
+    sn.set_defaults(func=cmd_snip)
 
     f = sub.add_parser("forward", help="build a spec and run a random batch through it")
     f.add_argument("spec")

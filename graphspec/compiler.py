@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
 from torch import fx, nn
 
+from .freeze import freeze_module
 from .graph import Analysis, analyze
 from .spec.loader import load_spec
 from .spec.model import Spec
@@ -24,9 +26,14 @@ class GraphInfo:
 
     spec: Spec
     analysis: Analysis
+    frozen: frozenset = frozenset()  # vertices that always run in inference mode and get no gradient
+    preprocessing: Any = None  # how inputs must be prepared (graphspec.data.Preprocessing), if recorded
+    weights: Any = None  # the WeightReport of the last load, if any
+    surgery: Any = None  # the SurgeryReport when the module came from graph surgery
 
 
-def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None = None) -> fx.GraphModule:
+def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None = None,
+          frozen: Iterable[str] = (), preprocessing: Any = None) -> fx.GraphModule:
     """Compile a spec into a module whose submodules carry the vertex names.
 
     >>> import graphspec, torch
@@ -37,6 +44,8 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
     Parameters are initialised with the spec's weight/bias init schemes from a generator seeded with
     ``seed`` (else the spec's ``seed``; else torch's global RNG), so a seeded build is reproducible.
     The forward returns the output tensor, or a dict by output name when the spec has several outputs.
+    ``frozen`` names vertices that always run in inference mode and receive no gradient (not closed over
+    ancestors here; :meth:`GraphBuilder.set_feature_extractor` does DL4J's closure).
     """
     spec = load_spec(spec_or_path)
     analysis = analyze(spec)
@@ -50,7 +59,14 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
         root.add_module(name, module)
     graph = _fx_graph(spec, analysis)
     gm = fx.GraphModule(root, graph, class_name=_class_name(spec.name))
-    gm.graphspec = GraphInfo(spec, analysis)
+    frozen = frozenset(frozen)
+    unknown = sorted(frozen - set(spec.vertices))
+    if unknown:
+        from .errors import GraphspecError, did_you_mean
+        raise GraphspecError(f"cannot freeze unknown vertex '{unknown[0]}'{did_you_mean(unknown[0], spec.vertices)}")
+    for name in frozen:
+        freeze_module(gm.get_submodule(name))
+    gm.graphspec = GraphInfo(spec, analysis, frozen, preprocessing)
     return gm
 
 

@@ -27,7 +27,7 @@ def _reserved() -> frozenset[str]:
 RESERVED = _reserved()
 
 
-def load_spec(source: "str | os.PathLike | dict | Spec", *, check_graph: bool = True) -> Spec:
+def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph: bool = True) -> Spec:
     """Load and validate a spec from a file path, YAML text or a dict.
 
     >>> spec = load_spec("specs/nn4small2.yaml")  # doctest: +SKIP
@@ -38,7 +38,10 @@ def load_spec(source: "str | os.PathLike | dict | Spec", *, check_graph: bool = 
     """
     if isinstance(source, Spec):
         return source
-    src = Source(source, "<dict>") if isinstance(source, dict) else load_yaml(source)
+    if isinstance(source, Source):
+        src = source
+    else:
+        src = Source(source, "<dict>") if isinstance(source, dict) else load_yaml(source)
     spec = _from_source(src)
     if check_graph:
         from ..graph import analyze
