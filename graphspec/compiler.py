@@ -76,23 +76,35 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(int(seed))
 
 
-def _fx_graph(spec: Spec, analysis: Analysis) -> fx.Graph:
+def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None) -> fx.Graph:
+    """The forward graph computing ``outputs`` (default: the spec's) from the inputs, in topological order."""
+    outputs = list(spec.outputs if outputs is None else outputs)
     graph = fx.Graph()
     nodes: dict[str, fx.Node] = {name: graph.placeholder(_ident(name)) for name in spec.inputs}
-    needed = set(spec.outputs)
-    for out in spec.outputs:
+    needed = set(outputs)
+    for out in outputs:
         needed |= set(_ancestors(analysis, out))
     for name in analysis.order:
         if name not in needed:
             continue  # reaches no output (analyze warned); its module still exists for its weights
         v = spec.vertices[name]
         nodes[name] = graph.call_module(name, tuple(nodes[i] for i in v.inputs))
-    if len(spec.outputs) == 1:
-        graph.output(nodes[spec.outputs[0]])
+    if len(outputs) == 1 and outputs == list(spec.outputs):
+        graph.output(nodes[outputs[0]])
     else:
-        graph.output({o: nodes[o] for o in spec.outputs})
+        graph.output({o: nodes[o] for o in outputs})
     graph.lint()
     return graph
+
+
+def subgraph(model: fx.GraphModule, outputs: list[str]) -> fx.GraphModule:
+    """A module sharing ``model``'s submodules that returns ``{name: activation}`` for ``outputs``.
+
+    Training uses it to run the network up to the inputs of its output layers.
+    """
+    info = model.graphspec
+    graph = _fx_graph(info.spec, info.analysis, outputs)
+    return fx.GraphModule(model, graph, class_name=_class_name(info.spec.name) + "Trunk")
 
 
 def _ancestors(analysis: Analysis, name: str):

@@ -7,6 +7,7 @@ static rules — output shape, in-channel inference, parameter shapes, MACs — 
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -89,6 +90,10 @@ class VertexType:
     uses: ClassVar[tuple[str, ...]] = ()  # keys inherited from the spec's `defaults`
     arity: ClassVar[tuple[int, int | None]] = (1, 1)
     doc: ClassVar[str] = ""
+    # Which parameters l1/l2 apply to (DL4J: the weights of conv/dense/output layers, never BN or centers),
+    # and which l1_bias/l2_bias apply to.
+    weight_params: ClassVar[tuple[str, ...]] = ()
+    bias_params: ClassVar[tuple[str, ...]] = ()
 
     def infer(self, p: Any, in_shapes: list[Shape]) -> Inference:
         return Inference(in_shapes[0])
@@ -108,6 +113,7 @@ class VertexType:
 
 REGISTRY: dict[str, VertexType] = {}
 _ALIASES: dict[str, str] = {}
+_DL4J_NAMES: dict[str, str] = {}  # lower case -> as DL4J spells it, for suggestions
 
 
 def register(cls: type[VertexType]) -> type[VertexType]:
@@ -117,6 +123,7 @@ def register(cls: type[VertexType]) -> type[VertexType]:
         raise ValueError(f"vertex type {cls.name!r} is registered twice")
     REGISTRY[cls.name] = cls()
     _ALIASES[cls.dl4j.lower()] = cls.name
+    _DL4J_NAMES[cls.dl4j.lower()] = cls.dl4j
     return cls
 
 
@@ -128,7 +135,11 @@ def lookup(type_name: str) -> VertexType:
         return REGISTRY[key]
     if key.lower() in _ALIASES:
         return REGISTRY[_ALIASES[key.lower()]]
-    raise KeyError(f"unknown vertex type '{key}'{did_you_mean(key, list(REGISTRY) + list(_ALIASES))}; "
+    suggestion = did_you_mean(key, list(REGISTRY)) or did_you_mean(key, list(_DL4J_NAMES.values()))
+    if not suggestion:  # DL4J names match case-insensitively: suggest them as DL4J spells them
+        close = difflib.get_close_matches(key.lower(), list(_DL4J_NAMES), n=1, cutoff=0.6)
+        suggestion = f" (did you mean '{_DL4J_NAMES[close[0]]}'?)" if close else ""
+    raise KeyError(f"unknown vertex type '{key}'{suggestion}; "
                    f"known types: {', '.join(sorted(REGISTRY))}")
 
 

@@ -402,10 +402,6 @@ def test_resnet_block_forward():
     assert not torch.allclose(out["head"], ref.mean(dim=(2, 3)), atol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="graphspec/layers/modules.py:112 BatchNorm.forward (training) updates "
-                   "running_var in place with copy_() after F.batch_norm saved it for backward, so any backward "
-                   "through a batchnorm in train mode raises 'one of the variables needed for gradient computation "
-                   "has been modified by an inplace operation'")
 def test_resnet_block_backward():
     module = build(RESNET)
     module.train()
@@ -598,13 +594,9 @@ outputs: [c]
     assert torch.equal(build(used, seed=1).state_dict()["c.weight"], build(flat, seed=1).state_dict()["c.weight"])
 
 
-# --- known bugs (xfail strict: they fail loudly once fixed) ----------------------------------------------------
+# --- regressions of fixed bugs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a template value that evaluates to a tuple (e.g. \"${(k, k)}\") is kept as a "
-                   "tuple in Vertex.params (graphspec/spec/expr.py:63 returns tuple for a tuple display, "
-                   "graphspec/spec/model.py:129 Vertex.to_dict copies params as is); to_yaml writes a list, so "
-                   "load_spec(spec.to_yaml()) != spec")
 def test_tuple_valued_template_round_trips():
     text = errors_spec("c: {block: conv_unit, inputs: [x], out: 2, k: 3}").replace("kernel: $k", 'kernel: "${(k, k)}"')
     spec = load_spec(text)
@@ -612,10 +604,6 @@ def test_tuple_valued_template_round_trips():
     assert load_spec(spec.to_yaml()) == spec
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="graphspec/spec/blocks.py:81 finds recursion by s.split(':')[0] on "
-                   "'<block>:<instance>' stack entries, so a block whose name contains ':' is not recognised as "
-                   "recursive; it is only stopped at MAX_BLOCK_DEPTH=16 with a 16-level message (and line 89's "
-                   "group split is wrong for such names)")
 def test_recursion_detected_for_block_names_with_colon(tmp_path):
     text = errors_spec("c: {block: 'a:b', inputs: [x]}").replace(
         "  loop:\n", "  'a:b':\n").replace("$name-inner: {block: loop", "$name-inner: {block: 'a:b'")

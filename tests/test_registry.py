@@ -119,15 +119,7 @@ def example_inputs(case: dict, seed: int = 0) -> list[torch.Tensor]:
 
 # Known graphspec bugs, as (test, case id) -> reason; the case is marked xfail(strict=True) in that test only, so
 # it fails loudly once the bug is fixed (then delete the entry).
-KNOWN_BUGS = {
-    ("state_dict", "batchnorm-locked"):
-        "graphspec/layers/modules.py:94-95 BatchNorm registers the locked gamma/beta as persistent buffers "
-        "'weight'/'bias', so state_dict has 4·C values while the registry (types.py:173, DL4J: only mean/var "
-        "exist with lockGammaBeta) declares 2·C",
-}
-_BN_BACKWARD = ("graphspec/layers/modules.py:112 BatchNorm.forward (training) updates running_var in place with "
-                "copy_() after F.batch_norm saved it for backward: backward raises 'modified by an inplace operation'")
-KNOWN_BUGS.update({("backward", f"batchnorm-{c['id']}"): _BN_BACKWARD for c in EXAMPLES["batchnorm"]})
+KNOWN_BUGS: dict = {}
 
 
 def _cases(test: str = ""):

@@ -91,8 +91,9 @@ class BatchNorm(nn.Module):
         super().__init__()
         self.eps, self.decay, self.minibatch = eps, decay, minibatch
         if lock_gamma_beta:
-            self.register_buffer("weight", torch.full((channels,), float(gamma)))
-            self.register_buffer("bias", torch.full((channels,), float(beta)))
+            # fixed values, not state: DL4J has no gamma/beta parameters when they are locked
+            self.register_buffer("weight", torch.full((channels,), float(gamma)), persistent=False)
+            self.register_buffer("bias", torch.full((channels,), float(beta)), persistent=False)
         else:
             self.weight = nn.Parameter(torch.full((channels,), float(gamma)))
             self.bias = nn.Parameter(torch.full((channels,), float(beta)))
@@ -103,13 +104,14 @@ class BatchNorm(nn.Module):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 0.0)
         momentum = (1.0 - self.decay) if self.minibatch else 1.0
-        old_var = self.running_var.clone()
-        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
-        # torch blended the *unbiased* variance u: var_t = (1-m)·old + m·u. Recover u and re-blend DL4J's value.
+        var = self.running_var.clone()  # torch updates this copy; autograd must not see the buffer change later
+        y = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, momentum, self.eps)
+        # torch blended the *unbiased* variance u: var = (1-m)·old + m·u. Recover u and re-blend DL4J's value.
         with torch.no_grad():
             count = x.numel() // x.shape[1]
-            blended = self.running_var - (1.0 - momentum) * old_var  # = m·u
-            self.running_var.copy_((1.0 - momentum) * old_var + blended * ((count - 1) / count) + momentum * self.eps)
+            old = self.running_var
+            blended = var - (1.0 - momentum) * old  # = m·u
+            old.copy_((1.0 - momentum) * old + blended * ((count - 1) / count) + momentum * self.eps)
         return y
 
     def extra_repr(self):

@@ -87,6 +87,7 @@ class ConvParams(Params):
 class Convolution(VertexType):
     name, dl4j = "conv", "ConvolutionLayer"
     Params = ConvParams
+    weight_params, bias_params = ("weight",), ("bias",)
     uses = LAYER_KEYS + ("convolution_mode",)
     doc = "2-D convolution; `same` mode pads like DL4J (extra pixel bottom/right), `padding` is then ignored."
 
@@ -223,6 +224,7 @@ class DenseParams(Params):
 
 class _DenseLike(VertexType):
     uses = LAYER_KEYS
+    weight_params, bias_params = ("weight",), ("bias",)
 
     def infer(self, p, in_shapes):
         n = _prod(in_shapes[0])  # a convolutional input is flattened (DL4J CnnToFeedForwardPreProcessor)

@@ -72,25 +72,26 @@ class Expander:
             raise _Abort
         self.out.vertices.append(raw)
 
-    def instance(self, name: str, body: dict, path: tuple, stack: tuple[str, ...]) -> None:
+    def instance(self, name: str, body: dict, path: tuple, stack: tuple[tuple[str, str], ...]) -> None:
         block_name = body["block"]
         if block_name not in self.blocks:
             self.problem(f"unknown block '{block_name}'{did_you_mean(block_name, self.blocks)}; "
                          f"defined blocks: {', '.join(self.blocks) or 'none'}", path + ("block",), name)
             raise _Abort
-        if len(stack) >= MAX_BLOCK_DEPTH or block_name in [s.split(":")[0] for s in stack]:
-            self.problem(f"block '{block_name}' uses itself (blocks nest: {' -> '.join(stack)}); "
+        if len(stack) >= MAX_BLOCK_DEPTH or block_name in [b for b, _ in stack]:
+            chain = " -> ".join(f"{b}:{i}" for b, i in stack)  # block:instance
+            self.problem(f"block '{block_name}' uses itself (blocks nest: {chain}); "
                          "blocks must not be recursive", path + ("block",), name)
             raise _Abort
         bdef = self.blocks[block_name]
         env = self.arguments(name, body, bdef, block_name, path)
         self.check_requirements(bdef, block_name, env, path, name)
         origin = f"from block '{block_name}' used at {self.source.loc(path)}"
-        group = tuple(s.split(":", 1)[1] for s in stack) + (name,)
+        group = tuple(instance for _, instance in stack) + (name,)
         bpath = ("blocks", block_name, "vertices")
         for vname, vbody, vpath in self.walk(bdef.vertices, env, bpath, name):
             if isinstance(vbody, dict) and "block" in vbody:
-                self.instance(vname, vbody, vpath, stack + (f"{block_name}:{name}",))
+                self.instance(vname, vbody, vpath, stack + ((block_name, name),))
             else:
                 self.emit(RawVertex(vname, vbody, vpath, group, origin))
         output = self.subst(bdef.output, env, ("blocks", block_name, "output"), name)

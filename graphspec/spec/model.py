@@ -107,6 +107,15 @@ class Document(_Strict):
     outputs: list[str] = Field(min_length=1)
 
 
+def _plain(value: Any) -> Any:
+    """YAML-native values: tuples (from templates) become lists, so that a round trip compares equal."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 @dataclass
 class Vertex:
     """One expanded vertex: what the user wrote (``params``/``train``, for round trips) and its validated config."""
@@ -128,8 +137,8 @@ class Vertex:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "inputs": list(self.inputs)}
-        d.update({k: v for k, v in self.params.items() if v is not None})  # None always means "the default"
-        d.update(self.train)
+        d.update({k: _plain(v) for k, v in self.params.items() if v is not None})  # None means "the default"
+        d.update({k: _plain(v) for k, v in self.train.items()})
         if self.group:
             d["group"] = "/".join(self.group)
         return d
