@@ -1,0 +1,242 @@
+"""One training iteration under each semantics.
+
+``dl4j`` reproduces DL4J 0.9.x's pipeline literally (SEMANTICS.md §5-6): minibatch-summed gradients, the center
+update ΔC, per-layer gradient normalisation that includes ΔC, DL4J's updaters, l1/l2 added after the updater on
+weights only, everything divided by N, ``θ ← θ − update``; score = (Σ ℓ_i + λ/2 Σ‖x−c‖² + Σ ½·l2‖W‖²) / N.
+
+``pytorch`` is what a practitioner uses: mean-reduced losses, ``torch.optim`` optimizers with weight decay on
+weights only, learning-rate schedules, and the center-loss paper's center rule ``c_j ← c_j − α·Δc_j``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..compiler import subgraph
+from ..errors import GraphspecError
+from .losses import per_example
+from .updaters import DL4JUpdater
+
+OUTPUT_TYPES = ("output", "center_loss_output")
+
+
+@dataclass
+class Head:
+    """An output layer being trained: its module, its input vertex and its settings."""
+
+    name: str
+    input: str
+    module: torch.nn.Module
+    vertex: object
+
+    @property
+    def is_center(self) -> bool:
+        return self.vertex.type == "center_loss_output"
+
+
+@dataclass
+class Layer:
+    """A vertex with trainable parameters and its per-layer training settings."""
+
+    name: str
+    params: dict[str, torch.nn.Parameter]
+    vertex: object
+    updaters: dict[str, DL4JUpdater] = field(default_factory=dict)
+
+
+def heads_of(model) -> list[Head]:
+    spec = model.graphspec.spec
+    heads = [Head(n, spec.vertices[n].inputs[0], model.get_submodule(n), spec.vertices[n])
+             for n in spec.outputs if spec.vertices[n].type in OUTPUT_TYPES]
+    if not heads:
+        raise GraphspecError(f"cannot train '{spec.name}': none of its outputs ({', '.join(spec.outputs)}) is an "
+                             "output layer (output or center_loss_output) with a loss")
+    return heads
+
+
+def layers_of(model) -> list[Layer]:
+    info = model.graphspec
+    out = []
+    for name in info.analysis.order:
+        if name in info.frozen:
+            continue
+        params = {k: p for k, p in model.get_submodule(name).named_parameters(recurse=False) if p.requires_grad}
+        if params:
+            out.append(Layer(name, params, info.spec.vertices[name]))
+    return out
+
+
+def center_delta(centers: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_{i: y_i = j} (c_j − x_i) / (1 + n_j) for every class j (rows of absent classes are 0)."""
+    diff = torch.zeros_like(centers).index_add_(0, y, centers[y] - x)
+    counts = torch.bincount(y, minlength=centers.shape[0]).to(centers.dtype)
+    return diff / (1.0 + counts).unsqueeze(1)
+
+
+def _scores(heads, feats, y, reduce):
+    """Data loss and center term per head; returns (loss tensor for backward, detached parts)."""
+    total = 0.0
+    deltas = {}
+    for h in heads:
+        x = feats[h.input]
+        if x.dim() > 2:
+            x = torch.flatten(x, 1)
+        z = F.linear(x, h.module.weight, h.module.bias)
+        total = total + reduce(per_example(h.module.loss, h.module.activation, z, y))
+        if h.is_center:
+            c = h.module.centers
+            total = total + h.module.lambda_ / 2 * reduce(((x - c[y].detach()) ** 2).sum(1))
+            deltas[h.name] = (x.detach(), c)
+    return total, deltas
+
+
+class DL4JStep:
+    """DL4J 0.9.x's fit iteration."""
+
+    def __init__(self, model):
+        self.model, self.heads, self.layers = model, heads_of(model), layers_of(model)
+        self.trunk = subgraph(model, sorted({h.input for h in self.heads}))
+        for layer in self.layers:
+            layer.updaters = {k: DL4JUpdater(layer.vertex.training.updater) for k in layer.params}
+        self.iteration = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.model.train()
+        n = x.shape[0]
+        feats = self.trunk(x)
+        loss, centers = _scores(self.heads, feats, y, torch.sum)
+        score = (loss.detach() + self._regularisation()) / n
+        for p in self.model.parameters():
+            p.grad = None
+        loss.backward()
+        extra = {name: self._center_update(name, x_, c, y) for name, (x_, c) in centers.items()}
+        with torch.no_grad():
+            for layer in self.layers:
+                self._apply(layer, extra.get(layer.name), n)
+        self.iteration += 1
+        return float(score)
+
+    def _center_update(self, name, x, centers, y):
+        head = next(h for h in self.heads if h.name == name)
+        delta = center_delta(centers, x, y) * head.module.alpha
+        if head.module.gradient_check:  # DL4J's gradient-check mode: λ·α·Σ(c_j − x_i), no (1+n_j)
+            delta = torch.zeros_like(centers).index_add_(0, y, centers[y] - x) * head.module.alpha * \
+                head.module.lambda_
+        return delta
+
+    def _regularisation(self) -> torch.Tensor:
+        total = torch.zeros(())
+        for layer in self.layers:
+            t = layer.vertex.training
+            for k in layer.vertex.entry.weight_params:
+                if k in layer.params:
+                    w = layer.params[k].detach()
+                    total = total + 0.5 * t.l2 * (w * w).sum() + t.l1 * w.abs().sum()
+            for k in layer.vertex.entry.bias_params:
+                if k in layer.params:
+                    b = layer.params[k].detach()
+                    total = total + 0.5 * t.l2_bias * (b * b).sum() + t.l1_bias * b.abs().sum()
+        return total
+
+    def _apply(self, layer: Layer, center_delta_: torch.Tensor | None, n: int) -> None:
+        grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in layer.params.items()}
+        if center_delta_ is not None:
+            grads["centers"] = center_delta_
+        t = layer.vertex.training
+        grads = normalise(grads, t.gradient_normalization, t.gradient_normalization_threshold)
+        module = self.model.get_submodule(layer.name)
+        for k, g in grads.items():
+            if k == "centers":
+                module.centers.sub_(g / n)  # NoOp updater, then /N
+                continue
+            p = layer.params[k]
+            update = layer.updaters[k].update(g, self.iteration)
+            if k in layer.vertex.entry.weight_params:
+                update = update + t.l2 * p + t.l1 * torch.sign(p)
+            elif k in layer.vertex.entry.bias_params:
+                update = update + t.l2_bias * p + t.l1_bias * torch.sign(p)
+            p.sub_(update / n)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for layer in self.layers:
+            for k, u in layer.updaters.items():
+                for sk, v in u.state.items():
+                    out[f"{layer.name}.{k}.{sk}"] = v
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for layer in self.layers:
+            for k, u in layer.updaters.items():
+                prefix = f"{layer.name}.{k}."
+                u.state = {key[len(prefix):]: v.clone() for key, v in state.items() if key.startswith(prefix)}
+
+
+def normalise(grads: dict[str, torch.Tensor], mode: str, threshold: float) -> dict[str, torch.Tensor]:
+    """DL4J GradientNormalization for one layer's gradients (including the center update ΔC)."""
+    if mode == "none":
+        return grads
+    if mode == "clip_element_wise_absolute_value":
+        return {k: g.clamp(-threshold, threshold) for k, g in grads.items()}
+    if mode.endswith("per_layer"):
+        norm = torch.sqrt(sum((g * g).sum() for g in grads.values()))
+        if mode.startswith("renormalize"):
+            return {k: g / norm for k, g in grads.items()}
+        scale = threshold / norm if norm > threshold else 1.0
+        return {k: g * scale for k, g in grads.items()}
+    out = {}
+    for k, g in grads.items():  # per parameter type
+        norm = g.norm()
+        if mode.startswith("renormalize"):
+            out[k] = g / norm
+        else:
+            out[k] = g * (threshold / norm) if norm > threshold else g
+    return out
+
+
+class TorchStep:
+    """Standard PyTorch training: mean losses, a torch.optim optimizer, the paper's center rule."""
+
+    def __init__(self, model, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None):
+        self.model, self.heads, self.optimizer = model, heads_of(model), optimizer
+        self.trunk = subgraph(model, sorted({h.input for h in self.heads}))
+        self.clip = clip_grad_norm
+        self.iteration = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.model.train()
+        feats = self.trunk(x)
+        loss, centers = _scores(self.heads, feats, y, torch.mean)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            for name, (x_, c) in centers.items():
+                head = next(h for h in self.heads if h.name == name)
+                c.sub_(head.module.alpha * center_delta(c, x_, y))
+        self.iteration += 1
+        return float(loss.detach())
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state)
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on the weights of conv/dense/output layers only (not biases, BN or centers)."""
+    info = model.graphspec
+    decay, no_decay = [], []
+    for name in info.analysis.order:
+        if name in info.frozen:
+            continue
+        entry = info.spec.vertices[name].entry
+        for k, p in model.get_submodule(name).named_parameters(recurse=False):
+            if p.requires_grad:
+                (decay if k in entry.weight_params else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
