@@ -77,7 +77,9 @@ def _generator(seed: int | None) -> torch.Generator | None:
 
 
 def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None) -> fx.Graph:
-    """The forward graph computing ``outputs`` (default: the spec's) from the inputs, in topological order."""
+    """The forward graph computing ``outputs`` from the inputs, in topological order. With the spec's outputs
+    (the default) it returns a tensor for one output and a dict for several; with explicit ``outputs``, a dict."""
+    as_dict = outputs is not None or len(spec.outputs) > 1
     outputs = list(spec.outputs if outputs is None else outputs)
     graph = fx.Graph()
     nodes: dict[str, fx.Node] = {name: graph.placeholder(_ident(name)) for name in spec.inputs}
@@ -89,10 +91,7 @@ def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None) 
             continue  # reaches no output (analyze warned); its module still exists for its weights
         v = spec.vertices[name]
         nodes[name] = graph.call_module(name, tuple(nodes[i] for i in v.inputs))
-    if len(outputs) == 1 and outputs == list(spec.outputs):
-        graph.output(nodes[outputs[0]])
-    else:
-        graph.output({o: nodes[o] for o in outputs})
+    graph.output({o: nodes[o] for o in outputs} if as_dict else nodes[outputs[0]])
     graph.lint()
     return graph
 

@@ -185,7 +185,7 @@ def _parse_prep(text: str, path) -> Any:
     if not text:
         return None
     try:
-        from .data import Preprocessing
+        from .data.preprocessing import Preprocessing
     except ImportError:  # data package not available: keep the raw dict
         return json.loads(text)
     try:

@@ -1,0 +1,83 @@
+"""A training recipe: everything about a run that is not the network (data selection, preprocessing,
+augmentation, optimizer, schedule, evaluation split). YAML on disk; command-line flags override it."""
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import SpecError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataRecipe(_Model):
+    people: Optional[str] = None  # an official people*.txt file restricting the identities
+    min_images: int = Field(1, ge=1)  # per person
+    limit: Optional[int] = Field(None, ge=1)  # at most this many images
+    dl4j: bool = False  # DL4J LFWDataSetIterator selection: one random image per person, fixed order
+    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out for per-epoch evaluation (by image)
+    shuffle: Optional[bool] = None  # default: False in dl4j mode (DL4J's fixed order), True otherwise
+
+
+class Augmentation(_Model):
+    load_size: Optional[int] = Field(None, ge=1)  # decode to this size, then random-crop to the input size
+    flip: bool = False  # random horizontal flip
+
+
+class OptimizerRecipe(_Model):
+    """`pytorch` semantics only; `dl4j` uses the spec's per-vertex updaters."""
+
+    type: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: Optional[float] = None  # default: the spec's l2
+
+
+class Schedule(_Model):
+    type: Literal["constant", "cosine", "step"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_epochs: int = Field(10, ge=1)
+    gamma: float = 0.1
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class Recipe(_Model):
+    semantics: Literal["dl4j", "pytorch"] = "dl4j"
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(48, ge=1)
+    seed: int = 123
+    data: DataRecipe = DataRecipe()
+    preprocessing: Optional[dict[str, Any]] = None  # graphspec.data.Preprocessing fields; default: DL4J's
+    augmentation: Augmentation = Augmentation()
+    optimizer: OptimizerRecipe = OptimizerRecipe()
+    schedule: Schedule = Schedule()
+    clip_grad_norm: Optional[float] = Field(None, gt=0)
+    print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency
+    keep_checkpoints: int = Field(3, ge=1)
+
+
+def load_recipe(path: "str | os.PathLike | None", overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe file (or the defaults) and apply ``overrides`` (dotted keys allowed: ``data.limit``)."""
+    from ..spec.validate import problems
+    from ..yamlsrc import Source, load_yaml
+    src = load_yaml(path) if path else Source({}, "<defaults>")
+    data = src.data if isinstance(src.data, dict) else {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(problems(e, src, (), Recipe)) from None

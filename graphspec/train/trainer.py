@@ -1,0 +1,322 @@
+"""The training loop behind ``graphspec train``, usable from Python:
+
+>>> trainer = Trainer(model, recipe, train_data, eval_data, run_dir="runs/x")   # doctest: +SKIP
+>>> trainer.fit()                                                                 # doctest: +SKIP
+
+Data are uint8 image arrays (a memory-mapped cache) with integer labels; batches are read, augmented and
+scaled in the main process. Batch order and augmentation are derived from (seed, epoch, batch), and RNG state is
+checkpointed, so a run interrupted at any iteration and resumed ends bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import GraphspecError
+from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
+from .evaluation import classification_metrics
+from .recipe import Recipe
+from .steps import DL4JStep, TorchStep, param_groups
+
+
+class TrainingError(GraphspecError):
+    exit_code = 1
+
+
+class Interrupted(GraphspecError):
+    exit_code = 130
+
+
+@dataclass
+class ArrayData:
+    """Images as uint8 [N, 3, H, W] (numpy, memmap allowed) and integer labels [N]."""
+
+    images: Any
+    labels: np.ndarray
+    classes: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Listener:
+    """Callbacks, like DL4J's TrainingListener; override what you need."""
+
+    def on_iteration(self, trainer: "Trainer", score: float) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict) -> None: ...
+
+
+@dataclass
+class _Clock:
+    start: float = field(default_factory=time.perf_counter)
+    images: int = 0
+
+
+def _seed_for(*parts: int) -> int:
+    h = 1469598103934665603
+    for p in parts:  # FNV-1a over the parts: independent streams per (seed, epoch, batch)
+        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, recipe: Recipe, train: ArrayData, evaluation: ArrayData | None = None,
+                 *, run_dir: str | Path | None = None, preprocessing: Any = None,
+                 listeners: Sequence[Listener] = (), console=None, progress: bool = True):
+        from ..data.preprocessing import Preprocessing
+        self.model, self.recipe, self.train_data, self.eval_data = model, recipe, train, evaluation
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.preprocessing = preprocessing or model.graphspec.preprocessing or Preprocessing.dl4j()
+        self.listeners, self.console, self.show_progress = list(listeners), console, progress
+        self.input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
+        self.epoch, self.batch_in_epoch, self.iteration = 0, 0, 0
+        self.last_score = float("nan")
+        self._stop = False
+        self.step = self._make_step()
+
+    # --- setup ---------------------------------------------------------------------------------------------
+
+    def _make_step(self):
+        if self.recipe.semantics == "dl4j":
+            return DL4JStep(self.model)
+        o = self.recipe.optimizer
+        wd = o.weight_decay if o.weight_decay is not None else self._spec_l2()
+        groups = param_groups(self.model, wd)
+        if o.type == "sgd":
+            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+        elif o.type == "adam":
+            opt = torch.optim.Adam(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+        else:
+            opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        return TorchStep(self.model, opt, self.recipe.clip_grad_norm)
+
+    def _spec_l2(self) -> float:
+        return float(self.model.graphspec.spec.defaults.l2)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.train_data) / self.recipe.batch_size)
+
+    def _lr_factor(self, iteration: int) -> float:
+        s, per = self.recipe.schedule, self.batches_per_epoch
+        progress = iteration / per  # in epochs
+        if s.warmup_epochs and progress < s.warmup_epochs:
+            return (progress + 1 / per) / s.warmup_epochs
+        if s.type == "cosine":
+            span = max(self.recipe.epochs - s.warmup_epochs, 1e-9)
+            t = min(max(progress - s.warmup_epochs, 0) / span, 1.0)
+            return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        if s.type == "step":
+            return s.gamma ** int(progress // s.step_epochs)
+        return 1.0
+
+    # --- data ----------------------------------------------------------------------------------------------
+
+    def _order(self, epoch: int) -> np.ndarray:
+        n = len(self.train_data)
+        shuffle = self.recipe.data.shuffle
+        if shuffle is None:
+            shuffle = not self.recipe.data.dl4j
+        if not shuffle:
+            return np.arange(n)
+        g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, epoch, 0xDA7A))
+        return torch.randperm(n, generator=g).numpy()
+
+    def _batch(self, data: ArrayData, idx: np.ndarray, generator: torch.Generator | None):
+        images = torch.from_numpy(np.ascontiguousarray(data.images[np.sort(idx)]))
+        order = np.argsort(np.argsort(idx))  # memmap reads are faster sorted; restore the batch order
+        images = images[torch.from_numpy(order)]
+        labels = torch.from_numpy(np.asarray(data.labels)[idx].astype(np.int64))
+        images = self._crop(images, generator)
+        if generator is not None and self.recipe.augmentation.flip:
+            flip = torch.rand(len(images), generator=generator) < 0.5
+            images[flip] = images[flip].flip(-1)
+        return self.preprocessing.to_tensor(images), labels
+
+    def _crop(self, images: torch.Tensor, generator) -> torch.Tensor:
+        _, h, w = self.input_shape
+        H, W = images.shape[-2:]
+        if (H, W) == (h, w):
+            return images
+        if H < h or W < w:
+            raise TrainingError(f"images are {H}x{W} but the network needs {h}x{w}")
+        if generator is None:  # evaluation: centre crop
+            top, left = (H - h) // 2, (W - w) // 2
+            return images[..., top:top + h, left:left + w]
+        tops = torch.randint(0, H - h + 1, (len(images),), generator=generator)
+        lefts = torch.randint(0, W - w + 1, (len(images),), generator=generator)
+        return torch.stack([im[:, t:t + h, l:l + w] for im, t, l in zip(images, tops.tolist(), lefts.tolist())])
+
+    # --- loop ----------------------------------------------------------------------------------------------
+
+    def fit(self, epochs: int | None = None) -> torch.nn.Module:
+        epochs = epochs or self.recipe.epochs
+        self._epochs = epochs
+        with self._sigint(), self._progress(epochs) as bar:
+            while self.epoch < epochs:
+                self._run_epoch(bar)
+                if self._stop:
+                    path = self.save_checkpoint()
+                    raise Interrupted(f"interrupted at epoch {self.epoch + 1}, iteration {self.iteration}; "
+                                      f"checkpoint saved to {path}; continue with --resume")
+                metrics = self.evaluate()
+                self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
+                for l in self.listeners:
+                    l.on_epoch_end(self, metrics)
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                if self.run_dir:
+                    self.save_checkpoint()
+        return self.model
+
+    def _run_epoch(self, bar) -> None:
+        order = self._order(self.epoch)
+        bs = self.recipe.batch_size
+        clock = _Clock()
+        for b in range(self.batch_in_epoch, self.batches_per_epoch):
+            idx = order[b * bs:(b + 1) * bs]
+            g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, self.epoch, b + 1))
+            x, y = self._batch(self.train_data, idx, g)
+            score = self.step(x, y)
+            if not math.isfinite(score):
+                last = checkpoints(self.run_dir)[-1] if self.run_dir and checkpoints(self.run_dir) else None
+                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+                raise TrainingError(f"the score became {score} at epoch {self.epoch + 1}, iteration "
+                                    f"{self.iteration}; stopping ({where}). Lower the learning rate or check the data")
+            if self.recipe.semantics == "pytorch":
+                self.scheduler.step()
+            self.iteration += 1
+            self.batch_in_epoch = b + 1
+            self.last_score = score
+            clock.images += len(idx)
+            self._after_iteration(score, clock, bar)
+            if self._stop:
+                return
+
+    def _after_iteration(self, score: float, clock: _Clock, bar) -> None:
+        rate = clock.images / max(time.perf_counter() - clock.start, 1e-9)
+        if self.iteration % self.recipe.print_every == 0:
+            line = f"Score at iteration {self.iteration - 1} is {score!r}"  # DL4J ScoreIterationListener wording
+            self._print(line)
+            self._log({"type": "score", "epoch": self.epoch + 1, "iteration": self.iteration, "score": score,
+                       "lr": self._lr(), "images_per_s": round(rate, 2)})
+        if bar is not None:
+            bar.update(self._task, advance=1, score=score, rate=rate, epoch=f"{self.epoch + 1}/{self._epochs}")
+        for l in self.listeners:
+            l.on_iteration(self, score)
+
+    def _lr(self) -> float:
+        if self.recipe.semantics == "pytorch":
+            return float(self.step.optimizer.param_groups[0]["lr"])
+        return float(self.model.graphspec.spec.defaults.updater.lr)
+
+    @torch.no_grad()
+    def evaluate(self, data: ArrayData | None = None, batch_size: int = 128) -> dict:
+        data = data if data is not None else self.eval_data
+        if data is None or len(data) == 0:
+            return {}
+        head = self.step.heads[0]
+        from ..compiler import subgraph
+        trunk = subgraph(self.model, [head.name])
+        was = self.model.training
+        self.model.eval()
+        preds = []
+        try:
+            for start in range(0, len(data), batch_size):
+                idx = np.arange(start, min(start + batch_size, len(data)))
+                x, _ = self._batch(data, idx, None)
+                preds.append(trunk(x)[head.name].argmax(1))
+        finally:
+            self.model.train(was)
+        return classification_metrics(torch.cat(preds), torch.from_numpy(np.asarray(data.labels).astype(np.int64)),
+                                      head.module.weight.shape[0])
+
+    # --- state ---------------------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        state = {"model": dict(self.model.state_dict()), "step": self.step.state_dict(), "epoch": self.epoch,
+                 "batch_in_epoch": self.batch_in_epoch, "iteration": self.iteration,
+                 "step_iteration": self.step.iteration, "torch_rng": torch.get_rng_state(),
+                 "recipe": self.recipe.model_dump(mode="json")}
+        if self.recipe.semantics == "pytorch":
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def restore(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                v.copy_(state["model"][k])
+        self.step.load_state_dict(state["step"])
+        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self.iteration, self.step.iteration = int(state["iteration"]), int(state["step_iteration"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.recipe.semantics == "pytorch":
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def save_checkpoint(self) -> Path:
+        if not self.run_dir:
+            raise TrainingError("no run directory: cannot save a checkpoint")
+        return save_checkpoint(self.run_dir, self.iteration, self.state(), self.recipe.keep_checkpoints)
+
+    def resume(self) -> bool:
+        """Restore the latest checkpoint of the run directory; False if there is none."""
+        found = checkpoints(self.run_dir) if self.run_dir else []
+        if not found:
+            return False
+        self.restore(load_checkpoint(found[-1]))
+        return True
+
+    # --- output --------------------------------------------------------------------------------------------
+
+    def _log(self, record: dict) -> None:
+        if self.run_dir:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _print(self, line: str) -> None:
+        if self.console is not None:
+            self.console.print(line, highlight=False)
+
+    def _progress(self, epochs: int):
+        import contextlib
+        if not self.show_progress or self.console is None:
+            return contextlib.nullcontext(None)
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                       TextColumn("{task.fields[rate]:.1f} img/s"), TimeRemainingColumn(),
+                       TextColumn("score {task.fields[score]:.5g}"), console=self.console, transient=False)
+        total = epochs * self.batches_per_epoch
+        self._task = bar.add_task("train", total=total, completed=self.iteration, epoch=f"{self.epoch + 1}/{epochs}",
+                                  score=float("nan"), rate=0.0)
+        return bar
+
+    def _sigint(self):
+        import contextlib
+        if threading.current_thread() is not threading.main_thread():
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def handler():
+            def on_sigint(signum, frame):
+                if self._stop:  # second Ctrl-C: stop now
+                    raise KeyboardInterrupt
+                self._stop = True
+                self._print("stopping after this iteration (Ctrl-C again to abort without a checkpoint)")
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        return handler()
