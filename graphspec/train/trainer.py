@@ -38,7 +38,11 @@ class Interrupted(GraphspecError):
 
 @dataclass
 class ArrayData:
-    """Images as uint8 [N, 3, H, W] (numpy, memmap allowed) and integer labels [N]."""
+    """Images as uint8 [N, 3, H, W] (numpy, memmap allowed) and integer labels [N].
+
+    Any object with ``len()``, ``labels``, ``classes`` and ``batch(indices) -> (uint8 images, int64 labels)``
+    works as training data; :class:`graphspec.data.LFWDataset` is one.
+    """
 
     images: Any
     labels: np.ndarray
@@ -46,6 +50,13 @@ class ArrayData:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")  # memmap reads are faster in ascending order
+        images = np.empty((len(idx), *self.images.shape[1:]), dtype=np.uint8)
+        images[order] = self.images[idx[order]]
+        return torch.from_numpy(images), torch.from_numpy(np.asarray(self.labels)[idx].astype(np.int64))
 
 
 @dataclass
@@ -134,11 +145,8 @@ class Trainer:
         g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, epoch, 0xDA7A))
         return torch.randperm(n, generator=g).numpy()
 
-    def _batch(self, data: ArrayData, idx: np.ndarray, generator: torch.Generator | None):
-        images = torch.from_numpy(np.ascontiguousarray(data.images[np.sort(idx)]))
-        order = np.argsort(np.argsort(idx))  # memmap reads are faster sorted; restore the batch order
-        images = images[torch.from_numpy(order)]
-        labels = torch.from_numpy(np.asarray(data.labels)[idx].astype(np.int64))
+    def _batch(self, data, idx: np.ndarray, generator: torch.Generator | None):
+        images, labels = data.batch(idx)
         images = self._crop(images, generator)
         if generator is not None and self.recipe.augmentation.flip:
             flip = torch.rand(len(images), generator=generator) < 0.5
