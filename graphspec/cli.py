@@ -140,6 +140,38 @@ def _snipped_name(path: str) -> str:
     return str(p.with_name(p.name.split(".")[0] + "-snipped.safetensors"))
 
 
+def cmd_train(args) -> int:
+    from .train.run import train
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                 "semantics": args.semantics, "print_every": args.print_every, "data.limit": args.limit,
+                 "data.people": args.people, "data.min_images": args.min_images,
+                 "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None}
+    trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
+                    overrides=overrides, console=_console())
+    metrics = trainer.evaluate() if trainer.eval_data is not None else {}
+    if metrics:
+        print("evaluation: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in metrics.items()))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from rich.progress import Progress
+    from .embed import embed, image_files, write
+    model = load_model_or_spec(args.model)
+    files = image_files(args.paths)
+    with Progress(console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("embedding", total=len(files))
+        rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
+                                    progress=lambda n: bar.update(task, completed=n))
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    written = write(rows, done, args.out)
+    print(f"embedded {len(done)} images ({rows.shape[1] if rows.size else 0} values each) -> "
+          + ", ".join(map(str, written)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"graphspec {__version__}")
@@ -177,6 +209,34 @@ def parser() -> argparse.ArgumentParser:
     sn.add_argument("-o", "--out", help="model file to write (default: MODEL-snipped.safetensors)")
     sn.set_defaults(func=cmd_snip)
 
+    e = sub.add_parser("embed", help="feed images through a model and write one row per image")
+    e.add_argument("model", help="a model file (or a spec: fresh weights)")
+    e.add_argument("paths", nargs="+", help="image files or folders")
+    e.add_argument("-o", "--out", required=True, help="embeddings.npy (+ .paths.txt) or embeddings.csv")
+    e.add_argument("--output", help="vertex to read (default: the model's output)")
+    e.add_argument("--batch-size", type=_positive, default=64)
+    e.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    e.set_defaults(func=cmd_embed)
+
+    t = sub.add_parser("train", help="train a spec (or model file) on a face folder or the synthetic set")
+    t.add_argument("spec", help="a spec or a model file")
+    t.add_argument("--data", help="folder in LFW layout (NAME/NAME_0001.jpg) or 'synthetic' "
+                                  "(default: the LFW folder if found, else synthetic)")
+    t.add_argument("--recipe", help="recipe YAML (data, preprocessing, augmentation, optimizer, schedule)")
+    t.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, model.safetensors)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--epochs", type=_positive)
+    t.add_argument("--batch-size", type=_positive)
+    t.add_argument("--limit", type=_positive, help="use at most N images")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--semantics", choices=("dl4j", "pytorch"))
+    t.add_argument("--people", help="official people file (e.g. peopleDevTrain.txt) restricting identities")
+    t.add_argument("--min-images", type=_positive, help="keep people with at least N images")
+    t.add_argument("--eval-fraction", type=float, help="fraction of images held out for evaluation")
+    t.add_argument("--dl4j-data", action="store_true", help="DL4J LFWDataSetIterator selection (one image/person)")
+    t.add_argument("--print-every", type=_positive, help="score line every N iterations (default 1)")
+    t.set_defaults(func=cmd_train)
+
     f = sub.add_parser("forward", help="build a spec and run a random batch through it")
     f.add_argument("spec")
     f.add_argument("--batch-size", type=_positive, default=2)
@@ -203,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     except GraphspecError as e:
         for problem in e.problems:
             print(f"error: {problem}" if problem.severity == "error" else str(problem), file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,98 @@
+"""``embed``: images -> rows of a vertex's activation (by default the model's output), with the preprocessing
+the model file recorded."""
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import GraphspecError, Location
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+
+
+def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files given directly, plus the images inside folders (recursively, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise GraphspecError("no such file or folder", location=Location(str(p)))
+    if not out:
+        raise GraphspecError("no images found in " + ", ".join(map(str, paths)))
+    return out
+
+
+def preprocessing_of(model):
+    from .data.preprocessing import Preprocessing
+    prep = model.graphspec.preprocessing
+    if prep is None:
+        warnings.warn("the model records no preprocessing; using DL4J's (96x96, BGR, 0..255)", stacklevel=2)
+        return Preprocessing.dl4j()
+    return prep if isinstance(prep, Preprocessing) else Preprocessing.model_validate(prep)
+
+
+@torch.no_grad()
+def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size: int = 64,
+          flip: bool = False, progress=None) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
+    """(rows [N, D] float32, the files embedded, the files skipped with reasons).
+
+    ``flip`` averages the activation of each image and its mirror image (test-time augmentation).
+    """
+    from .compiler import subgraph
+    from .data.errors import DataError
+    spec = model.graphspec.spec
+    name = output or spec.outputs[0]
+    if name not in spec.vertices:
+        from .errors import did_you_mean
+        raise GraphspecError(f"no vertex named '{name}'{did_you_mean(name, spec.vertices)}", vertex=name)
+    net = subgraph(model, [name])
+    model.eval()
+    prep = preprocessing_of(model)
+    rows, done, skipped = [], [], []
+    for start in range(0, len(files), batch_size):
+        images, kept = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                images.append(prep.load(f))
+                kept.append(f)
+            except DataError as e:
+                skipped.append((f, str(e.problem.message)))
+        if images:
+            x = prep.to_tensor(np.stack(images))
+            y = net(x)[name]
+            if flip:
+                y = (y + net(x.flip(-1))[name]) / 2
+            rows.append(y.flatten(1).numpy())
+            done.extend(kept)
+        if progress is not None:
+            progress(min(start + batch_size, len(files)))
+    data = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+    return data.astype(np.float32), done, skipped
+
+
+def write(rows: np.ndarray, files: Sequence[Path], out: str | os.PathLike) -> list[Path]:
+    """``.npy`` (plus ``<out>.paths.txt``) or ``.csv`` (path, then the values); returns the files written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, rows)
+        listing = out.with_suffix(".paths.txt")
+        listing.write_text("".join(f"{f}\n" for f in files))
+        return [out, listing]
+    if out.suffix == ".csv":
+        with open(out, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path"] + [f"e{i}" for i in range(rows.shape[1] if rows.size else 0)])
+            for f, r in zip(files, rows):
+                w.writerow([str(f)] + [repr(float(v)) for v in r])
+        return [out]
+    raise GraphspecError(f"output must end in .npy or .csv; received '{out.name}'", location=Location(str(out)))
