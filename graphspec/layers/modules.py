@@ -152,22 +152,42 @@ class Dense(nn.Module):
 
 
 class Output(Dense):
-    """DL4J OutputLayer: forward gives the activated predictions; the loss is applied by training code."""
+    """DL4J OutputLayer: forward gives the activated predictions; the loss is applied by training code.
 
-    def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, loss: str):
+    ``head: cosine`` (not in DL4J) uses ``scale · cos(x, w_k)`` as logits — a normalised-softmax head — and in
+    training subtracts ``scale · margin`` from the target class's logit (CosFace's additive margin).
+    """
+
+    def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, loss: str, head: str = "linear",
+                 scale: float = 1.0, margin: float = 0.0):
         super().__init__(n_in, n_out, bias, activation)
-        self.loss = loss
+        self.loss, self.head, self.scale, self.margin = loss, head, scale, margin
+
+    def logits(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() > 2:
+            x = torch.flatten(x, 1)
+        if self.head == "linear":
+            return F.linear(x, self.weight, self.bias)
+        cos = F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+        if target is not None and self.margin:
+            cos = cos - self.margin * F.one_hot(target, cos.shape[1]).to(cos.dtype)
+        return self.scale * cos
+
+    def forward(self, x):
+        z = self.logits(x)
+        return z if self._act is None else self._act(z)
 
     def extra_repr(self):
-        return super().extra_repr() + f", loss={self.loss}"
+        head = f", head=cosine(scale={self.scale}, margin={self.margin})" if self.head == "cosine" else ""
+        return super().extra_repr() + f", loss={self.loss}{head}"
 
 
 class CenterLossOutput(Output):
     """DL4J CenterLossOutputLayer: an output layer plus per-class centers (state, not trained by gradient)."""
 
     def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, loss: str, alpha: float, lambda_: float,
-                 gradient_check: bool):
-        super().__init__(n_in, n_out, bias, activation, loss)
+                 gradient_check: bool, head: str = "linear", scale: float = 1.0, margin: float = 0.0):
+        super().__init__(n_in, n_out, bias, activation, loss, head, scale, margin)
         self.alpha, self.lambda_, self.gradient_check = alpha, lambda_, gradient_check
         self.register_buffer("centers", torch.zeros(n_out, n_in))
 

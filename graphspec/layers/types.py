@@ -260,6 +260,17 @@ LossName = Literal["mcxent", "negativeloglikelihood", "xent", "mse", "squared_lo
 
 class OutputParams(DenseParams):
     loss: LossName = "mcxent"
+    head: Literal["linear", "cosine"] = "linear"
+    scale: float = Field(1.0, gt=0.0)  # cosine head: logits = scale · cos
+    margin: float = Field(0.0, ge=0.0, lt=1.0)  # cosine head: additive margin on the target logit in training
+
+    @model_validator(mode="after")
+    def _cosine(self):
+        if self.head == "cosine" and self.bias:
+            raise ValueError("a cosine head has no bias; set 'bias: false'")
+        if self.head == "linear" and (self.margin or self.scale != 1.0):
+            raise ValueError("'scale' and 'margin' apply to 'head: cosine' only")
+        return self
 
 
 @register
@@ -269,7 +280,7 @@ class OutputLayer(_DenseLike):
     doc = "Dense layer whose activated output is a network prediction, trained with `loss`."
 
     def build(self, p, inf):
-        return M.Output(inf.n_in, p.out, p.bias, p.activation, p.loss)
+        return M.Output(inf.n_in, p.out, p.bias, p.activation, p.loss, p.head, p.scale, p.margin)
 
 
 class CenterLossParams(OutputParams):
@@ -289,7 +300,7 @@ class CenterLossOutputLayer(_DenseLike):
 
     def build(self, p, inf):
         return M.CenterLossOutput(inf.n_in, p.out, p.bias, p.activation, p.loss, p.alpha, p.lambda_,
-                                  p.gradient_check)
+                                  p.gradient_check, p.head, p.scale, p.margin)
 
 
 class DropoutParams(Params):

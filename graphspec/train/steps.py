@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..compiler import subgraph
 from ..errors import GraphspecError
@@ -83,7 +82,7 @@ def _scores(heads, feats, y, reduce):
         x = feats[h.input]
         if x.dim() > 2:
             x = torch.flatten(x, 1)
-        z = F.linear(x, h.module.weight, h.module.bias)
+        z = h.module.logits(x, y if y.dim() == 1 else None)
         total = total + reduce(per_example(h.module.loss, h.module.activation, z, y))
         if h.is_center:
             c = h.module.centers
