@@ -172,6 +172,24 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from rich.progress import Progress
+    from .verify.run import plot_roc, verify
+    model = load_model_or_spec(args.model)
+    with Progress(console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("embedding pairs", total=None)
+        report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs, metric=args.metric,
+                                 flip=args.flip, batch_size=args.batch_size,
+                                 progress=lambda n: bar.update(task, completed=n))
+    if args.plot:
+        plot_roc(d, same, report, args.plot)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"graphspec {__version__}")
@@ -217,6 +235,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive, default=64)
     e.add_argument("--flip", action="store_true", help="average with the mirrored image")
     e.set_defaults(func=cmd_embed)
+
+    vf = sub.add_parser("verify", help="face verification accuracy on a pairs protocol (LFW View 1 / View 2)")
+    vf.add_argument("model", help="a model file or the name of a model shipped with graphspec")
+    vf.add_argument("--data", required=True, help="LFW image folder (NAME/NAME_0001.jpg) or its parent")
+    vf.add_argument("--pairs", required=True, help="pairs file: pairsDevTest.txt (View 1) or pairs.txt (View 2)")
+    vf.add_argument("--train-pairs", help="View 1: choose the threshold on these pairs (e.g. pairsDevTrain.txt)")
+    vf.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
+    vf.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
+    vf.add_argument("--batch-size", type=_positive, default=64)
+    vf.add_argument("--format", choices=("text", "json"), default="text")
+    vf.add_argument("--plot", help="write the ROC curve to this PNG (needs matplotlib)")
+    vf.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("train", help="train a spec (or model file) on a face folder or the synthetic set")
     t.add_argument("spec", help="a spec or a model file")

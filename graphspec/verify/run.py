@@ -1,0 +1,92 @@
+"""``graphspec verify``: embed the images of a pairs file once, then score the protocol."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GraphspecError, Location
+from .metrics import VerificationReport, best_threshold, distances, evaluate_folds, evaluate_with_threshold
+
+FOLDS_IN_FILE = 10
+
+
+def image_root(root: str | os.PathLike, pairs) -> Path:
+    """The folder holding NAME/NAME_0001.jpg: ``root`` itself or its ``lfw-deepfunneled``/``lfw`` subfolder."""
+    root = Path(root)
+    name = pairs[0].name1 if pairs else ""
+    for candidate in (root, root / "lfw-deepfunneled", root / "lfw"):
+        if (candidate / name).is_dir():
+            return candidate
+    raise GraphspecError(f"no folder '{name}' (the first person of the pairs file) in {root} or its "
+                         "lfw-deepfunneled/lfw subfolders; --data must be an LFW image folder",
+                         location=Location(str(root)))
+
+
+def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_size: int, cache: dict,
+                   progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and same-flags of ``pairs``; ``cache`` maps image path -> embedding across calls."""
+    from ..embed import embed
+    files = sorted({p for pair in pairs for p in pair.paths(root)} - set(cache))
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise GraphspecError(f"{len(missing)} image(s) of the pairs file are missing, e.g. {missing[0]}",
+                             location=Location(str(root)))
+    if files:
+        rows, done, skipped = embed(model, files, batch_size=batch_size, flip=flip, progress=progress)
+        if skipped:
+            raise GraphspecError(f"cannot read {skipped[0][0]}: {skipped[0][1]}", location=Location(str(root)))
+        cache.update(zip(done, rows))
+    a = np.stack([cache[p.paths(root)[0]] for p in pairs])
+    b = np.stack([cache[p.paths(root)[1]] for p in pairs])
+    return distances(a, b, metric), np.array([p.same for p in pairs])
+
+
+def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, train_pairs: str | None = None,
+           metric: str = "sqeuclidean", flip: bool = False, batch_size: int = 64,
+           progress=None) -> tuple[VerificationReport, np.ndarray, np.ndarray]:
+    """The report, and the test distances and same-flags (for plots)."""
+    from ..data.protocol import read_pairs
+    pairs = read_pairs(pairs_path)
+    if not pairs:
+        raise GraphspecError("the pairs file has no pairs", location=Location(str(pairs_path)))
+    root = image_root(data, pairs)
+    cache: dict = {}
+    d, same = pair_distances(model, root, pairs, metric, flip=flip, batch_size=batch_size, cache=cache,
+                             progress=progress)
+    folds = np.array([p.fold for p in pairs])
+    name = Path(pairs_path).name
+    if folds.max() > 0:
+        report = evaluate_folds(d, same, folds, metric, f"{name}: {folds.max()} folds (View 2)")
+    elif train_pairs:
+        tpairs = read_pairs(train_pairs)
+        td, tsame = pair_distances(model, image_root(data, tpairs), tpairs, metric, flip=flip,
+                                   batch_size=batch_size, cache=cache, progress=progress)
+        t = best_threshold(td, tsame)
+        report = evaluate_with_threshold(d, same, t, metric, f"{name}, threshold from {Path(train_pairs).name}")
+    else:
+        k = np.arange(len(pairs)) * FOLDS_IN_FILE // len(pairs)
+        report = evaluate_folds(d, same, k, metric, f"{name}: {FOLDS_IN_FILE}-fold cross-validation in the file")
+    return report, d, same
+
+
+def plot_roc(d: np.ndarray, same: np.ndarray, report: VerificationReport, path: str | os.PathLike) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise GraphspecError("--plot needs matplotlib: pip install 'graphspec[plot]'") from None
+    from .metrics import roc_curve
+    fpr, tpr = roc_curve(d, same)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"AUC {report.auc:.4f}, accuracy {report.accuracy:.4f}")
+    ax.plot([0, 1], [0, 1], ls=":", c="gray")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(report.protocol, fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
