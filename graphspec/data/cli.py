@@ -1,0 +1,112 @@
+"""``graphspec dataset``: report on a face folder; optionally download LFW or write the synthetic set first.
+
+Wired into the main command line by ``graphspec.data.cli.register_cli(subparsers)``. User errors are
+:class:`graphspec.errors.GraphspecError`, which the main command line prints as ``FILE:LINE:COL: message``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from ..errors import GraphspecError
+from .errors import DataError
+
+EPILOG = """examples:
+  graphspec dataset ../shared/data/lfw --people peopleDevTrain.txt --min-images 2
+  graphspec dataset ~/lfw --download                  # fetch lfw-deepfunneled.tgz (md5-checked) if ~/lfw is missing
+  graphspec dataset faces/ --synthetic 10x20 --seed 0 # write the built-in synthetic set, then report
+"""
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the ``dataset`` subcommand to an argparse ``add_subparsers()`` object; returns its parser."""
+    p = subparsers.add_parser("dataset", help="report identities, images and skipped files of a face folder",
+                              description=__doc__.splitlines()[0], epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", metavar="DIR", help="folder in LFW layout: DIR/NAME/NAME_0001.jpg")
+    p.add_argument("--people", metavar="FILE", help="a people file (e.g. peopleDevTrain.txt) selecting people")
+    p.add_argument("--min-images", metavar="N", type=_positive, default=1, help="keep people with >= N images")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--verify", action="store_true", help="decode every image (slower; finds corrupt files)")
+    g = p.add_argument_group("creating DIR")
+    g.add_argument("--download", action="store_true", help="download LFW into DIR if DIR is missing or empty")
+    g.add_argument("--variant", default="deepfunneled", help="deepfunneled (default), original or funneled")
+    g.add_argument("--url", help="archive URL (a mirror); needs --checksum")
+    g.add_argument("--checksum", help="md5:HEX or sha256:HEX ('' to skip verification of a custom --url)")
+    g.add_argument("--synthetic", metavar="IxM", type=_shape, help="write I identities x M images into DIR")
+    g.add_argument("--seed", type=int, default=0, help="seed of --synthetic (default 0)")
+    g.add_argument("--cache-dir", help="where downloads go (default $GRAPHSPEC_CACHE or ~/.cache/graphspec)")
+    p.set_defaults(func=cmd_dataset)
+    return p
+
+
+def cmd_dataset(args) -> int:
+    from .report import dataset_report, render_text
+    root = Path(args.dir)
+    if args.synthetic and args.download:
+        raise DataError("--synthetic and --download both create DIR; choose one")
+    if args.synthetic:
+        from .synthetic import synthetic_faces
+        synthetic_faces(root, identities=args.synthetic[0], images=args.synthetic[1], seed=args.seed)
+    elif args.download and not (root.is_dir() and any(root.iterdir())):
+        _download(args, root)
+    report = dataset_report(root, people=args.people, min_images=args.min_images, verify=args.verify)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        render_text(report, _console())
+    return 0
+
+
+def _download(args, root: Path) -> None:
+    from .download import download_lfw
+    shown = [-1]
+
+    def progress(done: int, total):
+        mib = done >> 20
+        if mib != shown[0] and (mib % 16 == 0 or done == total):
+            shown[0] = mib
+            print(f"\rdownloading: {mib} MiB" + (f" of {total >> 20} MiB" if total else ""), end="",
+                  file=sys.stderr, flush=True)
+
+    download_lfw(root, variant=args.variant, url=args.url, checksum=args.checksum, cache_dir=args.cache_dir,
+                 progress=progress)
+    print(file=sys.stderr)
+
+
+def _console():
+    from rich.console import Console
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=200)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received '{text}'")
+    return int(text)
+
+
+def _shape(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not m or int(m[1]) < 1 or int(m[2]) < 1:
+        raise argparse.ArgumentTypeError(f"expected IDENTITIESxIMAGES such as 10x20; received '{text}'")
+    return int(m[1]), int(m[2])
+
+
+def main(argv=None) -> int:
+    """Run ``dataset`` on its own (``python -m graphspec.data.cli DIR ...``), printing errors like the main CLI."""
+    parser = argparse.ArgumentParser(prog="graphspec")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["dataset", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except GraphspecError as e:
+        print(f"error: {e.problem}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
