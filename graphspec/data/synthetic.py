@@ -101,7 +101,7 @@ def identity_traits(seed: int, identity: int) -> dict:
     rng = np.random.default_rng([seed, identity, 0])
     jitter = lambda c, d: tuple(int(np.clip(v + rng.integers(-d, d + 1), 0, 255)) for v in c)  # noqa: E731
     skin = jitter(_SKIN[rng.integers(len(_SKIN))], 12)
-    fw = rng.uniform(0.30, 0.38)
+    fw = rng.uniform(0.40, 0.48)
     return {
         "skin": skin, "fw": fw, "fh": fw * rng.uniform(1.18, 1.45), "chin": rng.uniform(0.0, 0.5),
         "hair": jitter(_HAIR[rng.integers(len(_HAIR))], 10), "hair_style": int(rng.integers(0, 5)),
@@ -123,9 +123,9 @@ def image_variation(rng: np.random.Generator) -> dict:
         "scale": rng.uniform(0.88, 1.12), "dx": rng.normal(0, 0.025), "dy": rng.normal(0, 0.025),
         "smile": rng.uniform(-0.3, 1.0), "open": rng.uniform(0, 0.6) if rng.random() < 0.3 else 0.0,
         "brow_up": rng.uniform(-0.5, 1.0), "blink": rng.random() < 0.08,
-        "light_angle": rng.uniform(0, 2 * math.pi), "light": rng.uniform(0.0, 0.5),
-        "gain": rng.uniform(0.75, 1.2), "tint": rng.uniform(-12, 12, size=3),
-        "blur": rng.uniform(0, 1.2), "noise": rng.uniform(2, 8), "quality": int(rng.integers(72, 96)),
+        "light_angle": rng.uniform(0, 2 * math.pi), "light": rng.uniform(0.0, 0.35),
+        "gain": rng.uniform(0.85, 1.12), "tint": rng.uniform(-6, 6, size=3),
+        "blur": rng.uniform(0, 1.2), "noise": rng.uniform(2, 6), "quality": int(rng.integers(72, 96)),
     }
 
 
@@ -133,13 +133,15 @@ def render_face(t: dict, v: dict, size: int, rng: np.random.Generator) -> bytes:
     """One JPEG of identity ``t`` under variation ``v`` (drawn at twice the size, then downsampled)."""
     s = 2 * size
     canvas = _background(s, rng)
-    head = Image.new("RGBA", (s, s), (0, 0, 0, 0))
     geo = _geometry(t, v, s)
-    draw = ImageDraw.Draw(head)
-    _draw_head(draw, t, v, geo)
-    head = head.rotate(v["roll"], resample=Image.Resampling.BILINEAR, center=(geo["cx"], geo["cy"]))
-    canvas.alpha_composite(head)
-    image = canvas.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    box = _head_box(geo, s)  # draw and rotate only the head's neighbourhood: rotation is the costly step
+    head = Image.new("RGBA", (box[2] - box[0], box[3] - box[1]), (0, 0, 0, 0))
+    _draw_head(ImageDraw.Draw(head), t, v, {**geo, "cx": geo["cx"] - box[0], "fx": geo["fx"] - box[0],
+                                            "cy": geo["cy"] - box[1], "top": geo["top"] - box[1]})
+    head = head.rotate(v["roll"], resample=Image.Resampling.BILINEAR,
+                       center=(geo["cx"] - box[0], geo["cy"] - box[1]))
+    canvas.alpha_composite(head, (box[0], box[1]))
+    image = canvas.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     if v["blur"] > 0.3:
         image = image.filter(ImageFilter.GaussianBlur(v["blur"]))
     pixels = _light(np.asarray(image, dtype=np.float32), v, rng)
@@ -148,19 +150,29 @@ def render_face(t: dict, v: dict, size: int, rng: np.random.Generator) -> bytes:
     return out.getvalue()
 
 
+def _head_box(g: dict, s: int) -> tuple[int, int, int, int]:
+    half = max(g["fw"], g["fh"]) * 0.9
+    x0, y0 = max(0, int(g["cx"] - half)), max(0, int(g["cy"] - half))
+    return x0, y0, min(s, int(g["cx"] + half) + 1), min(s, int(g["cy"] + half) + 1)
+
+
 def _background(s: int, rng: np.random.Generator) -> Image.Image:
-    base = tuple(int(c) for c in rng.integers(30, 230, size=3))
+    base = _muted(rng, 0.5)
     image = Image.new("RGBA", (s, s), base + (255,))
     draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(2, 7))):  # clutter: walls, posters, other heads in the crowd
+    for _ in range(int(rng.integers(1, 5))):  # clutter: walls, posters, other heads in the crowd
         x0, y0 = rng.integers(-s // 4, s, size=2)
         w, h = rng.integers(s // 8, s // 2, size=2)
-        color = tuple(int(c) for c in rng.integers(0, 256, size=3)) + (255,)
         shape = draw.ellipse if rng.random() < 0.4 else draw.rectangle
-        shape([int(x0), int(y0), int(x0 + w), int(y0 + h)], fill=color)
-    clothes = tuple(int(c) for c in rng.integers(0, 256, size=3)) + (255,)
-    draw.ellipse([int(s * 0.12), int(s * 0.78), int(s * 0.88), int(s * 1.4)], fill=clothes)
+        shape([int(x0), int(y0), int(x0 + w), int(y0 + h)], fill=_muted(rng, 0.6) + (255,))
+    draw.ellipse([int(s * 0.12), int(s * 0.8), int(s * 0.88), int(s * 1.4)], fill=_muted(rng, 0.7) + (255,))
     return image
+
+
+def _muted(rng: np.random.Generator, saturation: float) -> tuple[int, int, int]:
+    """A random colour pulled towards a random grey (photo backgrounds are rarely saturated)."""
+    grey, color = rng.uniform(40, 215), rng.uniform(0, 255, size=3)
+    return tuple(int(grey + saturation * (c - grey)) for c in color)
 
 
 def _geometry(t: dict, v: dict, s: int) -> dict:
@@ -271,10 +283,11 @@ def _extras(d, t, v, g) -> None:
 
 def _light(pixels: np.ndarray, v: dict, rng: np.random.Generator) -> np.ndarray:
     h, w = pixels.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    ramp = ((xx / w - 0.5) * math.cos(v["light_angle"]) + (yy / h - 0.5) * math.sin(v["light_angle"])) * 2
-    gain = v["gain"] * (1 + v["light"] * ramp)[..., None]
-    out = pixels * gain + v["tint"][None, None, :] + rng.normal(0, v["noise"], size=pixels.shape)
+    ys = (np.arange(h, dtype=np.float32) / h - 0.5) * (2 * math.sin(v["light_angle"]))
+    xs = (np.arange(w, dtype=np.float32) / w - 0.5) * (2 * math.cos(v["light_angle"]))
+    gain = v["gain"] * (1 + v["light"] * (ys[:, None] + xs[None, :]))
+    noise = rng.standard_normal(size=pixels.shape, dtype=np.float32) * np.float32(v["noise"])
+    out = pixels * gain[..., None] + v["tint"].astype(np.float32) + noise
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
