@@ -40,6 +40,8 @@ def protocol(name: str) -> Path:
 def test_whole_folder_is_13233_images_of_5749_people(scan):
     assert (len(scan.people), scan.n_images) == (5749, 13233)
     assert scan.skipped == [] and scan.empty_folders == []
+    sizes = [len(f) for f in scan.images.values()]
+    assert sizes.count(1) == 4069  # SEMANTICS.md §10: why DL4J's balanced filter keeps one image per person
 
 
 def test_people_files_select_9525_of_4038_and_6671_of_1184_with_two_images():

@@ -70,13 +70,19 @@ def scan_folder(root: "str | os.PathLike", check: bool = True) -> FolderScan:
     """List people and images under ``root`` (see the module doc). ``check=False`` skips the content checks
     (signature and end marker) and keeps only the extension and empty-file tests."""
     scan = FolderScan(resolve_root(root))
-    with os.scandir(scan.root) as it:
-        entries = sorted(it, key=lambda e: e.name)
+    try:
+        with os.scandir(scan.root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise located(f"cannot list the dataset folder: {e.strerror or e}", scan.root) from None
     for entry in entries:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            _scan_person(scan, entry, check)
+            try:
+                _scan_person(scan, entry, check)
+            except OSError as e:
+                scan.skipped.append(Skipped(entry.name + "/", f"unreadable folder ({e.strerror or e})"))
         elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
             scan.skipped.append(Skipped(entry.name, "image outside a person folder"))
     return scan

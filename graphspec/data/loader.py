@@ -14,7 +14,6 @@ import math
 import os
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import Augmentation

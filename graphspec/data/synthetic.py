@@ -50,7 +50,7 @@ def synthetic_faces(root: "str | os.PathLike | None" = None, *, identities: int 
     marker = root / ".graphspec-synthetic"
     if marker.exists() and marker.read_text().strip() == tag:
         return root
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise located("folder exists and is not an identical synthetic set; choose an empty or new folder", root)
     tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
     try:
