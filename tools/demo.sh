@@ -1,10 +1,40 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the main job end to end on the tutorial network.
+# The main job, end to end: summary -> train -> snip -> embed -> verify.
+#   bash tools/demo.sh              # LFW if found ($GRAPHSPEC_LFW or ../shared/data/lfw), else the synthetic faces
+#   bash tools/demo.sh DIR          # an LFW folder (with lfw-deepfunneled/ and the pairs files) or 'synthetic'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 GS=.venv/bin/graphspec
 SPEC=specs/nn4small2.yaml
-echo "== validate"; $GS validate "$SPEC"
+RUN=${RUN:-runs/demo}
+DATA=${1:-${GRAPHSPEC_LFW:-}}
+if [ -z "$DATA" ] && [ -d ../shared/data/lfw ]; then DATA=../shared/data/lfw; fi
+[ -n "$DATA" ] || DATA=synthetic
+rm -rf "$RUN"
+
 echo "== summary";  $GS summary "$SPEC" --batch-size 48
-echo "== forward";  $GS forward "$SPEC" --batch-size 8 --seed 123
+if [ "$DATA" = synthetic ]; then
+  echo "== train (built-in synthetic faces; pass an LFW folder for the real thing)"
+  $GS train "$SPEC" --data synthetic --epochs 2 --batch-size 48 --eval-fraction 0.25 --out "$RUN" --print-every 5
+  IMAGES=$(.venv/bin/python -c "from graphspec.data.synthetic import synthetic_faces; print(synthetic_faces(identities=20, images=24, seed=0))")
+else
+  IMAGES="$DATA/lfw-deepfunneled"
+  echo "== train (a short DL4J-semantics run on LFW DevTrain people: 960 images, 1 epoch)"
+  $GS train "$SPEC" --data "$IMAGES" --people "$DATA/peopleDevTrain.txt" --limit 960 --epochs 1 \
+      --batch-size 48 --out "$RUN" --print-every 5
+fi
+echo "== snip (the tutorial's cut at the 128-d embeddings)"
+$GS snip "$RUN/model.safetensors" --output embeddings -o "$RUN/embeddings.safetensors" | tail -12
+echo "== embed (the images of three people)"
+mapfile -t PEOPLE < <(ls -d "$IMAGES"/*/ | head -3)
+$GS embed "$RUN/embeddings.safetensors" "${PEOPLE[@]}" -o "$RUN/embeddings.npy"
+if [ "$DATA" = synthetic ]; then
+  echo "== verify on 200 pairs drawn from the synthetic faces (10-fold cross-validation)"
+  .venv/bin/python -c "from graphspec.verify.pairs import write_pairs; write_pairs('$IMAGES', '$RUN/pairs.txt', 100)"
+  $GS verify "$RUN/embeddings.safetensors" --data "$IMAGES" --pairs "$RUN/pairs.txt"
+else
+  echo "== verify on LFW View 1 (threshold from DevTrain, accuracy on DevTest)"
+  $GS verify "$RUN/embeddings.safetensors" --data "$IMAGES" --pairs "$DATA/pairsDevTest.txt" \
+      --train-pairs "$DATA/pairsDevTrain.txt"
+fi

@@ -59,6 +59,9 @@ class Recipe(_Model):
     optimizer: OptimizerRecipe = OptimizerRecipe()
     schedule: Schedule = Schedule()
     clip_grad_norm: Optional[float] = Field(None, gt=0)
+    # Replace parameters of the spec's output layers for this run, e.g. {head: cosine, scale: 24, margin: 0.2,
+    # loss: mcxent, bias: false}: a spec stays the tutorial's network while a recipe trains it differently.
+    head: Optional[dict[str, Any]] = None
     print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency
     keep_checkpoints: int = Field(3, ge=1)
 

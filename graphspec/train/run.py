@@ -60,6 +60,22 @@ def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress
     return train, test
 
 
+def replace_head(model, head: dict | None, console) -> Any:
+    """Apply the recipe's ``head`` settings to every output layer (graph surgery: re-initialised)."""
+    if not head:
+        return model
+    from ..surgery import GraphBuilder
+    from .steps import heads_of
+    builder = GraphBuilder(model)
+    for h in heads_of(model):
+        body = {k: v for k, v in h.vertex.to_dict().items() if k not in ("inputs", "group")}
+        body.update(head)
+        builder.remove_vertex_keep_connections(h.name).add_layer(h.name, body, *h.vertex.inputs)
+        if console is not None:
+            console.print(f"{h.name}: " + ", ".join(f"{k} {v}" for k, v in head.items()) + " (from the recipe)")
+    return builder.build()
+
+
 def adapt_head(model, n_classes: int, console) -> Any:
     """Give the output layers as many classes as the data has (the tutorial's 5,749 is LFW's people count)."""
     from ..surgery import GraphBuilder
@@ -97,7 +113,7 @@ def train(spec_or_model: str, *, data: str | None = None, recipe_path: str | Non
         console.print(f"data: {root} ({cache_prep.describe()})")
     train_set, eval_set = datasets(root, recipe, cache_prep, cache_dir)
     if not resume:
-        model = adapt_head(model, len(train_set.classes), console)
+        model = adapt_head(replace_head(model, recipe.head, console), len(train_set.classes), console)
     model.graphspec.preprocessing = infer_prep
     trainer = Trainer(model, recipe, train_set, eval_set, run_dir=run, preprocessing=cache_prep, console=console,
                       listeners=listeners)

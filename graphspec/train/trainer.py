@@ -181,6 +181,9 @@ class Trainer:
                                       f"checkpoint saved to {path}; continue with --resume")
                 metrics = self.evaluate()
                 self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
+                self._print(f"Epoch {self.epoch + 1} complete" + ("" if not metrics else
+                            " | " + " | ".join(f"{k.capitalize()}: {metrics[k]:.4f}"
+                                               for k in ("accuracy", "precision", "recall", "f1"))))
                 for l in self.listeners:
                     l.on_epoch_end(self, metrics)
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0

@@ -66,9 +66,19 @@ def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, tra
         t = best_threshold(td, tsame)
         report = evaluate_with_threshold(d, same, t, metric, f"{name}, threshold from {Path(train_pairs).name}")
     else:
-        k = np.arange(len(pairs)) * FOLDS_IN_FILE // len(pairs)
+        k = stratified_folds(same, FOLDS_IN_FILE)
         report = evaluate_folds(d, same, k, metric, f"{name}: {FOLDS_IN_FILE}-fold cross-validation in the file")
     return report, d, same
+
+
+def stratified_folds(same: np.ndarray, k: int) -> np.ndarray:
+    """Fold ids 1..k: contiguous runs within the matched and within the mismatched pairs, so every fold has
+    both kinds in the file's proportion (as LFW's View 2 folds do)."""
+    folds = np.zeros(len(same), dtype=np.int64)
+    for flag in (True, False):
+        idx = np.flatnonzero(same == flag)
+        folds[idx] = np.arange(len(idx)) * k // max(len(idx), 1) + 1
+    return folds
 
 
 def plot_roc(d: np.ndarray, same: np.ndarray, report: VerificationReport, path: str | os.PathLike) -> None:
