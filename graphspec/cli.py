@@ -287,7 +287,11 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from .graph import SpecWarning
     args = parser().parse_args(argv)
+    warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
     try:
         return args.func(args)
     except GraphspecError as e:

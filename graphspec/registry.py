@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema
 
 from .errors import did_you_mean
 from .layers.activations import ACTIVATIONS
@@ -25,21 +25,30 @@ WeightInitName = Literal[WEIGHT_INITS]  # type: ignore[valid-type]
 ConvolutionMode = Literal["same", "truncate", "strict"]
 
 
-def _pair(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value  # let pydantic reject it
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, list):
-        return tuple(value)
-    return value
+def _pair_of(minimum: int, what: str):
+    """Validator of kernel/stride/padding-like values: an int or [height, width], each >= minimum."""
+    def check(value: Any) -> tuple[int, int]:
+        items = value if isinstance(value, (list, tuple)) else [value, value]
+        ok = len(items) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= 1_000_000
+                                     for v in items)
+        if not ok:
+            raise ValueError(f"expected a {what} integer or a list of 2 {what} integers; received {value!r}")
+        return (items[0], items[1])
+    return check
 
 
-Positive = Annotated[int, Field(ge=1, le=1_000_000)]
-NonNegative = Annotated[int, Field(ge=0, le=1_000_000)]
-PositivePair = Annotated[Union[tuple[Positive, Positive]], BeforeValidator(_pair)]
-NonNegativePair = Annotated[Union[tuple[NonNegative, NonNegative]], BeforeValidator(_pair)]
-Size = Annotated[int, Field(ge=1, le=100_000_000)]
+_StrictInt = Annotated[int, Strict()]
+Positive = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
+NonNegative = Annotated[int, Strict(), Field(ge=0, le=1_000_000)]
+PositivePair = Annotated[tuple[int, int], PlainValidator(_pair_of(1, "positive")),
+                         WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1},
+                                                   {"type": "array", "items": {"type": "integer", "minimum": 1},
+                                                    "minItems": 2, "maxItems": 2}]})]
+NonNegativePair = Annotated[tuple[int, int], PlainValidator(_pair_of(0, "non-negative")),
+                            WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0},
+                                                      {"type": "array", "items": {"type": "integer", "minimum": 0},
+                                                       "minItems": 2, "maxItems": 2}]})]
+Size = Annotated[int, Strict(), Field(ge=1, le=100_000_000)]
 
 
 class Params(BaseModel):

@@ -42,20 +42,30 @@ class Source:
         return self.positions.get((), Location(self.file, 1, 1))
 
 
+def _is_path(source) -> bool:
+    """A path-like, or a one-line string that is not YAML mapping text (``version: 1`` is text)."""
+    if isinstance(source, os.PathLike):
+        return True
+    if not isinstance(source, str) or "\n" in source:
+        return False
+    return os.path.exists(source) or source.endswith((".yaml", ".yml", ".json")) or ": " not in source
+
+
 def read_text(source: str | os.PathLike) -> tuple[str, str]:
-    """Return ``(text, file_label)``. A string with a newline or no such file is treated as YAML text."""
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and (
-            source.endswith((".yaml", ".yml", ".json")) or os.path.isfile(source))):
+    """Return ``(text, file_label)``. A string with a newline (or ``key: value``) is YAML text; else a path."""
+    if _is_path(source):
         path = Path(source)
         label = str(source)
         try:
             size = path.stat().st_size
+            if path.is_dir():
+                raise IsADirectoryError(21, "Is a directory")
+            if size > MAX_BYTES:
+                raise GraphspecError(f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,} bytes",
+                                     location=Location(label))
+            raw = path.read_bytes()
         except OSError as e:
             raise GraphspecError(f"cannot read spec: {e.strerror or e}", location=Location(label)) from None
-        if size > MAX_BYTES:
-            raise GraphspecError(f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,} bytes",
-                                 location=Location(label))
-        raw = path.read_bytes()
     else:
         label = "<string>"
         raw = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else bytes(source)
@@ -86,10 +96,10 @@ def parse_yaml(text: str, label: str = "<string>") -> Source:
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as e:
-        raise _yaml_error(e, label) from None
+        raise _yaml_error(e, label, text) from None
     if len(nodes) > 1:
         raise GraphspecError("expected a single YAML document, found several ('---')",
-                             location=_mark(label, nodes[1].start_mark))
+                             location=_document_start(label, text, nodes[1].start_mark))
     if not nodes or nodes[0] is None:
         raise GraphspecError("the spec is empty; expected a mapping with at least 'version', 'inputs', "
                              "'vertices' and 'outputs'", location=Location(label, 1, 1))
@@ -98,7 +108,13 @@ def parse_yaml(text: str, label: str = "<string>") -> Source:
     return Source(data, label, conv.positions)
 
 
-def _yaml_error(e: yaml.YAMLError, label: str) -> GraphspecError:
+def _yaml_error(e: yaml.YAMLError, label: str, text: str = "") -> GraphspecError:
+    if isinstance(e, yaml.reader.ReaderError):  # bad characters: PyYAML gives an offset, not a mark
+        before = text[: e.position]
+        line, col = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
+        char = chr(e.character) if isinstance(e.character, int) else e.character
+        return GraphspecError(f"character {char!r} (U+{ord(char):04X}) is not allowed in YAML; remove it",
+                              location=Location(label, line, col))
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     problem = getattr(e, "problem", None) or str(e)
     context = getattr(e, "context", None)
@@ -119,7 +135,16 @@ def _check_structure(text: str, label: str) -> None:
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
     except yaml.YAMLError as e:
-        raise _yaml_error(e, label) from None
+        raise _yaml_error(e, label, text) from None
+
+
+def _document_start(label: str, text: str, mark) -> Location:
+    """The '---' line that starts the document whose first node is at ``mark``."""
+    lines = text.splitlines()
+    for i in range(min(mark.line, len(lines) - 1), -1, -1):
+        if lines[i].startswith("---"):
+            return Location(label, i + 1, 1)
+    return _mark(label, mark)
 
 
 class _Converter:

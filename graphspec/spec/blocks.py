@@ -74,6 +74,9 @@ class Expander:
 
     def instance(self, name: str, body: dict, path: tuple, stack: tuple[tuple[str, str], ...]) -> None:
         block_name = body["block"]
+        if not isinstance(block_name, str):
+            self.problem(f"'block' must be the name of a block; received {block_name!r}", path + ("block",), name)
+            raise _Abort
         if block_name not in self.blocks:
             self.problem(f"unknown block '{block_name}'{did_you_mean(block_name, self.blocks)}; "
                          f"defined blocks: {', '.join(self.blocks) or 'none'}", path + ("block",), name)

@@ -35,6 +35,22 @@ _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.Lt
         ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
 
 
+_SEQ = (list, str, tuple)
+
+
+def _check_size(op, left, right) -> None:
+    """Refuse results longer than MAX_SEQUENCE *before* computing them (no 10 GB strings)."""
+    size = None
+    if isinstance(op, ast.Mult) and isinstance(left, _SEQ) and isinstance(right, int):
+        size = len(left) * right
+    elif isinstance(op, ast.Mult) and isinstance(right, _SEQ) and isinstance(left, int):
+        size = len(right) * left
+    elif isinstance(op, ast.Add) and isinstance(left, _SEQ) and isinstance(right, _SEQ):
+        size = len(left) + len(right)
+    if size is not None and size > MAX_SEQUENCE:
+        raise ExprError(f"the result would have {size:,} items; the limit is {MAX_SEQUENCE:,}")
+
+
 def evaluate(expr: str, env: dict[str, Any]) -> Any:
     try:
         tree = ast.parse(expr.strip(), mode="eval")
@@ -65,10 +81,7 @@ def _eval(node, env):
         left, right = _eval(node.left, env), _eval(node.right, env)
         if isinstance(node.op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > 64:
             raise ExprError("exponent larger than 64")
-        if isinstance(node.op, ast.Mult) and isinstance(left, (list, str, tuple)) != isinstance(right, (list, str, tuple)):
-            n = right if isinstance(right, int) else left
-            if isinstance(n, int) and n > MAX_SEQUENCE:
-                raise ExprError(f"sequence repetition larger than {MAX_SEQUENCE:,}")
+        _check_size(node.op, left, right)
         return _BIN[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, env)

@@ -66,8 +66,8 @@ def _from_source(src: Source) -> Spec:
         doc = Document.model_validate(data)
     except ValidationError as e:
         raise SpecError(_problems(e, src, (), Document)) from None
-    problems = [Problem(f"input name '{n}' is not a valid name; use letters, digits, '_' and '-'",
-                        src.loc(("inputs", n)), n) for n in doc.inputs if not _valid_name(n)]
+    problems = [Problem(f"invalid input name: '{n}' {_name_reason(n)}", src.loc(("inputs", n)), n, ("inputs", n))
+                for n in doc.inputs if not _valid_name(n)]
     expansion = _blocks.expand(doc.vertices, doc.blocks, src)
     problems += expansion.problems
     _fail(problems)
@@ -78,8 +78,9 @@ def _from_source(src: Source) -> Spec:
             continue
         if raw.name in vertices or raw.name in doc.inputs:
             first = vertices[raw.name].path if raw.name in vertices else ("inputs", raw.name)
+            origin = f" ({raw.origin})" if raw.origin else ""
             problems.append(Problem(f"the name '{raw.name}' is defined twice (first at {src.loc(first)}); "
-                                    "vertex and input names must be unique", src.loc(raw.path), raw.name,
+                                    f"vertex and input names must be unique{origin}", src.loc(raw.path), raw.name,
                                     raw.path))
             continue
         vertices[raw.name] = vertex
@@ -109,6 +110,12 @@ def _valid_name(name: str) -> bool:
     return bool(NAME.match(name)) and name not in RESERVED
 
 
+def _name_reason(name: str) -> str:
+    if name in RESERVED:
+        return "is reserved by torch.nn.Module"
+    return "may contain only letters, digits, '_' and '-', and must not start with '-'"
+
+
 def _vertex(raw, doc: Document, src: Source, problems: list[Problem]) -> Vertex | None:
     name, body, path = raw.name, raw.body, raw.path
     suffix = f" ({raw.origin})" if raw.origin else ""
@@ -118,9 +125,7 @@ def _vertex(raw, doc: Document, src: Source, problems: list[Problem]) -> Vertex 
         problems.append(Problem(msg + suffix, src.loc(p), name, p))
 
     if not _valid_name(name):
-        reason = "is reserved by torch.nn.Module" if name in RESERVED else \
-            "may contain only letters, digits, '_' and '-', and must not start with '-'"
-        bad(f"invalid vertex name: '{name}' {reason}")
+        bad(f"invalid vertex name: '{name}' {_name_reason(name)}")
         return None
     if not isinstance(body, dict):
         bad(f"expected a mapping with 'type' and 'inputs'; received {body!r}")

@@ -103,7 +103,7 @@ class Document(_Strict):
     defaults: Defaults = Defaults()
     inputs: dict[str, InputDef] = Field(min_length=1)
     blocks: dict[str, BlockDef] = {}
-    vertices: dict[str, dict[str, Any]] = Field(min_length=1)
+    vertices: dict[str, Any] = Field(min_length=1)  # each vertex is checked by the loader, which names it
     outputs: list[str] = Field(min_length=1)
 
 

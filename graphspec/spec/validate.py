@@ -42,8 +42,11 @@ def problems(err: ValidationError, source: Source, base: tuple, model: type[Base
                 msg += did_you_mean(e["input"], [x.strip(" '") for x in expected.replace(" or ", ",").split(",")])
         elif kind == "union_tag_invalid":
             msg = f"'{key}.type': expected {e['ctx']['expected_tags']}; received {_short(e['ctx']['tag'])}"
+        elif kind == "value_error" and "received" in e["msg"]:  # our validators say it all
+            text = e["msg"].removeprefix("Value error, ")
+            msg = f"'{key}': {text}" if key else text
         else:
-            text = e["msg"]
+            text = e["msg"].removeprefix("Value error, ")
             text = text[0].lower() + text[1:] if text else text
             shown = f"; received {_short(e['input'])}" if not isinstance(e["input"], (dict,)) else ""
             msg = f"'{key}': {text}{shown}" if key else f"{text}{shown}"
