@@ -19,6 +19,7 @@ import io
 import math
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +69,19 @@ def synthetic_faces(root: "str | os.PathLike | None" = None, *, identities: int 
 
 def _write_set(folder: Path, identities: int, images: int, seed: int, size: int) -> None:
     names = identity_names(identities, seed)
-    for i, name in enumerate(names):
+    traits = [identity_traits(seed, i) for i in range(identities)]
+    for name in names:
         (folder / name).mkdir(parents=True)
-        traits = identity_traits(seed, i)
-        for j in range(images):
-            rng = np.random.default_rng([seed, i, j + 1])
-            jpeg = render_face(traits, image_variation(rng), size, rng)
-            (folder / name / f"{name}_{j + 1:04d}.jpg").write_bytes(jpeg)
+
+    def write(job: tuple[int, int]) -> None:
+        i, j = job
+        rng = np.random.default_rng([seed, i, j + 1])  # every photo has its own stream: order-independent
+        jpeg = render_face(traits[i], image_variation(rng), size, rng)
+        (folder / names[i] / f"{names[i]}_{j + 1:04d}.jpg").write_bytes(jpeg)
+
+    jobs = [(i, j) for i in range(identities) for j in range(images)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(write, jobs, chunksize=8))
 
 
 def identity_names(n: int, seed: int) -> list[str]:
