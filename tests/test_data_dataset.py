@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from graphspec.data import (Augmentation, DataError, DataWarning, Preprocessing, balanced_select, lfw_dataset,
-                            make_loader, scan_folder, split_indices)
+                            load_images, make_loader, scan_folder, split_indices)
 
 PREP = Preprocessing(size=(16, 16), channels="rgb")  # images are 16x16 already: no resampling
 
@@ -81,6 +81,19 @@ def test_split_by_image_and_by_person(folder):
     assert len(train) + len(test) == n
     with pytest.raises(DataError, match="split must be"):
         lfw_dataset(folder, split="validation")
+    assert len(lfw_dataset(folder, split="test", train_fraction=1.0)) == 0  # an empty part is fine...
+    with pytest.raises(DataError, match="no images selected: 4 people .* min_images=6"):
+        lfw_dataset(folder, min_images=6)  # ...an empty selection is a mistake
+
+
+def test_load_images_for_any_file_list(folder, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    paths = [folder / "Bob_B" / "Bob_B_0002.png", bad, folder / "AJ_Cook" / "AJ_Cook_0001.png"]
+    cached, failures = load_images(paths, PREP)
+    lazy, lazy_failures = load_images(paths, PREP, cache=False)
+    assert code(cached) == code(lazy) == [22, 0, 1] and np.array_equal(cached, lazy)
+    assert [f.path for f in failures] == [f.path for f in lazy_failures] == [str(bad)]
 
 
 def test_split_indices_formula():

@@ -153,6 +153,9 @@ def lfw_dataset(root: "str | os.PathLike | None" = None, *, people: "str | os.Pa
     """
     scan = scan_folder(_root(root))
     files, persons = _select_people(scan, people, min_images, warn)
+    if not files:
+        raise located(f"no images selected: {len(scan.people)} people with images in the folder, none left after "
+                      f"the people file and min_images={min_images}", scan.root)
     chosen = _choose(persons, limit, seed, dl4j, batch_size)
     files, persons = [files[i] for i in chosen], [persons[i] for i in chosen]
     index = _split(persons, split, train_fraction, split_by, seed, dl4j)
