@@ -23,16 +23,20 @@ def _console(stderr: bool = False):
     return console
 
 
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+
 def is_model_file(path: str) -> bool:
-    """Model files are safetensors; anything else is read as a spec."""
-    if str(path).endswith(".safetensors"):
+    """Model files are safetensors (and checkpoints we refuse with a clear message); the rest is a spec."""
+    from .model_io import looks_like_checkpoint
+    if str(path).endswith(MODEL_SUFFIXES):
         return True
     try:
         with open(path, "rb") as f:
             head = f.read(9)
     except OSError:
         return False
-    return len(head) == 9 and head[8:9] == b"{"
+    return (len(head) == 9 and head[8:9] == b"{") or looks_like_checkpoint(head)
 
 
 def load_model_or_spec(path: str, seed: int | None = None):

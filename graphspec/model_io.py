@@ -110,6 +110,8 @@ def read_header(path: str | os.PathLike) -> dict:
             _refuse_other_formats(head, label)
             (n,) = struct.unpack("<Q", head)
             if n > min(MAX_HEADER, size - 8):
+                if head[:1] in _PICKLE_0_1:
+                    _refuse_other_formats(b"\x80", label)
                 raise ModelFileError(f"not a valid model file: header length {n:,} exceeds the file "
                                      f"({size:,} bytes) or the {MAX_HEADER:,}-byte limit (truncated or corrupt)",
                                      location=Location(label))
@@ -126,8 +128,17 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
+# Protocol 0/1 pickles start with an opcode such as '(' MARK, 'c' GLOBAL, ']' EMPTY_LIST, '}' EMPTY_DICT.
+_PICKLE_0_1 = (b"(", b"c", b"]", b"}", b"l", b"d", b"I", b"S", b"V", b"N")
+
+
+def looks_like_checkpoint(head: bytes) -> bool:
+    """A pickle or a torch.save zip, which must never be read as YAML or unpickled."""
+    return head[:1] == b"\x80" or head[:2] == b"PK"
+
+
 def _refuse_other_formats(head: bytes, label: str) -> None:
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    if looks_like_checkpoint(head):
         raise ModelFileError("this is a pickle or torch.save checkpoint, not a graphspec model file; graphspec never "
                              "unpickles files (that can run code). Convert it in a trusted environment: load it with "
                              "torch.load(..., weights_only=True) and save with graphspec.save",
@@ -136,6 +147,9 @@ def _refuse_other_formats(head: bytes, label: str) -> None:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     meta = read_header(path).get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ModelFileError("not a valid model file: its safetensors metadata must map strings to strings",
+                             location=Location(str(path)))
     if meta.get("format") != FORMAT:
         raise ModelFileError("not a graphspec model file: its safetensors metadata has no "
                              f"'format: {FORMAT}' (plain weights can be loaded with graphspec.load_weights)",

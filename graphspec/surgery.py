@@ -146,18 +146,25 @@ class GraphBuilder:
     def n_out_replace(self, name: str, n_out: int, weight_init: str | None = None,
                       weight_init_next: str | None = None) -> "GraphBuilder":
         """Change a layer's ``out``; the change flows through shape-preserving vertices (pooling, BN, activation,
-        merge, ...) to the next layers with parameters, which get the new ``in``. All of them are re-initialised."""
+        merge, ...) to the next layers with parameters, which get the new ``in``. All of them are re-initialised.
+        The edit is all or nothing: if it cannot be applied, the builder is unchanged."""
         v = self._require("n_out_replace", name)
-        if "out" not in lookup(v["type"]).Params.model_fields:
+        if not lookup(v["type"]).weight_params:
             raise SurgeryError(f"n_out_replace: '{name}' is a {v['type']}, which has no 'out'; it applies to conv, "
                                "dense, output and center_loss_output layers", vertex=name)
         if not isinstance(n_out, int) or isinstance(n_out, bool) or n_out < 1:
             raise SurgeryError(f"n_out_replace: n_out must be a positive integer; received {n_out!r}", vertex=name)
-        v["out"] = n_out
-        if weight_init:
-            v["weight_init"] = weight_init
-        self._edited.add(name)
-        self._propagate_width(name, weight_init_next)
+        doc, edited = copy.deepcopy(self._doc), set(self._edited)
+        try:
+            v = self._vertices[name]
+            v["out"] = n_out
+            if weight_init:
+                v["weight_init"] = weight_init
+            self._edited.add(name)
+            self._propagate_width(name, weight_init_next)
+        except SurgeryError:
+            self._doc, self._edited = doc, edited
+            raise
         return self
 
     def _propagate_width(self, start: str, weight_init_next: str | None) -> None:
@@ -170,7 +177,7 @@ class GraphBuilder:
             v = self._vertices[name]
             v.pop("in", None)  # re-inferred from the new width
             self._edited.add(name)
-            if "out" in lookup(v["type"]).Params.model_fields and v["type"] != "batchnorm":
+            if lookup(v["type"]).weight_params:
                 if weight_init_next:
                     v["weight_init"] = weight_init_next
                 continue  # the next layer with parameters absorbs the change

@@ -324,10 +324,8 @@ def test_header_not_json_or_not_an_object(tmp_path):
 
 
 @pytest.mark.parametrize("protocol", [
-    pytest.param(0, marks=pytest.mark.xfail(strict=True, reason="BUG (minor): protocol 0/1 pickles do not start "
-                 "with 0x80, so they are reported as 'header length ... exceeds the file (truncated or corrupt)' "
-                 "instead of as a pickle (still never unpickled)")),
-    pytest.param(1, marks=pytest.mark.xfail(strict=True, reason="BUG (minor): see protocol 0")),
+    0,
+    1,
     2, 3, 4, 5])
 def test_code_running_pickle_is_refused_and_never_run(tmp_path, protocol):
     # the payload is live: unpickling it really creates its marker
@@ -421,7 +419,6 @@ MALFORMED_REASON = ("BUG: read_metadata/load trust the JSON types of the safeten
                     "'internal error', exit 3) instead of ModelFileError")
 
 
-@pytest.mark.xfail(strict=True, reason=MALFORMED_REASON)
 @pytest.mark.parametrize("header", MALFORMED_METADATA)
 def test_malformed_metadata_types(tmp_path, header):
     with pytest.raises(ModelFileError):
@@ -473,16 +470,12 @@ def test_cli_answers_hostile_model_files_with_exit_2(tmp_path, small_file, capsy
     assert not (tmp_path / "out.safetensors").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=MALFORMED_REASON)
 def test_cli_malformed_metadata_exit_2(tmp_path, capsys):
     p = header_file(tmp_path / "m.safetensors", {"__metadata__": ["graphspec-model"]})
     rc, out, err = _cli(capsys, "summary", p)
     assert rc == 2, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): the CLI decides 'model file or spec' by the .safetensors "
-                   "suffix or a '{' at byte 9, so a torch.save checkpoint named .pt is read as a YAML spec and the "
-                   "user gets 'invalid UTF-8 (byte 0x80 at offset 0)' instead of the pickle/torch.save message")
 def test_cli_names_a_torch_checkpoint_with_another_suffix(tmp_path, capsys):
     p = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, p, _use_new_zipfile_serialization=False)

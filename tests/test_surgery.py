@@ -607,9 +607,6 @@ def test_n_out_replace_errors(base):
     assert b.build().graphspec.spec == base.graphspec.spec  # nothing was applied
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: n_out_replace accepts a batchnorm (it has an 'out' field) although its "
-                   "own error names only conv/dense/output/center_loss_output; the edit then fails at build() with a "
-                   "SpecError about 'out' vs the input channels")
 def test_n_out_replace_on_batchnorm_is_refused_at_the_call(base):
     surgery_error(lambda: GraphBuilder(base).n_out_replace("stem-batch1", 128),
                   "n_out_replace: 'stem-batch1' is a batchnorm, which has no 'out'; it applies to conv, dense, output "
@@ -623,8 +620,6 @@ def test_n_out_replace_cannot_flow_through_a_shape_changing_vertex():
                   "remove_vertex_keep_connections + add_vertex", "s")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failed n_out_replace is not atomic: d1's new out=8 stays in the "
-                   "builder, so a later build() silently applies the half-done edit (d1 re-initialised with 8 outputs)")
 def test_failed_n_out_replace_leaves_the_builder_unchanged():
     net = build(SMALL)
     b = GraphBuilder(net)

@@ -256,8 +256,9 @@ def test_metrics_jsonl_score_lines_every_print_every_and_epoch_lines(tmp_path):
     score_lines = [r for r in lines if r["type"] == "score"]
     epoch_lines = [r for r in lines if r["type"] == "epoch"]
     assert len(scores) == 2 * PER_EPOCH
-    assert len(score_lines) == (2 * PER_EPOCH) // 3  # one per 3 iterations
-    assert [r["score"] for r in score_lines] == [scores[r["iteration"] - 1] for r in score_lines]
+    # DL4J's ScoreIterationListener(3): iterations 0, 3, 6, ... (0-based)
+    assert [r["iteration"] for r in score_lines] == list(range(0, 2 * PER_EPOCH, 3))
+    assert [r["score"] for r in score_lines] == [scores[r["iteration"]] for r in score_lines]
     assert [r["epoch"] for r in epoch_lines] == [1, 2]
     for r in epoch_lines:
         assert {"accuracy", "precision", "recall", "f1"} <= r.keys()
@@ -270,8 +271,6 @@ def test_metrics_jsonl_score_lines_every_print_every_and_epoch_lines(tmp_path):
     assert epoch_lines[-1]["accuracy"] == pytest.approx(float((pred == EVAL.labels).mean()))
 
 
-@pytest.mark.xfail(strict=True, reason="DL4J ScoreIterationListener(n) logs at its own counter 0, n, 2n, ... (logs "
-                   "on the first call, then every n); graphspec logs after n, 2n calls and labels them n-1, 2n-1")
 def test_score_lines_follow_dl4j_score_iteration_listener_numbering():
     buf = io.StringIO()
     scores = []
@@ -286,9 +285,6 @@ def test_score_lines_follow_dl4j_score_iteration_listener_numbering():
     assert lines == [f"Score at iteration {i} is {scores[i]!r}" for i in (0, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="ScoreIterationListener prints the score with Java Double.toString, which "
-                   "switches to 'd.dddE-n' below 1e-3 (the tutorial's scores are ~1.7E-4); graphspec prints Python "
-                   "repr ('0.00017...')")
 def test_small_scores_are_printed_like_java_double_to_string():
     many = CONV.replace("out: 5", "out: 4000").replace("lambda: 0.1", "lambda: 1.0e-6").replace("l2: 0.01", "l2: 0")
     buf = io.StringIO()
@@ -314,19 +310,17 @@ def test_classification_metrics_against_hand_computed_confusion_matrix():
     pred_count = np.array([3, 2, 3, 2])
     true_count = np.array([3, 2, 4, 1])
     precision, recall = tp / pred_count, tp / true_count
-    f1 = 2 * precision * recall / (precision + recall)
     m = classification_metrics(predicted, actual, 6)  # classes 4, 5 never occur: not averaged
     assert m["accuracy"] == pytest.approx(6 / 10)
     assert m["precision"] == pytest.approx(precision.mean())
     assert m["recall"] == pytest.approx(recall.mean())
-    assert m["f1"] == pytest.approx(f1.mean())
+    # DL4J 0.9.x Evaluation.f1(): the harmonic mean of the macro precision and recall
+    p, r = precision.mean(), recall.mean()
+    assert m["f1"] == pytest.approx(2 * p * r / (p + r))
     assert m["examples"] == 10
     assert m["precision"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3 + 1 / 2) / 4)
 
 
-@pytest.mark.xfail(strict=True, reason="DL4J Evaluation.precision() averages only over classes with tp+fp > 0 and "
-                   "recall() over classes with tp+fn > 0 (0/0 = edge case -1, excluded); classification_metrics "
-                   "counts a class that is never predicted as precision 0 (and never present as recall 0)")
 def test_classification_metrics_macro_average_excludes_undefined_classes_like_dl4j():
     actual = torch.tensor([0, 0, 1, 1, 2])
     predicted = torch.tensor([0, 0, 1, 0, 3])  # class 2 never predicted, class 3 never present
@@ -367,8 +361,6 @@ def test_cosine_schedule_with_warmup_values(monkeypatch):
     assert used[0][0] == pytest.approx(base / 4) and used[PER_EPOCH][0] == pytest.approx(base)
 
 
-@pytest.mark.xfail(strict=True, reason="the score line's 'lr' is read after scheduler.step(): it is the rate of the "
-                   "next iteration, not the one that produced this score")
 def test_metrics_lr_is_the_rate_used_in_that_iteration(tmp_path):
     base = 0.02
     r = recipe("pytorch", epochs=2, optimizer=OptimizerRecipe(type="adamw", lr=base),

@@ -1,5 +1,6 @@
-"""Classification evaluation as DL4J's ``Evaluation`` reports it: accuracy and macro-averaged precision, recall
-and F1 (averaged over the classes that occur in the labels or the predictions)."""
+"""Classification evaluation as DL4J's ``Evaluation`` reports it: accuracy; macro precision averaged over the
+classes that were predicted at least once (tp+fp > 0) and macro recall over the classes that occur (tp+fn > 0) —
+classes where the value is undefined are left out, as DL4J does; F1 = 2PR/(P+R) of those macro values."""
 from __future__ import annotations
 
 import torch
@@ -10,12 +11,9 @@ def classification_metrics(predicted: torch.Tensor, actual: torch.Tensor, n_clas
     tp = torch.bincount(actual[predicted == actual], minlength=n_classes).double()
     pred_count = torch.bincount(predicted, minlength=n_classes).double()
     true_count = torch.bincount(actual, minlength=n_classes).double()
-    seen = (pred_count + true_count) > 0
-    precision = torch.where(pred_count > 0, tp / pred_count.clamp_min(1), torch.zeros_like(tp))
-    recall = torch.where(true_count > 0, tp / true_count.clamp_min(1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
-                     torch.zeros_like(tp))
-    n = max(int(seen.sum()), 1)
+    predicted_classes, actual_classes = pred_count > 0, true_count > 0
+    precision = float((tp[predicted_classes] / pred_count[predicted_classes]).mean()) if predicted_classes.any() else 0.0
+    recall = float((tp[actual_classes] / true_count[actual_classes]).mean()) if actual_classes.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"accuracy": float((predicted == actual).double().mean()) if len(actual) else 0.0,
-            "precision": float(precision[seen].sum() / n), "recall": float(recall[seen].sum() / n),
-            "f1": float(f1[seen].sum() / n), "examples": int(len(actual))}
+            "precision": precision, "recall": recall, "f1": f1, "examples": int(len(actual))}

@@ -74,6 +74,20 @@ class _Clock:
     images: int = 0
 
 
+def java_double(x: float) -> str:
+    """Java's ``Double.toString``: plain decimals for 1e-3 <= |x| < 1e7, else ``d.dddE-n`` (DL4J's score lines)."""
+    import numpy as np
+    if x != x or x in (float("inf"), float("-inf")):
+        return {True: "NaN"}.get(x != x, "Infinity" if x > 0 else "-Infinity")
+    if x == 0 or 1e-3 <= abs(x) < 1e7:
+        text = repr(float(x))
+        return text if "e" not in text else np.format_float_positional(x, unique=True, trim="0")
+    mantissa, exponent = np.format_float_scientific(x, unique=True, trim="0").split("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}E{int(exponent)}"
+
+
 def _seed_for(*parts: int) -> int:
     h = 1469598103934665603
     for p in parts:  # FNV-1a over the parts: independent streams per (seed, epoch, batch)
@@ -199,6 +213,7 @@ class Trainer:
             idx = order[b * bs:(b + 1) * bs]
             g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, self.epoch, b + 1))
             x, y = self._batch(self.train_data, idx, g)
+            lr = self._lr()  # the rate this step uses (the scheduler moves it afterwards)
             score = self.step(x, y)
             if not math.isfinite(score):
                 last = checkpoints(self.run_dir)[-1] if self.run_dir and checkpoints(self.run_dir) else None
@@ -211,21 +226,21 @@ class Trainer:
             self.batch_in_epoch = b + 1
             self.last_score = score
             clock.images += len(idx)
-            self._after_iteration(score, clock, bar)
+            self._after_iteration(score, lr, clock, bar)
             if self._stop:
                 return
 
-    def _after_iteration(self, score: float, clock: _Clock, bar) -> None:
+    def _after_iteration(self, score: float, lr: float, clock: _Clock, bar) -> None:
         rate = clock.images / max(time.perf_counter() - clock.start, 1e-9)
-        if self.iteration % self.recipe.print_every == 0:
-            line = f"Score at iteration {self.iteration - 1} is {score!r}"  # DL4J ScoreIterationListener wording
-            self._print(line)
-            self._log({"type": "score", "epoch": self.epoch + 1, "iteration": self.iteration, "score": score,
-                       "lr": self._lr(), "images_per_s": round(rate, 2)})
+        done = self.iteration - 1  # DL4J's ScoreIterationListener: logs its calls 0, n, 2n, ...
+        if done % self.recipe.print_every == 0:
+            self._print(f"Score at iteration {done} is {java_double(score)}")
+            self._log({"type": "score", "epoch": self.epoch + 1, "iteration": done, "score": score,
+                       "lr": lr, "images_per_s": round(rate, 2)})
         if bar is not None:
             bar.update(self._task, advance=1, score=score, rate=rate, epoch=f"{self.epoch + 1}/{self._epochs}")
-        for l in self.listeners:
-            l.on_iteration(self, score)
+        for listener in self.listeners:
+            listener.on_iteration(self, score)
 
     def _lr(self) -> float:
         if self.recipe.semantics == "pytorch":
