@@ -62,6 +62,8 @@ class Recipe(_Model):
     # Replace parameters of the spec's output layers for this run, e.g. {head: cosine, scale: 24, margin: 0.2,
     # loss: mcxent, bias: false}: a spec stays the tutorial's network while a recipe trains it differently.
     head: Optional[dict[str, Any]] = None
+    channels_last: bool = False  # NHWC memory format: often faster convolutions on CPUs
+    max_minutes: Optional[float] = Field(None, gt=0)  # stop (with a checkpoint) when training time runs out
     print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency
     keep_checkpoints: int = Field(3, ge=1)
 

@@ -48,10 +48,21 @@ def load_preprocessing(recipe: Recipe, input_shape) -> tuple[Any, Any]:
     return cache, infer.model_copy(update={"crop": base.crop * h / load})
 
 
+def people_file(people: str | None, root: Path) -> str | None:
+    """A people file as given, or found next to the image folder (``peopleDevTrain.txt`` sits beside
+    ``lfw-deepfunneled/``), so recipes need not know where LFW lives on each machine."""
+    if not people or Path(people).is_file() or Path(people).is_absolute():
+        return people
+    for base in (root, root.parent):
+        if (base / people).is_file():
+            return str(base / people)
+    return people
+
+
 def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress=None):
     from ..data import lfw_dataset
     d = recipe.data
-    common = dict(people=d.people, min_images=d.min_images, limit=d.limit, seed=recipe.seed, dl4j=d.dl4j,
+    common = dict(people=people_file(d.people, root), min_images=d.min_images, limit=d.limit, seed=recipe.seed, dl4j=d.dl4j,
                   batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
     if d.eval_fraction <= 0:
         return lfw_dataset(root, **common), None

@@ -107,7 +107,10 @@ class Trainer:
         self.input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
         self.epoch, self.batch_in_epoch, self.iteration = 0, 0, 0
         self.last_score = float("nan")
-        self._stop = False
+        self._stop = self.timed_out = False
+        self._memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+        if recipe.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.step = self._make_step()
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ class Trainer:
         if generator is not None and self.recipe.augmentation.flip:
             flip = torch.rand(len(images), generator=generator) < 0.5
             images[flip] = images[flip].flip(-1)
-        return self.preprocessing.to_tensor(images), labels
+        return self.preprocessing.to_tensor(images).contiguous(memory_format=self._memory_format), labels
 
     def _crop(self, images: torch.Tensor, generator) -> torch.Tensor:
         _, h, w = self.input_shape
@@ -186,9 +189,14 @@ class Trainer:
     def fit(self, epochs: int | None = None) -> torch.nn.Module:
         epochs = epochs or self.recipe.epochs
         self._epochs = epochs
+        self._started = time.perf_counter()
         with self._sigint(), self._progress(epochs) as bar:
             while self.epoch < epochs:
                 self._run_epoch(bar)
+                if self._stop and self.timed_out:  # the time budget: a normal end, with a checkpoint
+                    if self.run_dir:
+                        self.save_checkpoint()
+                    break
                 if self._stop:
                     path = self.save_checkpoint()
                     raise Interrupted(f"interrupted at epoch {self.epoch + 1}, iteration {self.iteration}; "
@@ -210,6 +218,10 @@ class Trainer:
         bs = self.recipe.batch_size
         clock = _Clock()
         for b in range(self.batch_in_epoch, self.batches_per_epoch):
+            if self._out_of_time():
+                self._print(f"time budget of {self.recipe.max_minutes:g} minutes used up")
+                self._stop = self.timed_out = True
+                return
             idx = order[b * bs:(b + 1) * bs]
             g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, self.epoch, b + 1))
             x, y = self._batch(self.train_data, idx, g)
@@ -241,6 +253,10 @@ class Trainer:
             bar.update(self._task, advance=1, score=score, rate=rate, epoch=f"{self.epoch + 1}/{self._epochs}")
         for listener in self.listeners:
             listener.on_iteration(self, score)
+
+    def _out_of_time(self) -> bool:
+        budget = self.recipe.max_minutes
+        return budget is not None and (time.perf_counter() - self._started) / 60 >= budget
 
     def _lr(self) -> float:
         if self.recipe.semantics == "pytorch":
