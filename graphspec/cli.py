@@ -195,7 +195,8 @@ def cmd_verify(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="graphspec", description="graphspec: declarative neural-network graphs for "
+                                "PyTorch with Deeplearning4j semantics (docs: README.md, docs/)")
     p.add_argument("--version", action="version", version=f"graphspec {__version__}")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -270,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dl4j-data", action="store_true", help="DL4J LFWDataSetIterator selection (one image/person)")
     t.add_argument("--print-every", type=_positive, help="score line every N iterations (default 1)")
     t.set_defaults(func=cmd_train)
+
+    from .data.cli import register_cli as register_dataset
+    register_dataset(sub)
 
     f = sub.add_parser("forward", help="build a spec and run a random batch through it")
     f.add_argument("spec")
