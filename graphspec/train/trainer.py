@@ -163,26 +163,27 @@ class Trainer:
         return torch.randperm(n, generator=g).numpy()
 
     def _batch(self, data, idx: np.ndarray, generator: torch.Generator | None):
+        """Read, crop and flip a batch in numpy (a few large operations: small torch ops are slow on busy CPUs)."""
         images, labels = data.batch(idx)
-        images = self._crop(images, generator)
-        if generator is not None and self.recipe.augmentation.flip:
-            flip = torch.rand(len(images), generator=generator) < 0.5
-            images[flip] = images[flip].flip(-1)
-        return self.preprocessing.to_tensor(images).contiguous(memory_format=self._memory_format), labels
-
-    def _crop(self, images: torch.Tensor, generator) -> torch.Tensor:
+        images = np.asarray(images)
+        n = len(images)
         _, h, w = self.input_shape
         H, W = images.shape[-2:]
-        if (H, W) == (h, w):
-            return images
         if H < h or W < w:
             raise TrainingError(f"images are {H}x{W} but the network needs {h}x{w}")
         if generator is None:  # evaluation: centre crop
-            top, left = (H - h) // 2, (W - w) // 2
-            return images[..., top:top + h, left:left + w]
-        tops = torch.randint(0, H - h + 1, (len(images),), generator=generator)
-        lefts = torch.randint(0, W - w + 1, (len(images),), generator=generator)
-        return torch.stack([im[:, t:t + h, l:l + w] for im, t, l in zip(images, tops.tolist(), lefts.tolist())])
+            tops, lefts = np.full(n, (H - h) // 2), np.full(n, (W - w) // 2)
+            flips = np.zeros(n, dtype=bool)
+        else:
+            tops = torch.randint(0, H - h + 1, (n,), generator=generator).numpy()
+            lefts = torch.randint(0, W - w + 1, (n,), generator=generator).numpy()
+            flips = (torch.rand(n, generator=generator) < 0.5).numpy() & self.recipe.augmentation.flip
+        out = np.empty((n, images.shape[1], h, w), dtype=np.uint8)
+        for i in range(n):
+            crop = images[i, :, tops[i]:tops[i] + h, lefts[i]:lefts[i] + w]
+            out[i] = crop[:, :, ::-1] if flips[i] else crop
+        x = self.preprocessing.to_tensor(out)
+        return x.contiguous(memory_format=self._memory_format), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
     # --- loop ----------------------------------------------------------------------------------------------
 
