@@ -67,63 +67,93 @@ def layers_of(model) -> list[Layer]:
     return out
 
 
-def center_delta(centers: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Σ_{i: y_i = j} (c_j − x_i) / (1 + n_j) for every class j (rows of absent classes are 0)."""
+def center_delta(centers: torch.Tensor, x: torch.Tensor, y: torch.Tensor, ctx=None,
+                 divide: bool = True) -> torch.Tensor:
+    """Σ_{i: y_i = j} (c_j − x_i) / (1 + n_j) for every class j (rows of absent classes are 0); sums and counts are
+    taken over all ranks, so every rank applies the same update. ``divide=False`` omits the (1 + n_j)."""
     diff = torch.zeros_like(centers).index_add_(0, y, centers[y] - x)
+    if not divide:
+        return ctx.reduce_sum(diff) if ctx is not None else diff
     counts = torch.bincount(y, minlength=centers.shape[0]).to(centers.dtype)
+    if ctx is not None and ctx.active:
+        ctx.reduce_sum(diff)
+        ctx.reduce_sum(counts)
     return diff / (1.0 + counts).unsqueeze(1)
 
 
-def _scores(heads, feats, y, reduce):
-    """Data loss and center term per head; returns (loss tensor for backward, detached parts)."""
-    total = 0.0
-    deltas = {}
-    for h in heads:
-        x = feats[h.input]
-        if x.dim() > 2:
-            x = torch.flatten(x, 1)
-        z = h.module.logits(x, y if y.dim() == 1 else None)
-        total = total + reduce(per_example(h.module.loss, h.module.activation, z, y))
-        if h.is_center:
-            c = h.module.centers
-            total = total + h.module.lambda_ / 2 * reduce(((x - c[y].detach()) ** 2).sum(1))
-            deltas[h.name] = (x.detach(), c)
-    return total, deltas
+class LossModule(torch.nn.Module):
+    """The network up to its output layers plus their losses, as one module (what DDP wraps).
+
+    ``forward(x, y)`` returns the *sum* over the examples of the data losses and center terms, and the detached
+    inputs of the center-loss heads (for the center update).
+    """
+
+    def __init__(self, trunk: torch.nn.Module, heads: list[Head]):
+        super().__init__()
+        self.trunk = trunk
+        self.head_modules = torch.nn.ModuleDict({h.name: h.module for h in heads})
+        self._heads = heads
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        feats = self.trunk(x)
+        total = 0.0
+        inputs = {}
+        for h in self._heads:
+            e = feats[h.input]
+            if e.dim() > 2:
+                e = torch.flatten(e, 1)
+            module = self.head_modules[h.name]
+            z = module.logits(e, y if y.dim() == 1 else None)
+            total = total + per_example(module.loss, module.activation, z, y).sum()
+            if h.is_center:
+                c = module.centers
+                total = total + module.lambda_ / 2 * ((e - c[y].detach()) ** 2).sum()
+                inputs[h.name] = e.detach()
+        return total, inputs
+
+
+def _loss_module(model, heads, ctx):
+    trunk = subgraph(model, sorted({h.input for h in heads}))
+    module = LossModule(trunk, heads)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    used = {id(p) for p in module.parameters() if p.requires_grad}
+    return ctx.wrap(module, find_unused=bool(trainable - used))
 
 
 class DL4JStep:
     """DL4J 0.9.x's fit iteration."""
 
-    def __init__(self, model):
+    def __init__(self, model, ctx=None):
+        from .distributed import Context
         self.model, self.heads, self.layers = model, heads_of(model), layers_of(model)
-        self.trunk = subgraph(model, sorted({h.input for h in self.heads}))
+        self.ctx = ctx or Context()
+        self.loss = _loss_module(model, self.heads, self.ctx)
         for layer in self.layers:
             layer.updaters = {k: DL4JUpdater(layer.vertex.training.updater) for k in layer.params}
         self.iteration = 0
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, n: int | None = None) -> float:
+        """One iteration on this rank's share (x, y) of a global minibatch of ``n`` examples."""
         self.model.train()
-        n = x.shape[0]
-        feats = self.trunk(x)
-        loss, centers = _scores(self.heads, feats, y, torch.sum)
-        score = (loss.detach() + self._regularisation()) / n
+        n = n or x.shape[0]
         for p in self.model.parameters():
             p.grad = None
-        loss.backward()
-        extra = {name: self._center_update(name, x_, c, y) for name, (x_, c) in centers.items()}
+        loss, inputs = self.loss(x, y)
+        (loss * self.ctx.world).backward()  # DDP averages over ranks: this makes it the global sum
+        total = self.ctx.reduce_sum(loss.detach().clone())
+        score = (total + self._regularisation()) / n
+        extra = {name: self._center_update(name, e, y) for name, e in inputs.items()}
         with torch.no_grad():
             for layer in self.layers:
                 self._apply(layer, extra.get(layer.name), n)
         self.iteration += 1
         return float(score)
 
-    def _center_update(self, name, x, centers, y):
-        head = next(h for h in self.heads if h.name == name)
-        delta = center_delta(centers, x, y) * head.module.alpha
-        if head.module.gradient_check:  # DL4J's gradient-check mode: λ·α·Σ(c_j − x_i), no (1+n_j)
-            delta = torch.zeros_like(centers).index_add_(0, y, centers[y] - x) * head.module.alpha * \
-                head.module.lambda_
-        return delta
+    def _center_update(self, name, x, y):
+        module = next(h for h in self.heads if h.name == name).module
+        if module.gradient_check:  # DL4J's gradient-check mode: λ·α·Σ(c_j − x_i), no (1+n_j)
+            return center_delta(module.centers, x, y, self.ctx, divide=False) * module.alpha * module.lambda_
+        return center_delta(module.centers, x, y, self.ctx) * module.alpha
 
     def _regularisation(self) -> torch.Tensor:
         total = torch.zeros(())
@@ -198,27 +228,30 @@ def normalise(grads: dict[str, torch.Tensor], mode: str, threshold: float) -> di
 class TorchStep:
     """Standard PyTorch training: mean losses, a torch.optim optimizer, the paper's center rule."""
 
-    def __init__(self, model, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None):
+    def __init__(self, model, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None, ctx=None):
+        from .distributed import Context
         self.model, self.heads, self.optimizer = model, heads_of(model), optimizer
-        self.trunk = subgraph(model, sorted({h.input for h in self.heads}))
+        self.ctx = ctx or Context()
+        self.loss = _loss_module(model, self.heads, self.ctx)
         self.clip = clip_grad_norm
         self.iteration = 0
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, n: int | None = None) -> float:
+        """One iteration on this rank's share (x, y) of a global minibatch of ``n`` examples (mean losses)."""
         self.model.train()
-        feats = self.trunk(x)
-        loss, centers = _scores(self.heads, feats, y, torch.mean)
+        n = n or x.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, inputs = self.loss(x, y)
+        (loss * (self.ctx.world / n)).backward()  # averaged over ranks by DDP: the global mean
         if self.clip:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.clip)
         self.optimizer.step()
         with torch.no_grad():
-            for name, (x_, c) in centers.items():
-                head = next(h for h in self.heads if h.name == name)
-                c.sub_(head.module.alpha * center_delta(c, x_, y))
+            for name, e in inputs.items():
+                module = next(h for h in self.heads if h.name == name).module
+                module.centers.sub_(module.alpha * center_delta(module.centers, e, y, self.ctx))
         self.iteration += 1
-        return float(loss.detach())
+        return float(self.ctx.reduce_sum(loss.detach().clone()) / n)
 
     def state_dict(self):
         return self.optimizer.state_dict()

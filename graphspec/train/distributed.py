@@ -1,0 +1,108 @@
+"""Distributed training on torch.distributed: DistributedDataParallel, launched by torch's elastic launcher.
+
+``graphspec train ... --nproc-per-node N`` re-runs the same command in N worker processes through
+``torch.distributed.launcher`` (what ``torchrun --standalone`` uses); a command started by ``torchrun`` (one or
+several nodes, c10d rendezvous) is recognised by its environment (RANK, WORLD_SIZE). The backend follows the
+device: gloo on CPU, nccl on CUDA.
+
+Semantics: the global batch is what the user asked for, split across ranks; every rank draws the same batch order
+and augmentation (from seed, epoch and batch) and takes its slice, so N processes compute what one process would.
+Gradients are all-reduced by DDP; center-loss center updates are all-reduced before they are applied, so centers
+stay identical everywhere; batch normalisation is per rank or synchronised (``sync_batchnorm``); only rank 0 logs,
+evaluates and writes checkpoints and the final model.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import GraphspecError
+
+
+@dataclass
+class Context:
+    """Where this process stands; the default is a single process."""
+
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks, in place (identity for one process)."""
+        if self.active:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on one (stop requests must be taken together)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def part(self, n: int) -> slice:
+        """This rank's share of a global batch of n examples (contiguous, sizes differ by at most one)."""
+        start = self.rank * n // self.world
+        return slice(start, (self.rank + 1) * n // self.world)
+
+    def wrap(self, module: torch.nn.Module, find_unused: bool = False) -> torch.nn.Module:
+        if not self.active:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(module, find_unused_parameters=find_unused, broadcast_buffers=False)
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def under_launcher() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_from_env() -> Context:
+    """Join the process group the launcher (ours or torchrun) described in the environment."""
+    if not under_launcher():
+        return Context()
+    world = int(os.environ["WORLD_SIZE"])
+    rank = int(os.environ["RANK"])
+    cuda = torch.cuda.is_available()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return Context(rank, world, "cuda" if cuda else "cpu")
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Run ``graphspec <argv>`` in ``nproc`` local workers; a failed worker ends the run with a clear message."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
+    try:
+        elastic_launch(config, sys.executable)("-m", "graphspec.cli", *argv)
+    except ChildFailedError as e:
+        failures = ", ".join(f"rank {rank} (exit {f.exitcode})" for rank, f in sorted(e.failures.items()))
+        raise GraphspecError(f"distributed training failed: worker {failures}; the other workers were stopped. "
+                             "The last checkpoint in the run directory is intact: continue with --resume") from None
+    return 0
