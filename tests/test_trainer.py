@@ -188,8 +188,8 @@ def test_nan_raises_training_error_naming_last_good_checkpoint(semantics, tmp_pa
     good_bytes = good.read_bytes()
     clean_batch = t._batch
 
-    def poisoned(data, idx, generator):
-        x, y = clean_batch(data, idx, generator)
+    def poisoned(data, idx, generator, part=slice(None)):
+        x, y = clean_batch(data, idx, generator, part)
         if generator is not None and t.iteration == PER_EPOCH + 1:  # second batch of epoch 2
             x = x.clone()
             x[0, 0, 0, 0] = float("nan")
@@ -345,9 +345,9 @@ def test_cosine_schedule_with_warmup_values(monkeypatch):
     used = []
     original = TorchStep.__call__
 
-    def recording(self, x, y):
+    def recording(self, x, y, n=None):
         used.append([g["lr"] for g in self.optimizer.param_groups])
-        return original(self, x, y)
+        return original(self, x, y, n)
 
     monkeypatch.setattr(TorchStep, "__call__", recording)
     base, epochs = 0.02, 3

@@ -99,20 +99,34 @@ class BatchNorm(nn.Module):
             self.bias = nn.Parameter(torch.full((channels,), float(beta)))
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
+        self.sync = False  # distributed training: statistics over all ranks (set by the trainer)
 
     def forward(self, x):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 0.0)
         momentum = (1.0 - self.decay) if self.minibatch else 1.0
         var = self.running_var.clone()  # torch updates this copy; autograd must not see the buffer change later
-        y = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, momentum, self.eps)
+        count = x.numel() // x.shape[1]
+        if self.sync:
+            y, count = self._sync_forward(x, var, momentum, count)
+        else:
+            y = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, momentum, self.eps)
         # torch blended the *unbiased* variance u: var = (1-m)·old + m·u. Recover u and re-blend DL4J's value.
         with torch.no_grad():
-            count = x.numel() // x.shape[1]
             old = self.running_var
             blended = var - (1.0 - momentum) * old  # = m·u
             old.copy_((1.0 - momentum) * old + blended * ((count - 1) / count) + momentum * self.eps)
         return y
+
+    def _sync_forward(self, x, var, momentum, count):
+        """torch's synchronised batch norm (statistics over every rank); returns the output and the global count."""
+        import torch.distributed as dist
+        from torch.nn.modules._functions import SyncBatchNorm as SyncBN
+        world = dist.get_world_size()
+        total = torch.tensor([float(count)])
+        dist.all_reduce(total)
+        y = SyncBN.apply(x, self.weight, self.bias, self.running_mean, var, self.eps, momentum, None, world)
+        return y, int(total.item())
 
     def extra_repr(self):
         return f"{self.running_mean.numel()}, decay={self.decay}, eps={self.eps}"

@@ -63,6 +63,7 @@ class Recipe(_Model):
     # loss: mcxent, bias: false}: a spec stays the tutorial's network while a recipe trains it differently.
     head: Optional[dict[str, Any]] = None
     channels_last: bool = False  # NHWC memory format: often faster convolutions on CPUs
+    sync_batchnorm: bool = False  # distributed runs: batch statistics over all ranks (else per rank)
     max_minutes: Optional[float] = Field(None, gt=0)  # stop (with a checkpoint) when training time runs out
     print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency
     keep_checkpoints: int = Field(3, ge=1)

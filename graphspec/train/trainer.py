@@ -74,6 +74,14 @@ class _Clock:
     images: int = 0
 
 
+def data_size(data) -> tuple[int, int]:
+    """(height, width) of the images of a training-data object."""
+    images = getattr(data, "images", None)
+    if images is not None:
+        return tuple(images.shape[-2:])
+    return tuple(data.preprocessing.size)
+
+
 def java_double(x: float) -> str:
     """Java's ``Double.toString``: plain decimals for 1e-3 <= |x| < 1e7, else ``d.dddE-n`` (DL4J's score lines)."""
     import numpy as np
@@ -98,8 +106,10 @@ def _seed_for(*parts: int) -> int:
 class Trainer:
     def __init__(self, model: torch.nn.Module, recipe: Recipe, train: ArrayData, evaluation: ArrayData | None = None,
                  *, run_dir: str | Path | None = None, preprocessing: Any = None,
-                 listeners: Sequence[Listener] = (), console=None, progress: bool = True):
+                 listeners: Sequence[Listener] = (), console=None, progress: bool = True, ctx=None):
         from ..data.preprocessing import Preprocessing
+        from .distributed import Context
+        self.ctx = ctx or Context()
         self.model, self.recipe, self.train_data, self.eval_data = model, recipe, train, evaluation
         self.run_dir = Path(run_dir) if run_dir else None
         self.preprocessing = preprocessing or model.graphspec.preprocessing or Preprocessing.dl4j()
@@ -111,13 +121,18 @@ class Trainer:
         self._memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last)
+        if recipe.sync_batchnorm and self.ctx.active:
+            from ..layers.modules import BatchNorm
+            for m in model.modules():
+                if isinstance(m, BatchNorm):
+                    m.sync = True
         self.step = self._make_step()
 
     # --- setup ---------------------------------------------------------------------------------------------
 
     def _make_step(self):
         if self.recipe.semantics == "dl4j":
-            return DL4JStep(self.model)
+            return DL4JStep(self.model, self.ctx)
         o = self.recipe.optimizer
         wd = o.weight_decay if o.weight_decay is not None else self._spec_l2()
         groups = param_groups(self.model, wd)
@@ -128,7 +143,7 @@ class Trainer:
         else:
             opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
-        return TorchStep(self.model, opt, self.recipe.clip_grad_norm)
+        return TorchStep(self.model, opt, self.recipe.clip_grad_norm, self.ctx)
 
     def _spec_l2(self) -> float:
         return float(self.model.graphspec.spec.defaults.l2)
@@ -162,13 +177,14 @@ class Trainer:
         g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, epoch, 0xDA7A))
         return torch.randperm(n, generator=g).numpy()
 
-    def _batch(self, data, idx: np.ndarray, generator: torch.Generator | None):
-        """Read, crop and flip a batch in numpy (a few large operations: small torch ops are slow on busy CPUs)."""
-        images, labels = data.batch(idx)
-        images = np.asarray(images)
-        n = len(images)
+    def _batch(self, data, idx: np.ndarray, generator: torch.Generator | None, part: slice = slice(None)):
+        """Read, crop and flip a batch in numpy (a few large operations: small torch ops are slow on busy CPUs).
+
+        The random crops and flips are drawn for the whole (global) batch, then ``part`` (this rank's share) is
+        taken, so any number of processes sees exactly what one process would."""
+        n = len(idx)
         _, h, w = self.input_shape
-        H, W = images.shape[-2:]
+        H, W = data_size(data)
         if H < h or W < w:
             raise TrainingError(f"images are {H}x{W} but the network needs {h}x{w}")
         if generator is None:  # evaluation: centre crop
@@ -178,8 +194,11 @@ class Trainer:
             tops = torch.randint(0, H - h + 1, (n,), generator=generator).numpy()
             lefts = torch.randint(0, W - w + 1, (n,), generator=generator).numpy()
             flips = (torch.rand(n, generator=generator) < 0.5).numpy() & self.recipe.augmentation.flip
-        out = np.empty((n, images.shape[1], h, w), dtype=np.uint8)
-        for i in range(n):
+        idx, tops, lefts, flips = idx[part], tops[part], lefts[part], flips[part]
+        images, labels = data.batch(idx)
+        images = np.asarray(images)
+        out = np.empty((len(idx), images.shape[1], h, w), dtype=np.uint8)
+        for i in range(len(idx)):
             crop = images[i, :, tops[i]:tops[i] + h, lefts[i]:lefts[i] + w]
             out[i] = crop[:, :, ::-1] if flips[i] else crop
         x = self.preprocessing.to_tensor(out)
@@ -225,9 +244,9 @@ class Trainer:
                 return
             idx = order[b * bs:(b + 1) * bs]
             g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, self.epoch, b + 1))
-            x, y = self._batch(self.train_data, idx, g)
+            x, y = self._batch(self.train_data, idx, g, self.ctx.part(len(idx)))
             lr = self._lr()  # the rate this step uses (the scheduler moves it afterwards)
-            score = self.step(x, y)
+            score = self.step(x, y, len(idx))
             if not math.isfinite(score):
                 last = checkpoints(self.run_dir)[-1] if self.run_dir and checkpoints(self.run_dir) else None
                 where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -240,6 +259,7 @@ class Trainer:
             self.last_score = score
             clock.images += len(idx)
             self._after_iteration(score, lr, clock, bar)
+            self._stop = self.ctx.any(self._stop)  # every rank stops at the same iteration
             if self._stop:
                 return
 
@@ -267,7 +287,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, data: ArrayData | None = None, batch_size: int = 128) -> dict:
         data = data if data is not None else self.eval_data
-        if data is None or len(data) == 0:
+        if data is None or len(data) == 0 or not self.ctx.is_main:
             return {}
         head = self.step.heads[0]
         from ..compiler import subgraph
@@ -308,9 +328,15 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
 
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes; every rank returns the path (all ranks hold the same state)."""
         if not self.run_dir:
             raise TrainingError("no run directory: cannot save a checkpoint")
-        return save_checkpoint(self.run_dir, self.iteration, self.state(), self.recipe.keep_checkpoints)
+        state = self.state()
+        path = self.run_dir / "checkpoints" / f"ckpt-{self.iteration:08d}.safetensors"
+        if self.ctx.is_main:
+            path = save_checkpoint(self.run_dir, self.iteration, state, self.recipe.keep_checkpoints)
+        self.ctx.barrier()
+        return path
 
     def resume(self) -> bool:
         """Restore the latest checkpoint of the run directory; False if there is none."""
@@ -323,18 +349,18 @@ class Trainer:
     # --- output --------------------------------------------------------------------------------------------
 
     def _log(self, record: dict) -> None:
-        if self.run_dir:
+        if self.run_dir and self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     def _print(self, line: str) -> None:
-        if self.console is not None:
+        if self.console is not None and self.ctx.is_main:
             self.console.print(line, highlight=False)
 
     def _progress(self, epochs: int):
         import contextlib
-        if not self.show_progress or self.console is None:
+        if not self.show_progress or self.console is None or not self.ctx.is_main:
             return contextlib.nullcontext(None)
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
         bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
