@@ -144,14 +144,38 @@ def _snipped_name(path: str) -> str:
     return str(p.with_name(p.name.split(".")[0] + "-snipped.safetensors"))
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc-per-node":
+            skip = True
+        elif not a.startswith("--nproc-per-node="):
+            out.append(a)
+    return out
+
+
 def cmd_train(args) -> int:
+    from .train import distributed
     from .train.run import train
+    if args.nproc_per_node > 1 and not distributed.under_launcher():
+        return distributed.launch(_without_nproc(args.argv), args.nproc_per_node)
+    ctx = distributed.init_from_env()
+    try:
+        return _train(args, train, ctx)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args, train, ctx) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
                  "semantics": args.semantics, "print_every": args.print_every, "data.limit": args.limit,
                  "data.people": args.people, "data.min_images": args.min_images,
-                 "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None}
+                 "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None,
+                 "sync_batchnorm": True if args.sync_bn else None}
     trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
-                    overrides=overrides, console=_console())
+                    overrides=overrides, console=_console() if ctx.is_main else None, ctx=ctx)
     metrics = trainer.evaluate() if trainer.eval_data is not None else {}
     if metrics:
         print("evaluation: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -270,6 +294,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-fraction", type=float, help="fraction of images held out for evaluation")
     t.add_argument("--dl4j-data", action="store_true", help="DL4J LFWDataSetIterator selection (one image/person)")
     t.add_argument("--print-every", type=_positive, help="score line every N iterations (default 1)")
+    t.add_argument("--nproc-per-node", type=_positive, default=1,
+                   help="train in N processes on this machine (DistributedDataParallel; also works under torchrun)")
+    t.add_argument("--sync-bn", action="store_true", help="distributed: batch-norm statistics over all processes")
     t.set_defaults(func=cmd_train)
 
     from .data.cli import register_cli as register_dataset
@@ -298,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from .graph import SpecWarning
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
     try:
         return args.func(args)

@@ -62,8 +62,12 @@ class Context:
     def wrap(self, module: torch.nn.Module, find_unused: bool = False) -> torch.nn.Module:
         if not self.active:
             return module
+        import warnings
+
         from torch.nn.parallel import DistributedDataParallel
-        return DistributedDataParallel(module, find_unused_parameters=find_unused, broadcast_buffers=False)
+        with warnings.catch_warnings():  # broadcast_buffers=False is what we mean: BN statistics stay per rank
+            warnings.simplefilter("ignore", FutureWarning)
+            return DistributedDataParallel(module, find_unused_parameters=find_unused, broadcast_buffers=False)
 
     def barrier(self) -> None:
         if self.active:

@@ -105,7 +105,7 @@ def adapt_head(model, n_classes: int, console) -> Any:
 
 def train(spec_or_model: str, *, data: str | None = None, recipe_path: str | None = None, out: str | None = None,
           resume: bool = False, overrides: dict | None = None, cache_dir=None, console=None,
-          listeners=()) -> Trainer:
+          listeners=(), ctx=None) -> Trainer:
     """Run (or resume) a training run; returns the finished Trainer (``trainer.model`` is the trained model)."""
     from ..model_io import save
     run = Path(out) if out else None
@@ -126,17 +126,23 @@ def train(spec_or_model: str, *, data: str | None = None, recipe_path: str | Non
     if not resume:
         model = adapt_head(replace_head(model, recipe.head, console), len(train_set.classes), console)
     model.graphspec.preprocessing = infer_prep
+    from .distributed import Context
+    ctx = ctx or Context()
     trainer = Trainer(model, recipe, train_set, eval_set, run_dir=run, preprocessing=cache_prep, console=console,
-                      listeners=listeners)
+                      listeners=listeners, ctx=ctx)
     if run is not None:
-        _record(run, model, recipe, resume)
+        if ctx.is_main:
+            _record(run, model, recipe, resume)
+        ctx.barrier()
         if resume and not trainer.resume():
             raise GraphspecError(f"no checkpoint to resume from in {run / 'checkpoints'}", location=Location(str(run)))
     if console is not None:
         console.print(f"training {len(train_set):,} images of {len(train_set.classes):,} people, "
                       f"{trainer.batches_per_epoch} iterations per epoch, semantics {recipe.semantics}")
+    if console is not None and ctx.active:
+        console.print(f"distributed: {ctx.world} processes, {recipe.batch_size} examples per global batch")
     trainer.fit()
-    if run is not None:
+    if run is not None and ctx.is_main:
         path = save(model, run / "model.safetensors", preprocessing=infer_prep)
         if console is not None:
             console.print(f"wrote {path}")
