@@ -105,12 +105,11 @@ class BatchNorm(nn.Module):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 0.0)
         momentum = (1.0 - self.decay) if self.minibatch else 1.0
+        if self.sync:
+            return self._sync_forward(x, momentum)
         var = self.running_var.clone()  # torch updates this copy; autograd must not see the buffer change later
         count = x.numel() // x.shape[1]
-        if self.sync:
-            y, count = self._sync_forward(x, var, momentum, count)
-        else:
-            y = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, momentum, self.eps)
+        y = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, momentum, self.eps)
         # torch blended the *unbiased* variance u: var = (1-m)·old + m·u. Recover u and re-blend DL4J's value.
         with torch.no_grad():
             old = self.running_var
@@ -118,15 +117,24 @@ class BatchNorm(nn.Module):
             old.copy_((1.0 - momentum) * old + blended * ((count - 1) / count) + momentum * self.eps)
         return y
 
-    def _sync_forward(self, x, var, momentum, count):
-        """torch's synchronised batch norm (statistics over every rank); returns the output and the global count."""
-        import torch.distributed as dist
-        from torch.nn.modules._functions import SyncBatchNorm as SyncBN
-        world = dist.get_world_size()
-        total = torch.tensor([float(count)])
-        dist.all_reduce(total)
-        y = SyncBN.apply(x, self.weight, self.bias, self.running_mean, var, self.eps, momentum, None, world)
-        return y, int(total.item())
+    def _sync_forward(self, x, momentum):
+        """Batch statistics over every rank: sums and sums of squares all-reduced with autograd (so gradients
+        flow across ranks as in torch's SyncBatchNorm, which is CUDA-only), running statistics as DL4J's."""
+        import torch.distributed.nn.functional as dist_fn
+        c = x.shape[1]
+        dims = [0] + list(range(2, x.dim()))
+        local = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_tensor([x.numel() // c])])
+        stats = dist_fn.all_reduce(local)
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = stats[c:2 * c] / n - mean * mean  # biased, as DL4J and torch normalise
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = y * self.weight.view(shape) + self.bias.view(shape)
+        with torch.no_grad():
+            self.running_mean.mul_(1.0 - momentum).add_(momentum * mean)
+            self.running_var.mul_(1.0 - momentum).add_(momentum * (var + self.eps))
+        return y
 
     def extra_repr(self):
         return f"{self.running_mean.numel()}, decay={self.decay}, eps={self.eps}"
