@@ -42,6 +42,9 @@ class OptimizerRecipe(_Model):
 
 class Schedule(_Model):
     type: Literal["constant", "cosine", "step"] = "constant"
+    # "iterations": progress counts iterations (reproducible); "time": progress is the elapsed fraction of
+    # `max_minutes` (a time-budgeted run anneals fully whatever the machine's speed; not bit-reproducible).
+    clock: Literal["iterations", "time"] = "iterations"
     warmup_epochs: float = Field(0.0, ge=0)
     step_epochs: int = Field(10, ge=1)
     gamma: float = 0.1

@@ -118,6 +118,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.iteration = 0, 0, 0
         self.last_score = float("nan")
         self._stop = self.timed_out = False
+        self._minutes_before = 0.0  # training minutes of earlier sessions of this run (resume)
         self._memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -155,6 +156,9 @@ class Trainer:
     def _lr_factor(self, iteration: int) -> float:
         s, per = self.recipe.schedule, self.batches_per_epoch
         progress = iteration / per  # in epochs
+        if s.clock == "time" and self.recipe.max_minutes and hasattr(self, "_started"):
+            elapsed = (time.perf_counter() - self._started) / 60 + self._minutes_before
+            progress = elapsed / self.recipe.max_minutes * self.recipe.epochs
         if s.warmup_epochs and progress < s.warmup_epochs:
             return (progress + 1 / per) / s.warmup_epochs
         if s.type == "cosine":
@@ -277,7 +281,7 @@ class Trainer:
 
     def _out_of_time(self) -> bool:
         budget = self.recipe.max_minutes
-        return budget is not None and (time.perf_counter() - self._started) / 60 >= budget
+        return budget is not None and (time.perf_counter() - self._started) / 60 + self._minutes_before >= budget
 
     def _lr(self) -> float:
         if self.recipe.semantics == "pytorch":
@@ -311,6 +315,8 @@ class Trainer:
         state = {"model": dict(self.model.state_dict()), "step": self.step.state_dict(), "epoch": self.epoch,
                  "batch_in_epoch": self.batch_in_epoch, "iteration": self.iteration,
                  "step_iteration": self.step.iteration, "torch_rng": torch.get_rng_state(),
+                 "minutes": self._minutes_before + (time.perf_counter() - self._started) / 60
+                 if hasattr(self, "_started") else self._minutes_before,
                  "recipe": self.recipe.model_dump(mode="json")}
         if self.recipe.semantics == "pytorch":
             state["scheduler"] = self.scheduler.state_dict()
@@ -324,6 +330,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
         self.iteration, self.step.iteration = int(state["iteration"]), int(state["step_iteration"])
         torch.set_rng_state(state["torch_rng"])
+        self._minutes_before = float(state.get("minutes", 0.0))
         if self.recipe.semantics == "pytorch":
             self.scheduler.load_state_dict(state["scheduler"])
 
