@@ -109,6 +109,18 @@ def cmd_forward(args) -> int:
     return 0
 
 
+def cmd_upgrade(args) -> int:
+    """Print a spec brought to the current language version (blocks and comments aside, unchanged)."""
+    import yaml
+
+    from .spec import versions
+    from .yamlsrc import load_yaml
+    src = load_yaml(args.spec)
+    data = src.data if isinstance(src.data, dict) else {}
+    print(yaml.safe_dump(versions.upgrade(data, src.file), sort_keys=False, default_flow_style=None, width=120), end="")
+    return 0
+
+
 def cmd_init(args) -> int:
     """Build a spec with fresh seeded weights and save it as a model file."""
     from .compiler import build
@@ -237,6 +249,10 @@ def parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sc.set_defaults(func=cmd_schema)
+
+    u = sub.add_parser("upgrade", help="print a spec upgraded to the current spec-language version")
+    u.add_argument("spec")
+    u.set_defaults(func=cmd_upgrade)
 
     i = sub.add_parser("init", help="build a spec with fresh weights and save it as a model file")
     i.add_argument("spec")

@@ -62,6 +62,11 @@ def _from_source(src: Source) -> Spec:
         raise GraphspecError(f"expected a mapping at the top level (version, name, inputs, vertices, outputs); "
                              f"received {kind}", location=src.loc(()))
     _check_version(data, src)
+    from .versions import upgrade
+    upgraded = upgrade(data, src.file)
+    if upgraded is not data:  # positions still point into the original file, key by key where unchanged
+        src = Source(upgraded, src.file, src.positions)
+        data = upgraded
     try:
         doc = Document.model_validate(data)
     except ValidationError as e:
@@ -97,13 +102,14 @@ def _check_version(data: dict, src: Source) -> None:
     version = data.get("version")
     if "version" not in data:
         raise GraphspecError(f"missing required key 'version'; this graphspec reads version {SPEC_VERSION} "
-                             f"(add 'version: {SPEC_VERSION}')", location=src.loc(()))
+                             f"(add 'version: {SPEC_VERSION}')", location=src.loc(()))  # SPEC_VERSION == CURRENT
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise GraphspecError(f"'version': expected a positive integer; received {version!r}",
                              location=src.loc(("version",)))
-    if version > SPEC_VERSION:
+    from .versions import CURRENT
+    if version > CURRENT:
         raise GraphspecError(f"spec version {version} is newer than this graphspec understands "
-                             f"(up to {SPEC_VERSION}); upgrade graphspec", location=src.loc(("version",)))
+                             f"(up to {CURRENT}); upgrade graphspec", location=src.loc(("version",)))
 
 
 def _valid_name(name: str) -> bool:

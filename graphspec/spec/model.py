@@ -14,7 +14,7 @@ from ..errors import Location
 from ..registry import ActivationName, ConvolutionMode, WeightInitName, lookup
 from ..yamlsrc import Source
 
-SPEC_VERSION = 1
+from .versions import CURRENT as SPEC_VERSION  # noqa: E402  (one source of truth: spec/versions.py)
 
 
 class _Strict(BaseModel):
@@ -96,7 +96,7 @@ class BlockDef(_Strict):
 
 
 class Document(_Strict):
-    version: int
+    version: int  # checked by the loader; older versions are upgraded before validation (spec/versions.py)
     name: str = Field(min_length=1, max_length=200)
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
     description: Optional[str] = None
