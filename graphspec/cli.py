@@ -109,6 +109,20 @@ def cmd_forward(args) -> int:
     return 0
 
 
+def cmd_draw(args) -> int:
+    from .draw import draw
+    if is_model_file(args.source):
+        from .model_io import load
+        info = load(args.source).graphspec
+        spec, frozen = info.spec, info.frozen
+    else:
+        from .spec.loader import load_spec
+        spec, frozen = load_spec(args.source), frozenset()
+    path = draw(spec, args.output, frozen=frozen, depth=args.depth, fmt=args.format)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_upgrade(args) -> int:
     """Print a spec brought to the current language version (blocks and comments aside, unchanged)."""
     import yaml
@@ -249,6 +263,13 @@ def parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sc.set_defaults(func=cmd_schema)
+
+    dr = sub.add_parser("draw", help="draw a spec or model: DOT, Mermaid, or SVG/PNG through Graphviz")
+    dr.add_argument("source", help="a spec or a model file")
+    dr.add_argument("-o", "--output", required=True, help="FILE.dot, FILE.mmd, FILE.svg or FILE.png")
+    dr.add_argument("--format", choices=("dot", "mermaid", "svg", "png"), help="default: from the file name")
+    dr.add_argument("--depth", type=int, help="collapse blocks nested deeper than this (0: every block one node)")
+    dr.set_defaults(func=cmd_draw)
 
     u = sub.add_parser("upgrade", help="print a spec upgraded to the current spec-language version")
     u.add_argument("spec")

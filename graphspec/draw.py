@@ -1,0 +1,166 @@
+"""``graphspec draw``: the graph as DOT or Mermaid text (always), SVG/PNG through Graphviz when installed.
+
+Blocks appear as clusters (nested as the block instances nest), edges carry the shape flowing along them, frozen
+vertices are drawn differently, and ``depth`` collapses block instances nested deeper than that into one node.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import GraphspecError, Location
+from .graph import analyze
+
+
+@dataclass
+class Node:
+    id: str
+    label: str
+    kind: str  # input | layer | vertex | block
+    group: tuple[str, ...]
+    frozen: bool = False
+
+
+@dataclass
+class Drawing:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    edges: list[tuple[str, str, str]] = field(default_factory=list)  # (from, to, label)
+    outputs: list[str] = field(default_factory=list)
+
+
+def _shape(shape) -> str:
+    return "×".join(str(d) for d in shape)
+
+
+def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
+    """Nodes and edges of the drawing; vertices deeper than ``depth`` block levels become their block's node."""
+    a = analyze(spec, warn=False)
+    d = Drawing(outputs=list(spec.outputs))
+
+    def owner(name: str) -> str:
+        v = spec.vertices.get(name)
+        if v is None or depth is None or len(v.group) <= depth:
+            return name
+        return "block:" + "/".join(v.group[:depth + 1])
+
+    for name, shape in ((n, a.shapes[n]) for n in spec.inputs):
+        d.nodes[name] = Node(name, f"{name}\\ninput {_shape(shape)}", "input", ())
+    for name in a.order:
+        v = spec.vertices[name]
+        node_id = owner(name)
+        if node_id == name:
+            d.nodes[name] = Node(name, f"{name}\\n{v.type}", v.entry.kind, v.group, name in frozen)
+        elif node_id not in d.nodes:
+            group = v.group[:depth + 1]
+            d.nodes[node_id] = Node(node_id, f"{group[-1]}\\n(block)", "block", group[:-1], name in frozen)
+    seen = set()
+    for name in a.order:
+        target = owner(name)
+        for src in spec.vertices[name].inputs:
+            origin = owner(src)
+            if origin != target and (origin, target) not in seen:
+                seen.add((origin, target))
+                d.edges.append((origin, target, _shape(a.shapes[src])))
+    return d
+
+
+def _dot_id(name: str) -> str:
+    return '"' + name.replace('"', '\\"') + '"'
+
+
+def to_dot(d: Drawing, title: str) -> str:
+    lines = [f"digraph {_dot_id(title)} {{", "  rankdir=TB;", '  node [shape=box, style="rounded,filled", '
+             'fillcolor="#eef3fb", fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=8];']
+    style = {"input": 'shape=ellipse, fillcolor="#fff4d6"', "vertex": 'fillcolor="#f3f3f3"',
+             "block": 'shape=box3d, fillcolor="#e6f2e6"', "layer": ""}
+    tree: dict[tuple, list[Node]] = {}
+    for n in d.nodes.values():
+        tree.setdefault(n.group, []).append(n)
+
+    def node_line(n: Node, indent: str) -> str:
+        attrs = [f'label="{n.label}"'] + ([style[n.kind]] if style[n.kind] else [])
+        if n.frozen:
+            attrs.append('fillcolor="#dddddd", fontcolor="#555555", style="rounded,filled,dashed"')
+        if n.id in d.outputs:
+            attrs.append("penwidth=2")
+        return f"{indent}{_dot_id(n.id)} [{', '.join(attrs)}];"
+
+    def emit(group: tuple, indent: str) -> None:
+        for n in tree.get(group, []):
+            lines.append(node_line(n, indent))
+        children = sorted({g for g in tree if len(g) == len(group) + 1 and g[:len(group)] == group} |
+                          {g[:len(group) + 1] for g in tree if len(g) > len(group) + 1 and g[:len(group)] == group})
+        for child in children:
+            lines.append(f"{indent}subgraph {_dot_id('cluster_' + '/'.join(child))} {{")
+            lines.append(f'{indent}  label="{child[-1]}"; style="rounded,dashed"; color="#7a9cc6";')
+            emit(child, indent + "  ")
+            lines.append(f"{indent}}}")
+
+    emit((), "  ")
+    for a, b, label in d.edges:
+        lines.append(f'  {_dot_id(a)} -> {_dot_id(b)} [label="{label}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_id(name: str) -> str:
+    return "n_" + "".join(c if c.isalnum() else f"_{ord(c):x}_" for c in name)
+
+
+def to_mermaid(d: Drawing, title: str) -> str:
+    lines = [f"%% {title}", "flowchart TD"]
+    tree: dict[tuple, list[Node]] = {}
+    for n in d.nodes.values():
+        tree.setdefault(n.group, []).append(n)
+    shapes = {"input": ('(["', '"])'), "block": ('[["', '"]]'), "vertex": ('{{"', '"}}'), "layer": ('["', '"]')}
+
+    def emit(group: tuple, indent: str) -> None:
+        for n in tree.get(group, []):
+            left, right = shapes[n.kind]
+            lines.append(f"{indent}{_mermaid_id(n.id)}{left}{n.label.replace(chr(92) + 'n', '<br/>')}{right}")
+        children = sorted({g[:len(group) + 1] for g in tree if len(g) > len(group) and g[:len(group)] == group})
+        for child in children:
+            lines.append(f'{indent}subgraph {_mermaid_id("cluster/" + "/".join(child))}["{child[-1]}"]')
+            emit(child, indent + "  ")
+            lines.append(f"{indent}end")
+
+    emit((), "  ")
+    for a, b, label in d.edges:
+        lines.append(f'  {_mermaid_id(a)} -- "{label}" --> {_mermaid_id(b)}')
+    frozen = [_mermaid_id(n.id) for n in d.nodes.values() if n.frozen]
+    if frozen:
+        lines.append("  classDef frozen fill:#ddd,stroke-dasharray: 4 2,color:#555")
+        lines.append(f"  class {','.join(frozen)} frozen")
+    return "\n".join(lines) + "\n"
+
+
+def render(text: str, out: Path) -> None:
+    """SVG or PNG from DOT text through Graphviz's ``dot``."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphspecError("drawing SVG/PNG needs Graphviz's 'dot' program (e.g. apt install graphviz); "
+                             "write .dot or .mmd (Mermaid) instead, which need nothing", location=Location(str(out)))
+    fmt = out.suffix.lstrip(".")
+    result = subprocess.run([exe, f"-T{fmt}", "-o", str(out)], input=text, text=True, capture_output=True,
+                            timeout=120)
+    if result.returncode != 0:
+        raise GraphspecError(f"Graphviz failed: {result.stderr.strip()}", location=Location(str(out)))
+
+
+def draw(spec, out: str | Path, *, frozen=frozenset(), depth: int | None = None, fmt: str | None = None) -> Path:
+    out = Path(out)
+    kind = fmt or {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "mermaid", ".svg": "svg",
+                   ".png": "png"}.get(out.suffix.lower())
+    if kind is None:
+        raise GraphspecError(f"cannot tell the format from '{out.name}'; use .dot, .mmd, .svg or .png (or --format)",
+                             location=Location(str(out)))
+    d = layout(spec, frozen, depth)
+    if kind == "mermaid":
+        out.write_text(to_mermaid(d, spec.name))
+    elif kind == "dot":
+        out.write_text(to_dot(d, spec.name))
+    else:
+        render(to_dot(d, spec.name), out.with_suffix("." + kind) if out.suffix.lower() != "." + kind else out)
+    return out
