@@ -71,6 +71,16 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if PATTERN.match(p.name))
 
 
+def remove_partial(run_dir: Path) -> list[Path]:
+    """Delete temporary files left by a process killed while writing (they are never read)."""
+    folder = Path(run_dir) / "checkpoints"
+    stale = [p for p in folder.iterdir() if p.name.startswith(".ckpt-") and ".tmp-" in p.name] \
+        if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
     meta = read_header(path).get("__metadata__") or {}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import GraphspecError
-from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
 from .evaluation import classification_metrics
 from .recipe import Recipe
 from .steps import DL4JStep, TorchStep, param_groups
@@ -347,6 +347,8 @@ class Trainer:
 
     def resume(self) -> bool:
         """Restore the latest checkpoint of the run directory; False if there is none."""
+        if self.run_dir:
+            remove_partial(self.run_dir)
         found = checkpoints(self.run_dir) if self.run_dir else []
         if not found:
             return False
