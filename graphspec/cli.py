@@ -40,9 +40,15 @@ def is_model_file(path: str) -> bool:
 
 
 def load_model_or_spec(path: str, seed: int | None = None):
-    """A model file with its weights, or a spec built with fresh (seeded) weights."""
+    """A model file with its weights, the name of a model shipped with graphspec, or a spec (fresh weights)."""
+    import os
+
+    from . import models
     from .compiler import build
     from .model_io import load
+    shipped = models.path(path) if not os.path.exists(path) else None
+    if shipped is not None:
+        return load(shipped)
     return load(path) if is_model_file(path) else build(path, seed=seed)
 
 
