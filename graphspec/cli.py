@@ -53,8 +53,9 @@ def load_model_or_spec(path: str, seed: int | None = None):
 
 
 def cmd_summary(args) -> int:
+    from . import models
     from .summary import render_json, render_markdown, render_table, summarize
-    if is_model_file(args.spec):
+    if is_model_file(args.spec) or models.path(args.spec) is not None:
         from .model_io import load
         info = load(args.spec).graphspec
         s = summarize(info.spec, batch_size=args.batch_size, frozen=set(info.frozen))

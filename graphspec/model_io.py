@@ -173,9 +173,12 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load(path: str | os.PathLike, *, strict: bool = True) -> torch.nn.Module:
     """Load a model file: rebuild its spec, load its tensors (strictly, by default), restore frozen vertices."""
+    from . import models
     from .compiler import build
     from .spec.loader import load_spec
 
+    if not os.path.exists(path) and models.path(str(path)) is not None:
+        path = models.path(str(path))  # a model shipped with graphspec, by name
     meta = read_metadata(path)
     spec_yaml = meta.get("spec", "")
     if spec_hash(spec_yaml) != meta.get("spec_sha256"):
