@@ -66,6 +66,14 @@ def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
     return d
 
 
+def _tree(d: Drawing) -> dict[tuple, list[Node]]:
+    """Nodes by the block-instance path they sit in."""
+    tree: dict[tuple, list[Node]] = {}
+    for n in d.nodes.values():
+        tree.setdefault(n.group, []).append(n)
+    return tree
+
+
 def _dot_id(name: str) -> str:
     return '"' + name.replace('"', '\\"') + '"'
 
@@ -75,9 +83,7 @@ def to_dot(d: Drawing, title: str) -> str:
              'fillcolor="#eef3fb", fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=8];']
     style = {"input": 'shape=ellipse, fillcolor="#fff4d6"', "vertex": 'fillcolor="#f3f3f3"',
              "block": 'shape=box3d, fillcolor="#e6f2e6"', "layer": ""}
-    tree: dict[tuple, list[Node]] = {}
-    for n in d.nodes.values():
-        tree.setdefault(n.group, []).append(n)
+    tree = _tree(d)
 
     def node_line(n: Node, indent: str) -> str:
         attrs = [f'label="{n.label}"'] + ([style[n.kind]] if style[n.kind] else [])
@@ -111,9 +117,7 @@ def _mermaid_id(name: str) -> str:
 
 def to_mermaid(d: Drawing, title: str) -> str:
     lines = [f"%% {title}", "flowchart TD"]
-    tree: dict[tuple, list[Node]] = {}
-    for n in d.nodes.values():
-        tree.setdefault(n.group, []).append(n)
+    tree = _tree(d)
     shapes = {"input": ('(["', '"])'), "block": ('[["', '"]]'), "vertex": ('{{"', '"}}'), "layer": ('["', '"]')}
 
     def emit(group: tuple, indent: str) -> None:

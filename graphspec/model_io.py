@@ -58,8 +58,6 @@ def save(model: torch.nn.Module, path: str | os.PathLike, *, preprocessing: Any 
     ``preprocessing`` (a :class:`graphspec.data.Preprocessing` or a JSON-able dict) records how inputs must be
     prepared; by default the model's own recorded preprocessing is kept.
     """
-    from safetensors.torch import save_file
-
     info = _info(model)
     spec_yaml = info.spec.to_yaml()
     prep = preprocessing if preprocessing is not None else info.preprocessing
@@ -68,11 +66,18 @@ def save(model: torch.nn.Module, path: str | os.PathLike, *, preprocessing: Any 
             "preprocessing": _prep_json(prep)}
     meta.update(metadata or {})
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return atomic_save_file(tensors, path, meta)
+
+
+def atomic_save_file(tensors: dict, path: str | os.PathLike, metadata: dict[str, str]) -> Path:
+    """safetensors to a temporary file beside ``path``, fsync, then rename: readers see the old file or the new
+    one, never half of one (a failed write leaves the previous file intact)."""
+    from safetensors.torch import save_file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -3,7 +3,6 @@ iteration and the rest as JSON metadata), written atomically; the last k are kep
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -44,21 +43,11 @@ def _unflatten(skeleton: Any, tensors: dict) -> Any:
 
 def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: int) -> Path:
     """Write ``state`` (nested dicts of tensors and JSON values) atomically, then prune old checkpoints."""
-    from safetensors.torch import save_file
+    from ..model_io import atomic_save_file
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten("s", state, tensors, {})
-    folder = Path(run_dir) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ckpt-{iteration:08d}.safetensors"
-    tmp = folder / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "graphspec-checkpoint", "state": json.dumps(skeleton)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    path = Path(run_dir) / "checkpoints" / f"ckpt-{iteration:08d}.safetensors"
+    atomic_save_file(tensors, path, {"format": "graphspec-checkpoint", "state": json.dumps(skeleton)})
     for old in checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
