@@ -57,6 +57,7 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
         module = v.entry.build(v.cfg, inf)
         v.entry.init(module, v.cfg, inf, generator)
         root.add_module(name, module)
+    _inplace_activations(spec, analysis, root)
     graph = _fx_graph(spec, analysis)
     gm = fx.GraphModule(root, graph, class_name=_class_name(spec.name))
     frozen = frozenset(frozen)
@@ -68,6 +69,24 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
         freeze_module(gm.get_submodule(name))
     gm.graphspec = GraphInfo(spec, analysis, frozen, preprocessing)
     return gm
+
+
+def _inplace_activations(spec: Spec, analysis: Analysis, root: nn.Module) -> None:
+    """Let an activation vertex overwrite its input when that input is a conv, dense or batch-norm output (their
+    backward passes do not need their outputs), the activation is its only reader, and it is not an output. This
+    saves one activation-sized tensor per such vertex (what hand-written modules get from ``relu_``)."""
+    readers: dict[str, int] = {}
+    for v in spec.vertices.values():
+        for i in v.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    for name, v in spec.vertices.items():
+        if v.type != "activation" or not v.inputs or v.inputs[0] not in spec.vertices:
+            continue
+        src = spec.vertices[v.inputs[0]]
+        linear_output = src.type == "batchnorm" or (src.type in ("conv", "dense")
+                                                    and getattr(src.cfg, "activation", None) == "identity")
+        if linear_output and readers.get(src.name) == 1 and src.name not in spec.outputs:
+            root.get_submodule(name).set_inplace(root.get_submodule(src.name))
 
 
 def _generator(seed: int | None) -> torch.Generator | None:

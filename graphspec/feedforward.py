@@ -26,14 +26,16 @@ def feed_forward(model: torch.nn.Module, *inputs: torch.Tensor, vertices: list[s
     needed = set(wanted)
     for name in wanted:
         needed |= nx.ancestors(analysis.graph, name)
+    from .layers.modules import no_inplace
     acts = dict(zip(spec.inputs, inputs))
     was_training = model.training
     model.train(train)
     try:
-        for name in analysis.order:
-            if name in needed:
-                module = model.get_submodule(name)
-                acts[name] = module(*(acts[i] for i in spec.vertices[name].inputs))
+        with no_inplace():  # every activation returned must stay what that vertex computed
+            for name in analysis.order:
+                if name in needed:
+                    module = model.get_submodule(name)
+                    acts[name] = module(*(acts[i] for i in spec.vertices[name].inputs))
     finally:
         model.train(was_training)
     return {name: acts[name] for name in list(spec.inputs) + analysis.order if name in wanted}

@@ -140,17 +140,58 @@ class BatchNorm(nn.Module):
         return f"{self.running_mean.numel()}, decay={self.decay}, eps={self.eps}"
 
 
+# In-place versions of the activations that have one. The compiler enables them where nothing else reads the
+# input (see compiler._inplace_activations); feed_forward switches them off so every activation stays distinct.
+_INPLACE_FNS = {
+    "relu": torch.relu_,
+    "relu6": lambda x: F.hardtanh_(x, 0.0, 6.0),
+    "leakyrelu": lambda x: F.leaky_relu_(x, 0.01),
+    "hardtanh": F.hardtanh_,
+}
+_INPLACE_ENABLED = [True]
+
+
+class no_inplace:
+    """Context manager: activations compute out of place (their inputs stay readable afterwards)."""
+
+    def __enter__(self):
+        self._previous = _INPLACE_ENABLED[0]
+        _INPLACE_ENABLED[0] = False
+
+    def __exit__(self, *exc):
+        _INPLACE_ENABLED[0] = self._previous
+
+
 class Activation(nn.Module):
     def __init__(self, activation: str):
         super().__init__()
         self.activation = activation
         self._act = _act(activation)
+        self.inplace = False  # set by the compiler when the input is this vertex's alone
+
+    def set_inplace(self, producer: nn.Module) -> None:
+        """Compute in place when safe: ``producer`` (the only reader of our input) keeps no hook on its output."""
+        if self.activation in _INPLACE_FNS:
+            self.inplace = True
+            self.__dict__["_producer"] = producer  # a plain reference, not a submodule
+
+    def _inplace_ok(self) -> bool:
+        if not (self.inplace and _INPLACE_ENABLED[0]):
+            return False
+        producer = self.__dict__.get("_producer")
+        from torch.nn.modules import module as _m
+        hooked = producer is not None and bool(producer._forward_hooks)
+        return not hooked and not _m._global_forward_hooks
 
     def forward(self, x):
-        return x if self._act is None else self._act(x)
+        if self._act is None:
+            return x
+        if self._inplace_ok():
+            return _INPLACE_FNS[self.activation](x)
+        return self._act(x)
 
     def extra_repr(self):
-        return self.activation
+        return self.activation + (", inplace" if self.inplace else "")
 
 
 class Dense(nn.Module):
