@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _torch_module  # global forward hooks also see outputs
 
 from . import activations
 
@@ -179,9 +180,8 @@ class Activation(nn.Module):
         if not (self.inplace and _INPLACE_ENABLED[0]):
             return False
         producer = self.__dict__.get("_producer")
-        from torch.nn.modules import module as _m
         hooked = producer is not None and bool(producer._forward_hooks)
-        return not hooked and not _m._global_forward_hooks
+        return not hooked and not _torch_module._global_forward_hooks
 
     def forward(self, x):
         if self._act is None:
