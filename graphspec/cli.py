@@ -195,10 +195,13 @@ def cmd_train(args) -> int:
     if args.nproc_per_node > 1 and not distributed.under_launcher():
         return distributed.launch(_without_nproc(args.argv), args.nproc_per_node)
     ctx = distributed.init_from_env()
+    ok = False
     try:
-        return _train(args, train, ctx)
+        result = _train(args, train, ctx)
+        ok = True
+        return result
     finally:
-        distributed.shutdown()
+        distributed.shutdown(ok)
 
 
 def _train(args, train, ctx) -> int:

@@ -70,6 +70,7 @@ def _worker(rank: int, world: int, port: int, semantics: str, out: str) -> None:
         state = train(semantics, Context(rank, world))
         if rank == 0:
             torch.save(state, out)
+        dist.barrier()  # leave together: a rank tearing down while another still talks can abort in gloo
     finally:
         dist.destroy_process_group()
 

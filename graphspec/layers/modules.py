@@ -3,6 +3,7 @@ entries (``types.py``) and passed in, so ``forward`` does no bookkeeping."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -125,7 +126,9 @@ class BatchNorm(nn.Module):
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
         local = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_tensor([x.numel() // c])])
-        stats = dist_fn.all_reduce(local)
+        with warnings.catch_warnings():  # its replacement (_functional_collectives) is private; this one is stable
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = dist_fn.all_reduce(local)
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c:2 * c] / n - mean * mean  # biased, as DL4J and torch normalise

@@ -92,8 +92,12 @@ def init_from_env() -> Context:
     return Context(rank, world, "cuda" if cuda else "cpu")
 
 
-def shutdown() -> None:
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group; after a successful run all ranks leave together (a rank tearing down while
+    another still communicates can abort inside gloo). After a failure there is no barrier: it could hang."""
     if dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 
