@@ -74,6 +74,11 @@ def _tree(d: Drawing) -> dict[tuple, list[Node]]:
     return tree
 
 
+def _children(tree: dict[tuple, list[Node]], group: tuple) -> list[tuple]:
+    """The block instances directly inside ``group`` that hold nodes (at any depth below them)."""
+    return sorted({g[:len(group) + 1] for g in tree if len(g) > len(group) and g[:len(group)] == group})
+
+
 def _dot_id(name: str) -> str:
     return '"' + name.replace('"', '\\"') + '"'
 
@@ -96,9 +101,7 @@ def to_dot(d: Drawing, title: str) -> str:
     def emit(group: tuple, indent: str) -> None:
         for n in tree.get(group, []):
             lines.append(node_line(n, indent))
-        children = sorted({g for g in tree if len(g) == len(group) + 1 and g[:len(group)] == group} |
-                          {g[:len(group) + 1] for g in tree if len(g) > len(group) + 1 and g[:len(group)] == group})
-        for child in children:
+        for child in _children(tree, group):
             lines.append(f"{indent}subgraph {_dot_id('cluster_' + '/'.join(child))} {{")
             lines.append(f'{indent}  label="{child[-1]}"; style="rounded,dashed"; color="#7a9cc6";')
             emit(child, indent + "  ")
@@ -124,8 +127,7 @@ def to_mermaid(d: Drawing, title: str) -> str:
         for n in tree.get(group, []):
             left, right = shapes[n.kind]
             lines.append(f"{indent}{_mermaid_id(n.id)}{left}{n.label.replace(chr(92) + 'n', '<br/>')}{right}")
-        children = sorted({g[:len(group) + 1] for g in tree if len(g) > len(group) and g[:len(group)] == group})
-        for child in children:
+        for child in _children(tree, group):
             lines.append(f'{indent}subgraph {_mermaid_id("cluster/" + "/".join(child))}["{child[-1]}"]')
             emit(child, indent + "  ")
             lines.append(f"{indent}end")

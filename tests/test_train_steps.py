@@ -15,6 +15,7 @@ import graphspec
 from graphspec.spec.model import Updater
 from graphspec.train.steps import DL4JStep, TorchStep, center_delta, normalise, param_groups
 from graphspec.train.updaters import DL4JUpdater
+from specs_tiny import tiny_conv
 
 K, D = 5, 6  # classes, embedding size
 
@@ -79,35 +80,7 @@ outputs: [head]
 """
 
 
-CONV = """
-version: 1
-name: tiny-conv
-seed: 7
-defaults:
-  activation: identity
-  weight_init: relu
-  l2: 0.01
-  convolution_mode: same
-  updater: {type: adam, lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 0.01}
-inputs:
-  input1: {type: convolutional, channels: 3, height: 12, width: 12}
-vertices:
-  conv: {type: conv, inputs: [input1], kernel: 3, stride: 2, out: 4, bias_init: 0.2}
-  bn: {type: batchnorm, inputs: [conv]}
-  act: {type: activation, inputs: [bn], activation: relu}
-  dense: {type: dense, inputs: [act], out: 6}
-  emb: {type: l2_normalize, inputs: [dense]}
-  head:
-    type: center_loss_output
-    inputs: [emb]
-    out: 5
-    loss: squared_loss
-    activation: softmax
-    lambda: 0.1
-    alpha: 0.9
-    gradient_normalization: renormalize_l2_per_layer
-outputs: [head]
-"""
+CONV = tiny_conv(0.1)
 
 
 @pytest.fixture(autouse=True)

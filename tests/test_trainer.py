@@ -20,36 +20,9 @@ from graphspec.train.evaluation import classification_metrics
 from graphspec.train.recipe import Augmentation, DataRecipe, OptimizerRecipe, Recipe, Schedule
 from graphspec.train.steps import TorchStep
 from graphspec.train.trainer import ArrayData, Interrupted, Listener, Trainer, TrainingError
+from specs_tiny import tiny_conv
 
-CONV = """
-version: 1
-name: tiny-conv
-seed: 7
-defaults:
-  activation: identity
-  weight_init: relu
-  l2: 0.01
-  convolution_mode: same
-  updater: {type: adam, lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 0.01}
-inputs:
-  input1: {type: convolutional, channels: 3, height: 12, width: 12}
-vertices:
-  conv: {type: conv, inputs: [input1], kernel: 3, stride: 2, out: 4, bias_init: 0.2}
-  bn: {type: batchnorm, inputs: [conv]}
-  act: {type: activation, inputs: [bn], activation: relu}
-  dense: {type: dense, inputs: [act], out: 6}
-  emb: {type: l2_normalize, inputs: [dense]}
-  head:
-    type: center_loss_output
-    inputs: [emb]
-    out: 5
-    loss: squared_loss
-    activation: softmax
-    lambda: 0.1
-    alpha: 0.9
-    gradient_normalization: renormalize_l2_per_layer
-outputs: [head]
-"""
+CONV = tiny_conv(0.05)
 
 PRE = Preprocessing(size=(12, 12), channels="bgr", scale="raw")
 CLASSES = [f"p{i}" for i in range(5)]

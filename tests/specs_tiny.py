@@ -1,0 +1,36 @@
+"""A tiny conv -> batchnorm -> dense -> l2_normalize -> center-loss network shared by the training tests."""
+
+TINY_CONV = """
+version: 1
+name: tiny-conv
+seed: 7
+defaults:
+  activation: identity
+  weight_init: relu
+  l2: 0.01
+  convolution_mode: same
+  updater: {type: adam, lr: {lr}, beta1: 0.9, beta2: 0.999, eps: 0.01}
+inputs:
+  input1: {type: convolutional, channels: 3, height: 12, width: 12}
+vertices:
+  conv: {type: conv, inputs: [input1], kernel: 3, stride: 2, out: 4, bias_init: 0.2}
+  bn: {type: batchnorm, inputs: [conv]}
+  act: {type: activation, inputs: [bn], activation: relu}
+  dense: {type: dense, inputs: [act], out: 6}
+  emb: {type: l2_normalize, inputs: [dense]}
+  head:
+    type: center_loss_output
+    inputs: [emb]
+    out: 5
+    loss: squared_loss
+    activation: softmax
+    lambda: 0.1
+    alpha: 0.9
+    gradient_normalization: renormalize_l2_per_layer
+outputs: [head]
+"""
+
+
+def tiny_conv(lr: float) -> str:
+    """The spec with Adam at learning rate ``lr``."""
+    return TINY_CONV.replace("{lr}", repr(lr))
