@@ -209,7 +209,8 @@ def _train(args, train, ctx) -> int:
                  "semantics": args.semantics, "print_every": args.print_every, "data.limit": args.limit,
                  "data.people": args.people, "data.min_images": args.min_images,
                  "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None,
-                 "sync_batchnorm": True if args.sync_bn else None}
+                 "sync_batchnorm": True if args.sync_bn else None, "precision": args.precision,
+                 "channels_last": True if args.channels_last else None}
     trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
                     overrides=overrides, console=_console() if ctx.is_main else None, ctx=ctx)
     metrics = trainer.evaluate() if trainer.eval_data is not None else {}
@@ -344,6 +345,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc-per-node", type=_positive, default=1,
                    help="train in N processes on this machine (DistributedDataParallel; also works under torchrun)")
     t.add_argument("--sync-bn", action="store_true", help="distributed: batch-norm statistics over all processes")
+    t.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="bf16: bfloat16 autocast forward (float32 weights and updates); fast on AVX512-BF16 CPUs")
+    t.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on CPUs)")
     t.set_defaults(func=cmd_train)
 
     from .data.cli import register_cli as register_dataset

@@ -112,15 +112,19 @@ def read_header(path: str | os.PathLike) -> dict:
             if len(head) < 8:
                 raise ModelFileError(f"not a model file: {size} bytes is too short for a safetensors header",
                                      location=Location(label))
-            _refuse_other_formats(head, label)
+            # A safetensors header length may well start with 0x80 (a pickle's first byte): only a length that
+            # fits, followed by a JSON object, makes a safetensors file; anything else is checked for pickles.
             (n,) = struct.unpack("<Q", head)
             if n > min(MAX_HEADER, size - 8):
+                _refuse_other_formats(head, label)
                 if head[:1] in _PICKLE_0_1:
                     _refuse_other_formats(b"\x80", label)
                 raise ModelFileError(f"not a valid model file: header length {n:,} exceeds the file "
                                      f"({size:,} bytes) or the {MAX_HEADER:,}-byte limit (truncated or corrupt)",
                                      location=Location(label))
             raw = f.read(n)
+            if not raw.startswith(b"{"):
+                _refuse_other_formats(head, label)
     except OSError as e:
         raise ModelFileError(f"cannot read model file: {e.strerror or e}", location=Location(label)) from None
     try:

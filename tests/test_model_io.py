@@ -350,6 +350,20 @@ def test_torch_save_checkpoint_is_refused(tmp_path, small_file, zipfile):
     load_error(p, message=PICKLE_MESSAGE)
 
 
+def test_header_length_starting_with_the_pickle_opcode_byte_is_a_model_file(tmp_path, small_file):
+    # A header of 0x..80 bytes starts the file with 0x80, a pickle's PROTO opcode (seen in a real checkpoint):
+    # pad the metadata until the length's low byte is 0x80; the file must load, not be refused as a pickle.
+    m, path = small_file
+    for pad in range(0, 512, 8):
+        out = _rewrite(tmp_path, small_file, name=f"pad{pad}.safetensors", padding="x" * pad)
+        if out.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length ending in 0x80")
+    loaded = load(out)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), m.state_dict().values()))
+
+
 def _rewrite(tmp_path, small_file, name="edited.safetensors", **changes) -> Path:
     m, path = small_file
     meta = file_metadata(path)

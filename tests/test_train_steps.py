@@ -424,3 +424,34 @@ def test_torch_step_mean_losses_weight_decay_on_weights_and_paper_center_rule():
                                    np64(leaf) - lr * (np64(leaf.grad) + decay), rtol=1e-5, atol=1e-7, err_msg=k)
     want_C = C - delta_c(C, np64(h), y.numpy(), alpha)
     np.testing.assert_allclose(np64(model.head.centers), want_C, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("semantics", ["pytorch", "dl4j"])
+def test_bf16_autocast_step_keeps_float32_state_and_tracks_the_float32_step(semantics):
+    """precision bf16: the trunk's forward runs in bfloat16 (so the score differs from float32's, slightly), while
+    parameters, gradients, optimizer state and centers stay float32, and one step moves every parameter as the
+    float32 step does (within bfloat16's ~3 significant digits)."""
+    def step(precision):
+        model = graphspec.build(tiny_conv(0.01))
+        if semantics == "pytorch":
+            s = TorchStep(model, torch.optim.SGD(param_groups(model, 0.0), lr=0.5), precision=precision)
+        else:
+            s = DL4JStep(model, precision=precision)
+        g = torch.Generator().manual_seed(4)
+        x, y = torch.rand(8, 3, 12, 12, generator=g), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+        before = {k: p.detach().clone() for k, p in model.named_parameters()}
+        score = s(x, y)
+        return model, score, before
+    m32, s32, before = step("fp32")
+    m16, s16, _ = step("bf16")
+    assert s16 != s32 and s16 == pytest.approx(s32, rel=2e-2)
+    moves = {k: (p32.detach() - before[k], p16.detach() - before[k])
+             for (k, p32), p16 in zip(m32.named_parameters(), m16.parameters())}
+    largest = max(float(m32.abs().max()) for m32, _ in moves.values())
+    for (k, p16), (moved32, moved16) in zip(m16.named_parameters(), moves.values()):
+        assert p16.dtype == torch.float32 and (p16.grad is None or p16.grad.dtype == torch.float32), k
+        # (a conv bias before batch norm gets no float32 gradient, and a rounding-sized one in bfloat16)
+        np.testing.assert_allclose(moved16, moved32, atol=0.02 * largest, err_msg=k)
+    assert m16.head.centers.dtype == torch.float32
+    np.testing.assert_allclose(m16.head.centers, m32.head.centers, atol=5e-3)  # embeddings rounded to bf16
+    assert not torch.equal(m16.head.centers, graphspec.build(tiny_conv(0.01)).head.centers)

@@ -66,6 +66,9 @@ class Recipe(_Model):
     # loss: mcxent, bias: false}: a spec stays the tutorial's network while a recipe trains it differently.
     head: Optional[dict[str, Any]] = None
     channels_last: bool = False  # NHWC memory format: often faster convolutions on CPUs
+    # "bf16": the forward pass under bfloat16 autocast (weights, gradients, optimizer state, BN statistics and
+    # centers stay float32). ~25% faster training on CPUs with AVX512-BF16; a slower emulation elsewhere.
+    precision: Literal["fp32", "bf16"] = "fp32"
     sync_batchnorm: bool = False  # distributed runs: batch statistics over all ranks (else per rank)
     max_minutes: Optional[float] = Field(None, gt=0)  # stop (with a checkpoint) when training time runs out
     print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency

@@ -9,6 +9,7 @@ weights only, learning-rate schedules, and the center-loss paper's center rule `
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +82,14 @@ def center_delta(centers: torch.Tensor, x: torch.Tensor, y: torch.Tensor, ctx=No
     return diff / (1.0 + counts).unsqueeze(1)
 
 
+def autocast(precision: str, device: str = "cpu"):
+    """The forward pass's precision context: nothing for fp32, bfloat16 autocast for bf16 (backward and the
+    updates then run outside it, on float32 parameters, as torch.amp recommends)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
 class LossModule(torch.nn.Module):
     """The network up to its output layers plus their losses, as one module (what DDP wraps).
 
@@ -103,12 +112,14 @@ class LossModule(torch.nn.Module):
             if e.dim() > 2:
                 e = torch.flatten(e, 1)
             module = self.head_modules[h.name]
-            z = module.logits(e, y if y.dim() == 1 else None)
-            total = total + per_example(module.loss, module.activation, z, y).sum()
-            if h.is_center:
-                c = module.centers
-                total = total + module.lambda_ / 2 * ((e - c[y].detach()) ** 2).sum()
-                inputs[h.name] = e.detach()
+            e = e.float()
+            with torch.autocast(e.device.type, enabled=False):  # heads, losses and centers stay float32
+                z = module.logits(e, y if y.dim() == 1 else None)
+                total = total + per_example(module.loss, module.activation, z, y).sum()
+                if h.is_center:
+                    c = module.centers
+                    total = total + module.lambda_ / 2 * ((e - c[y].detach()) ** 2).sum()
+                    inputs[h.name] = e.detach()
         return total, inputs
 
 
@@ -123,10 +134,11 @@ def _loss_module(model, heads, ctx):
 class DL4JStep:
     """DL4J 0.9.x's fit iteration."""
 
-    def __init__(self, model, ctx=None):
+    def __init__(self, model, ctx=None, precision: str = "fp32"):
         from .distributed import Context
         self.model, self.heads, self.layers = model, heads_of(model), layers_of(model)
         self.ctx = ctx or Context()
+        self.precision = precision
         self.loss = _loss_module(model, self.heads, self.ctx)
         for layer in self.layers:
             layer.updaters = {k: DL4JUpdater(layer.vertex.training.updater) for k in layer.params}
@@ -138,7 +150,8 @@ class DL4JStep:
         n = n or x.shape[0]
         for p in self.model.parameters():
             p.grad = None
-        loss, inputs = self.loss(x, y)
+        with autocast(self.precision, self.ctx.device):
+            loss, inputs = self.loss(x, y)
         (loss * self.ctx.world).backward()  # DDP averages over ranks: this makes it the global sum
         total = self.ctx.reduce_sum(loss.detach().clone())
         score = (total + self._regularisation()) / n
@@ -228,10 +241,12 @@ def normalise(grads: dict[str, torch.Tensor], mode: str, threshold: float) -> di
 class TorchStep:
     """Standard PyTorch training: mean losses, a torch.optim optimizer, the paper's center rule."""
 
-    def __init__(self, model, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None, ctx=None):
+    def __init__(self, model, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None, ctx=None,
+                 precision: str = "fp32"):
         from .distributed import Context
         self.model, self.heads, self.optimizer = model, heads_of(model), optimizer
         self.ctx = ctx or Context()
+        self.precision = precision
         self.loss = _loss_module(model, self.heads, self.ctx)
         self.clip = clip_grad_norm
         self.iteration = 0
@@ -241,7 +256,8 @@ class TorchStep:
         self.model.train()
         n = n or x.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
-        loss, inputs = self.loss(x, y)
+        with autocast(self.precision, self.ctx.device):
+            loss, inputs = self.loss(x, y)
         (loss * (self.ctx.world / n)).backward()  # averaged over ranks by DDP: the global mean
         if self.clip:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.clip)

@@ -133,7 +133,7 @@ class Trainer:
 
     def _make_step(self):
         if self.recipe.semantics == "dl4j":
-            return DL4JStep(self.model, self.ctx)
+            return DL4JStep(self.model, self.ctx, self.recipe.precision)
         o = self.recipe.optimizer
         wd = o.weight_decay if o.weight_decay is not None else self._spec_l2()
         groups = param_groups(self.model, wd)
@@ -144,7 +144,7 @@ class Trainer:
         else:
             opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
-        return TorchStep(self.model, opt, self.recipe.clip_grad_norm, self.ctx)
+        return TorchStep(self.model, opt, self.recipe.clip_grad_norm, self.ctx, self.recipe.precision)
 
     def _spec_l2(self) -> float:
         return float(self.model.graphspec.spec.defaults.l2)
