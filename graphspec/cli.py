@@ -171,6 +171,16 @@ def cmd_snip(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Write a model as ONNX or TorchScript for use outside graphspec."""
+    from .export import export
+    model = load_model_or_spec(args.model, seed=args.seed)
+    report = export(model, args.out, format=args.format, check=not args.no_check, opset=args.opset)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _snipped_name(path: str) -> str:
     from pathlib import Path
     p = Path(path)
@@ -303,6 +313,16 @@ def parser() -> argparse.ArgumentParser:
     sn.add_argument("--seed", type=int, default=None)
     sn.add_argument("-o", "--out", help="model file to write (default: MODEL-snipped.safetensors)")
     sn.set_defaults(func=cmd_snip)
+
+    ex = sub.add_parser("export", help="write a model as ONNX (nodes named after vertices) or TorchScript")
+    ex.add_argument("model", help="a model file, a shipped model's name, or a spec (fresh weights)")
+    ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    ex.add_argument("-o", "--out", required=True, help="file to write (.onnx / .pt)")
+    ex.add_argument("--opset", type=_positive, help="ONNX opset (default: the exporter's)")
+    ex.add_argument("--no-check", action="store_true",
+                    help="skip running the file (onnxruntime / TorchScript) against PyTorch on a random batch")
+    ex.add_argument("--seed", type=int, default=None)
+    ex.set_defaults(func=cmd_export)
 
     e = sub.add_parser("embed", help="feed images through a model and write one row per image")
     e.add_argument("model", help="a model file (or a spec: fresh weights)")
