@@ -238,13 +238,25 @@ def cmd_embed(args) -> int:
     with Progress(console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("embedding", total=len(files))
         rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
-                                    progress=lambda n: bar.update(task, completed=n))
+                                    progress=lambda n: bar.update(task, completed=n), execution=_execution(args))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     written = write(rows, done, args.out)
     print(f"embedded {len(done)} images ({rows.shape[1] if rows.size else 0} values each) -> "
           + ", ".join(map(str, written)))
     return 0
+
+
+def _execution(args):
+    from .embed import Execution
+    return Execution(channels_last=not args.no_channels_last, precision=args.precision, compile=args.compile)
+
+
+def _execution_flags(p) -> None:
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 autocast (faster on AVX512-BF16 CPUs; rows change by ~1e-2)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (compiles once: for big runs)")
+    p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the default NHWC layout")
 
 
 def cmd_verify(args) -> int:
@@ -255,7 +267,7 @@ def cmd_verify(args) -> int:
         task = bar.add_task("embedding pairs", total=None)
         report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs, metric=args.metric,
                                  flip=args.flip, batch_size=args.batch_size,
-                                 progress=lambda n: bar.update(task, completed=n))
+                                 progress=lambda n: bar.update(task, completed=n), execution=_execution(args))
     if args.plot:
         plot_roc(d, same, report, args.plot)
     if args.format == "json":
@@ -331,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="vertex to read (default: the model's output)")
     e.add_argument("--batch-size", type=_positive, default=64)
     e.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    _execution_flags(e)
     e.set_defaults(func=cmd_embed)
 
     vf = sub.add_parser("verify", help="face verification accuracy on a pairs protocol (LFW View 1 / View 2)")
@@ -343,6 +356,7 @@ def parser() -> argparse.ArgumentParser:
     vf.add_argument("--batch-size", type=_positive, default=64)
     vf.add_argument("--format", choices=("text", "json"), default="text")
     vf.add_argument("--plot", help="write the ROC curve to this PNG (needs matplotlib)")
+    _execution_flags(vf)
     vf.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("train", help="train a spec (or model file) on a face folder or the synthetic set")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -40,43 +42,85 @@ def preprocessing_of(model):
     return prep if isinstance(prep, Preprocessing) else Preprocessing.model_validate(prep)
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How ``embed`` runs the network. ``channels_last`` (NHWC) is float32 and equal to the default layout within
+    rounding; ``precision="bf16"`` (bfloat16 autocast) is faster on CPUs with AVX512-BF16 and changes the rows by
+    about 1e-2; ``compile`` runs the network through ``torch.compile`` (a one-time compilation of a minute or
+    more, worth it for large folders)."""
+
+    channels_last: bool = True
+    precision: str = "fp32"
+    compile: bool = False
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise GraphspecError(f"unknown precision '{self.precision}' (expected fp32 or bf16)")
+
+    def prepare(self, model, net):
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(net) if self.compile else net
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def context(self):
+        from .train.steps import autocast
+        return autocast(self.precision)
+
+
 @torch.no_grad()
 def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size: int = 64,
-          flip: bool = False, progress=None) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
+          flip: bool = False, progress=None, execution: Execution = Execution()
+          ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
     """(rows [N, D] float32, the files embedded, the files skipped with reasons).
 
-    ``flip`` averages the activation of each image and its mirror image (test-time augmentation).
+    ``flip`` averages the activation of each image and its mirror image (test-time augmentation). The next
+    batch's images are decoded in a background thread while the network runs (Pillow releases the GIL).
     """
     from .compiler import subgraph
-    from .data.errors import DataError
     spec = model.graphspec.spec
     name = output or spec.outputs[0]
     if name not in spec.vertices:
         from .errors import did_you_mean
         raise GraphspecError(f"no vertex named '{name}'{did_you_mean(name, spec.vertices)}", vertex=name)
-    net = subgraph(model, [name])
     model.eval()
+    net = execution.prepare(model, subgraph(model, [name]))
     prep = preprocessing_of(model)
+    batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     rows, done, skipped = [], [], []
-    for start in range(0, len(files), batch_size):
-        images, kept = [], []
-        for f in files[start:start + batch_size]:
-            try:
-                images.append(prep.load(f))
-                kept.append(f)
-            except DataError as e:
-                skipped.append((f, str(e.problem.message)))
-        if images:
-            x = prep.to_tensor(np.stack(images))
-            y = net(x)[name]
-            if flip:
-                y = (y + net(x.flip(-1))[name]) / 2
-            rows.append(y.flatten(1).numpy())
-            done.extend(kept)
-        if progress is not None:
-            progress(min(start + batch_size, len(files)))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_decode, prep, batches[0]) if batches else None
+        for b in range(len(batches)):
+            images, kept, bad = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(_decode, prep, batches[b + 1])
+            skipped.extend(bad)
+            if images:
+                x = execution.input(prep.to_tensor(np.stack(images)))
+                with execution.context():
+                    y = net(x)[name]
+                    if flip:
+                        y = (y + net(x.flip(-1))[name]) / 2
+                rows.append(y.float().flatten(1).numpy())
+                done.extend(kept)
+            if progress is not None:
+                progress(min((b + 1) * batch_size, len(files)))
     data = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
     return data.astype(np.float32), done, skipped
+
+
+def _decode(prep, files: Sequence[Path]):
+    from .data.errors import DataError
+    images, kept, skipped = [], [], []
+    for f in files:
+        try:
+            images.append(prep.load(f))
+            kept.append(f)
+        except DataError as e:
+            skipped.append((f, str(e.problem.message)))
+    return images, kept, skipped
 
 
 def write(rows: np.ndarray, files: Sequence[Path], out: str | os.PathLike) -> list[Path]:

@@ -66,3 +66,40 @@ def test_embed_errors_are_clear(model_file, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["embed", str(model_file), str(tmp_path / "empty"), "-o", str(tmp_path / "e.txt")]) == 2
     assert "no images found in" in capsys.readouterr().err
+
+
+def _rows(model_file, files, **execution):
+    from graphspec.embed import Execution, embed
+    rows, done, skipped = embed(graphspec.load(model_file), files, batch_size=2, execution=Execution(**execution))
+    assert len(done) == len(files) and not skipped
+    return rows
+
+
+def test_execution_options_agree_with_the_plain_float32_layout(model_file, photos):
+    """NHWC (the default) equals NCHW within rounding; bf16 autocast stays within bfloat16's precision; rows of
+    every option are unit vectors (the L2 normalisation runs in float32)."""
+    files = sorted(p for p in photos.rglob("p_*.jpg"))
+    plain = _rows(model_file, files, channels_last=False)
+    np.testing.assert_allclose(_rows(model_file, files), plain, rtol=0, atol=1e-5)
+    bf16 = _rows(model_file, files, precision="bf16")
+    assert not np.array_equal(bf16, plain)
+    np.testing.assert_allclose(bf16, plain, rtol=0, atol=3e-2)
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-2)
+
+
+def test_compiled_embedding_equals_eager(tmp_path, photos):
+    """torch.compile on a small conv network (compiling nn4small2 takes minutes): same rows as eager."""
+    from specs_tiny import TINY_CONV
+    net = graphspec.snip(graphspec.build(TINY_CONV.replace("{lr}", "0.01")), ["emb"])
+    path = tmp_path / "tiny.safetensors"
+    graphspec.save(net, path, preprocessing=Preprocessing(size=(12, 12), channels="rgb", scale="unit"))
+    files = sorted(p for p in photos.rglob("p_*.jpg"))
+    np.testing.assert_allclose(_rows(path, files, compile=True), _rows(path, files), rtol=0, atol=1e-5)
+
+
+def test_unknown_precision():
+    from graphspec.embed import Execution
+    with pytest.raises(graphspec.GraphspecError) as ei:
+        Execution(precision="fp8")
+    assert ei.value.problem.message == "unknown precision 'fp8' (expected fp32 or bf16)"

@@ -25,7 +25,7 @@ def image_root(root: str | os.PathLike, pairs) -> Path:
 
 
 def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_size: int, cache: dict,
-                   progress=None) -> tuple[np.ndarray, np.ndarray]:
+                   progress=None, execution=None) -> tuple[np.ndarray, np.ndarray]:
     """Distances and same-flags of ``pairs``; ``cache`` maps image path -> embedding across calls."""
     from ..embed import embed
     files = sorted({p for pair in pairs for p in pair.paths(root)} - set(cache))
@@ -34,7 +34,9 @@ def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_s
         raise GraphspecError(f"{len(missing)} image(s) of the pairs file are missing, e.g. {missing[0]}",
                              location=Location(str(root)))
     if files:
-        rows, done, skipped = embed(model, files, batch_size=batch_size, flip=flip, progress=progress)
+        from ..embed import Execution
+        rows, done, skipped = embed(model, files, batch_size=batch_size, flip=flip, progress=progress,
+                                    execution=execution or Execution())
         if skipped:
             raise GraphspecError(f"cannot read {skipped[0][0]}: {skipped[0][1]}", location=Location(str(root)))
         cache.update(zip(done, rows))
@@ -45,7 +47,7 @@ def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_s
 
 def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, train_pairs: str | None = None,
            metric: str = "sqeuclidean", flip: bool = False, batch_size: int = 64,
-           progress=None) -> tuple[VerificationReport, np.ndarray, np.ndarray]:
+           progress=None, execution=None) -> tuple[VerificationReport, np.ndarray, np.ndarray]:
     """The report, and the test distances and same-flags (for plots)."""
     from ..data.protocol import read_pairs
     pairs = read_pairs(pairs_path)
@@ -54,7 +56,7 @@ def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, tra
     root = image_root(data, pairs)
     cache: dict = {}
     d, same = pair_distances(model, root, pairs, metric, flip=flip, batch_size=batch_size, cache=cache,
-                             progress=progress)
+                             progress=progress, execution=execution)
     folds = np.array([p.fold for p in pairs])
     name = Path(pairs_path).name
     if folds.max() > 0:
@@ -62,7 +64,7 @@ def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, tra
     elif train_pairs:
         tpairs = read_pairs(train_pairs)
         td, tsame = pair_distances(model, image_root(data, tpairs), tpairs, metric, flip=flip,
-                                   batch_size=batch_size, cache=cache, progress=progress)
+                                   batch_size=batch_size, cache=cache, progress=progress, execution=execution)
         t = best_threshold(td, tsame)
         report = evaluate_with_threshold(d, same, t, metric, f"{name}, threshold from {Path(train_pairs).name}")
     else:
