@@ -220,7 +220,7 @@ def _train(args, train, ctx) -> int:
                  "data.people": args.people, "data.min_images": args.min_images,
                  "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None,
                  "sync_batchnorm": True if args.sync_bn else None, "precision": args.precision,
-                 "channels_last": True if args.channels_last else None}
+                 "channels_last": {"on": True, "off": False}.get(args.channels_last)}
     trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
                     overrides=overrides, console=_console() if ctx.is_main else None, ctx=ctx)
     metrics = trainer.evaluate() if trainer.eval_data is not None else {}
@@ -381,7 +381,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--sync-bn", action="store_true", help="distributed: batch-norm statistics over all processes")
     t.add_argument("--precision", choices=("fp32", "bf16"),
                    help="bf16: bfloat16 autocast forward (float32 weights and updates); fast on AVX512-BF16 CPUs")
-    t.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on CPUs)")
+    t.add_argument("--channels-last", choices=("on", "off"),
+                   help="NHWC memory format (default: on for image inputs; faster convolutions on CPUs)")
     t.set_defaults(func=cmd_train)
 
     from .data.cli import register_cli as register_dataset

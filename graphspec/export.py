@@ -13,7 +13,10 @@ scale) in NCHW float32; they compute the model's outputs in inference mode.
 from __future__ import annotations
 
 import ast
+import contextlib
+import logging
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -87,9 +90,10 @@ def export(model, path: str | os.PathLike, *, format: str = "onnx", check: bool 
 
 def _torchscript(wrapped, path: str) -> ExportReport:
     # Tracing (not scripting): the compiled graph is static, so a trace records all of it.
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         traced = torch.jit.trace(wrapped, example_inputs(wrapped.model), check_trace=False)
-    _atomic(path, lambda tmp: torch.jit.save(traced, tmp))
+    with _quiet():
+        _atomic(path, lambda tmp: torch.jit.save(traced, tmp))
     return ExportReport(path, "torchscript")
 
 
@@ -103,7 +107,7 @@ def _onnx(wrapped, path: str, opset: int | None) -> ExportReport:
     inputs = list(info.spec.inputs)
     batch = torch.export.Dim("batch")
     kwargs = {"opset_version": opset} if opset else {}
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         program = torch.onnx.export(
             wrapped, example_inputs(wrapped.model), None, dynamo=True, optimize=False, verbose=False,
             input_names=inputs, output_names=wrapped.outputs,
@@ -117,6 +121,20 @@ def _onnx(wrapped, path: str, opset: int | None) -> ExportReport:
     onnx.checker.check_model(proto)
     _atomic(path, lambda tmp: onnx.save(proto, tmp))
     return report
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's notes (optional torchvision ops, deprecations) are not the user's business."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def name_nodes(graph, vertices: set[str]) -> int:
@@ -168,7 +186,8 @@ def _check(wrapped, path: str, format: str) -> float | None:
     with torch.no_grad():
         want = wrapped(*xs)
     if format == "torchscript":
-        got = torch.jit.load(path)(*xs)
+        with _quiet():
+            got = torch.jit.load(path)(*xs)
         return max(float((a - b).abs().max()) for a, b in zip(got, want))
     try:
         import onnxruntime as ort

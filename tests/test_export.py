@@ -68,7 +68,7 @@ def test_onnx_nodes_carry_vertex_names_and_every_conv_vertex_appears(shipped, on
     convs = {v for v, vx in spec.vertices.items() if vx.type == "conv"}
     assert {n.name.split("/")[0] for n in graph.node if n.op_type == "Conv"} == convs
     assert all(n.name == f"{n.name.split('/')[0]}/Conv" for n in graph.node if n.op_type == "Conv")
-    assert "stem-cnn1/Conv" in names and "inception-3a-3x3-conv1/Conv" in names
+    assert "stem-cnn1/Conv" in names and "inception-3a-cnn1-0/Conv" in names
     assert "stem-batch1/BatchNormalization" in names and "stem-activation1/Relu" in names
     assert "embeddings/Div" in names
     assert report.nodes == len(names) and report.ops["Conv"] == len(convs) == 37

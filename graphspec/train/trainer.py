@@ -119,8 +119,9 @@ class Trainer:
         self.last_score = float("nan")
         self._stop = self.timed_out = False
         self._minutes_before = 0.0  # training minutes of earlier sessions of this run (resume)
-        self._memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-        if recipe.channels_last:
+        nhwc = recipe.channels_last if recipe.channels_last is not None else len(self.input_shape) == 3
+        self._memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        if nhwc:
             model.to(memory_format=torch.channels_last)
         if recipe.sync_batchnorm and self.ctx.active:
             from ..layers.modules import BatchNorm

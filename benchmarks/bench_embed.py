@@ -1,0 +1,61 @@
+"""`graphspec embed` end to end (JPEG decode + preprocessing + network) on LFW photos, per execution option.
+
+    .venv/bin/python benchmarks/bench_embed.py [--images 512] [--compile]
+
+The model is the shipped `nn4small2-lfw` (the snipped tutorial network, 96x96 RGB input); the images are the
+first ``--images`` files of the LFW folder (else the synthetic faces). Options run one after the other, twice
+each (the second run is reported: the OS file cache is warm and compilation, if any, is done). Goal (issue 8):
+>= 200 images/s on the project's 2-vCPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import graphspec  # noqa: E402
+from graphspec.data import locate_lfw  # noqa: E402
+from graphspec.embed import Execution, embed, image_files  # noqa: E402
+
+OPTIONS = {
+    "NCHW float32": Execution(channels_last=False),
+    "NHWC float32 (default)": Execution(),
+    "NHWC bf16": Execution(precision="bf16"),
+}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args(argv)
+    lfw = locate_lfw()
+    if lfw is not None:
+        files = image_files([lfw / "lfw-deepfunneled"])[:args.images]
+    else:
+        from graphspec.data.synthetic import synthetic_faces
+        files = image_files([synthetic_faces(identities=32, images=16)])[:args.images]
+    options = dict(OPTIONS)
+    if args.compile:
+        options["NHWC float32 + compile"] = Execution(compile=True)
+        options["NHWC bf16 + compile"] = Execution(precision="bf16", compile=True)
+    results = {}
+    print(f"graphspec embed nn4small2-lfw, {len(files)} images, batch 64 (decode + preprocess + network)")
+    print("| option | images/s | first run (s) |\n|---|---:|---:|")
+    for name, ex in options.items():
+        model = graphspec.load("nn4small2-lfw")
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            embed(model, files, execution=ex)
+            times.append(time.perf_counter() - t)
+        results[name] = len(files) / times[1]
+        print(f"| {name} | {results[name]:.0f} | {times[0]:.1f} |", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
