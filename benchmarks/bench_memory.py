@@ -4,14 +4,13 @@
 
 Each measurement runs in a fresh Python process (peak RSS only grows within a process): import, build, then
 ``--steps`` training steps (forward, cross-entropy on the 5,749-way head, backward, AdamW) or inference
-forwards under ``no_grad``, and reports ``ru_maxrss``. The baseline row is a process that only imports torch and
+forwards under ``no_grad``, and reports the peak resident set (``VmHWM`` of /proc/self/status; Linux). The baseline row is a process that only imports torch and
 graphspec, so the differences are the model's own memory.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 sys.path[:0] = [{root!r}, {bench!r}]
 import torch, torch.nn.functional as F
 import graphspec
@@ -45,7 +44,9 @@ if side != "none":
         with torch.no_grad():
             for _ in range(steps):
                 out(x)
-print(json.dumps({{"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec from the (large) parent process
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({{"maxrss_kib": hwm}}))
 """
 
 

@@ -1,6 +1,6 @@
 """Execution options side by side: graphspec's nn4small2 vs the hand-written module, inference and training.
 
-    .venv/bin/python benchmarks/bench_options.py [--rounds 5] [--batch 48] [--compile] [--quick]
+    .venv/bin/python benchmarks/bench_options.py [--rounds 5] [--batch 48] [--compile] [--quick] [--only OPTION ...]
 
 Options: eager (float32, NCHW), channels-last, bf16 autocast, channels-last + bf16, and with --compile
 ``torch.compile`` (inductor; minutes of compilation per model and mode, cached under TORCHINDUCTOR_CACHE_DIR).
@@ -141,6 +141,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--compile", action="store_true", help="add the torch.compile options (slow to compile)")
     ap.add_argument("--quick", action="store_true", help="2 rounds, eager and channels-last + bf16 only")
+    ap.add_argument("--only", nargs="+", choices=list(OPTIONS), metavar="OPTION",
+                    help=f"run only these options ({', '.join(OPTIONS)})")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     x = torch.rand(args.batch, 3, 96, 96)
@@ -148,6 +150,8 @@ def main(argv=None) -> list[dict]:
     options = [o for o in OPTIONS if args.compile or not OPTIONS[o][2]]
     if args.quick:
         options, args.rounds = ["eager", "channels-last + bf16"], 2
+    if args.only:
+        options = args.only
     rows = [measure(o, train, x, y, args.rounds) for train in (False, True) for o in options]
     macs = forward_macs()
     fp32, bf16 = peak_matmul(torch.float32), peak_matmul(torch.bfloat16)
