@@ -28,7 +28,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import graphspec  # noqa: E402
-from bench_core import cpu_model  # noqa: E402
+from bench_core import cpu_model, paired  # noqa: E402
 from nn4small2_handwritten import NN4Small2, load_graphspec_state  # noqa: E402
 
 SPEC = ROOT / "specs" / "nn4small2.yaml"
@@ -107,20 +107,6 @@ def runner(fn, extra, x, y, bf16: bool):
     return step
 
 
-def paired(fg, fh, rounds: int, warmup: int = 2):
-    for _ in range(warmup):
-        fg()
-        fh()
-    tg, th = [], []
-    for r in range(rounds):
-        pair = [(fg, tg), (fh, th)] if r % 2 == 0 else [(fh, th), (fg, tg)]
-        for f, out in pair:
-            t = time.perf_counter()
-            f()
-            out.append(time.perf_counter() - t)
-    return tg, th
-
-
 def measure(option: str, train: bool, x, y, rounds: int) -> dict:
     channels_last, bf16, compile_ = OPTIONS[option]
     xs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -128,7 +114,7 @@ def measure(option: str, train: bool, x, y, rounds: int) -> dict:
     fg = runner(*prepare("g", g, channels_last, compile_, train), xs, y, bf16)
     fh = runner(*prepare("h", h, channels_last, compile_, train), xs, y, bf16)
     t0 = time.perf_counter()
-    tg, th = paired(fg, fh, rounds)
+    tg, th = paired(fg, fh, rounds, warmup=2)
     n = x.shape[0]
     return {"option": option, "mode": "train" if train else "inference",
             "g": n / statistics.median(tg), "h": n / statistics.median(th),
