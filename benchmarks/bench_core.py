@@ -95,20 +95,22 @@ def make_models():
     return g, h
 
 
+def forward_runner(m, x):
+    """One inference forward of ``m`` on ``x`` without autograd, as a zero-argument callable."""
+    def f():
+        with torch.no_grad():
+            m(x)
+    return f
+
+
 def bench_forward(rounds: int, x) -> dict:
     g, h = make_models()
     g.eval()
     h.eval()
 
-    def run(m):
-        def f():
-            with torch.no_grad():
-                m(x)
-        return f
-
     with torch.no_grad():
         torch.testing.assert_close(g(x), h(x), rtol=1e-4, atol=1e-7)
-    return summarize(f"forward eval no_grad (batch {x.shape[0]})", *paired(run(g), run(h), rounds, warmup=2))
+    return summarize(f"forward eval no_grad (batch {x.shape[0]})", *paired(forward_runner(g, x), forward_runner(h, x), rounds, warmup=2))
 
 
 def _inplace_relu(model):
@@ -134,13 +136,7 @@ def bench_forward_probe(rounds: int, x) -> dict:
     _inplace_relu(g).eval()
     h.eval()
 
-    def run(m):
-        def f():
-            with torch.no_grad():
-                m(x)
-        return f
-
-    return summarize("probe: forward, graphspec with in-place ReLU vertices", *paired(run(g), run(h), rounds, 2))
+    return summarize("probe: forward, graphspec with in-place ReLU vertices", *paired(forward_runner(g, x), forward_runner(h, x), rounds, 2))
 
 
 def bench_train(rounds: int, x, y, probe: bool = False) -> dict:

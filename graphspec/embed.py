@@ -58,6 +58,8 @@ class Execution:
             raise GraphspecError(f"unknown precision '{self.precision}' (expected fp32 or bf16)")
 
     def prepare(self, model, net):
+        """The network to call; note that ``channels_last`` converts ``model``'s own weights to NHWC (in place,
+        as ``module.to`` does), which leaves its results unchanged within rounding."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return torch.compile(net) if self.compile else net

@@ -200,13 +200,10 @@ def _check(wrapped, path: str, format: str) -> float | None:
 
 
 def _atomic(path: str, write) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """The model files' atomic writer, with a located error instead of an OSError."""
+    from .model_io import atomic_write
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as e:
         raise GraphspecError(f"cannot write the exported model: {e.strerror or e}", location=Location(path)) \
             from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -10,7 +10,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -70,14 +70,19 @@ def save(model: torch.nn.Module, path: str | os.PathLike, *, preprocessing: Any 
 
 
 def atomic_save_file(tensors: dict, path: str | os.PathLike, metadata: dict[str, str]) -> Path:
-    """safetensors to a temporary file beside ``path``, fsync, then rename: readers see the old file or the new
-    one, never half of one (a failed write leaves the previous file intact)."""
+    """safetensors, written atomically (:func:`atomic_write`)."""
     from safetensors.torch import save_file
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, fsync, then rename: readers see the old file or the new
+    one, never half of one (a failed write leaves the previous file intact)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        write(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -148,3 +148,14 @@ def test_errors(tmp_path, monkeypatch, capsys):
     assert main(["export", str(spec), "-o", str(tmp_path / "x.onnx")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'x.onnx'}: {ONNX_EXTRA}\n"
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_unwritable_destination_is_a_located_error_and_leaves_nothing(tmp_path):
+    net = graphspec.build(TWO_OUTPUTS, seed=0)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(GraphspecError) as ei:
+        export(net, blocker / "m.pt", format="torchscript")
+    assert ei.value.problem.location.file == str(blocker / "m.pt")
+    assert ei.value.problem.message.startswith("cannot write the exported model: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
