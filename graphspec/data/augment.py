@@ -80,3 +80,60 @@ class Augmentation:
             return x
         mode = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"}[self.pad_mode]
         return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)], mode=mode)
+
+
+# --- geometric and photometric jitter (recipes: augmentation.rotate / zoom / brightness / contrast) ------------
+
+@dataclass(frozen=True)
+class Jitter:
+    """Per-image random rotation, zoom, brightness and contrast for a uint8 ``[N, C, H, W]`` batch.
+
+    Rotation (uniform in ``±rotate`` degrees) and zoom (factor uniform in ``zoom``, > 1 magnifies) share one
+    bilinear resampling about the image centre, with reflected borders so no black corners teach the network
+    about rotations. Brightness multiplies by ``1 + U(-b, b)``; contrast moves each image away from (or towards)
+    its mean grey by ``1 + U(-c, c)``. The result is rounded back to uint8, so the recorded preprocessing (and
+    its scaling) applies unchanged afterwards.
+
+    >>> j = Jitter(rotate=10, zoom=(0.9, 1.1), brightness=0.2, contrast=0.2)
+    >>> p = j.draw(4, torch.Generator().manual_seed(0))
+    >>> j.apply(np.zeros((4, 3, 8, 8), np.uint8), p).shape
+    (4, 3, 8, 8)
+    """
+
+    rotate: float = 0.0
+    zoom: tuple[float, float] = (1.0, 1.0)
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rotate or self.zoom != (1.0, 1.0) or self.brightness or self.contrast)
+
+    def draw(self, n: int, g: torch.Generator) -> np.ndarray:
+        """Parameters for ``n`` images, ``[n, 4]``: angle (radians), zoom, brightness and contrast factors.
+
+        Always four draws per image in a fixed order, so a batch's randomness does not depend on which
+        jitters are switched on elsewhere in the batch (or on how a distributed run splits it)."""
+        u = torch.rand(n, 4, generator=g, dtype=torch.float64).numpy() * 2 - 1  # U(-1, 1)
+        lo, hi = self.zoom
+        return np.stack([np.deg2rad(self.rotate) * u[:, 0], lo + (hi - lo) * (u[:, 1] + 1) / 2,
+                         1 + self.brightness * u[:, 2], 1 + self.contrast * u[:, 3]], axis=1)
+
+    def apply(self, batch: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """Jitter ``batch`` (uint8) with ``params`` from :meth:`draw`; returns a new uint8 array."""
+        import torch.nn.functional as F
+        x = torch.from_numpy(np.ascontiguousarray(batch)).float()
+        p = torch.from_numpy(params).float()
+        if self.rotate or self.zoom != (1.0, 1.0):
+            cos, sin, z = torch.cos(p[:, 0]), torch.sin(p[:, 0]), p[:, 1]
+            # affine_grid maps output to input coordinates: rotate by the angle and shrink by the zoom factor
+            theta = torch.stack([torch.stack([cos / z, -sin / z, torch.zeros_like(z)], 1),
+                                 torch.stack([sin / z, cos / z, torch.zeros_like(z)], 1)], 1)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if self.contrast:
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = mean + (x - mean) * p[:, 3].view(-1, 1, 1, 1)
+        if self.brightness:
+            x = x * p[:, 2].view(-1, 1, 1, 1)
+        return x.round_().clamp_(0, 255).to(torch.uint8).numpy()

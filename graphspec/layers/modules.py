@@ -225,9 +225,10 @@ class Output(Dense):
     """
 
     def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, loss: str, head: str = "linear",
-                 scale: float = 1.0, margin: float = 0.0):
+                 scale: float = 1.0, margin: float = 0.0, label_smoothing: float = 0.0):
         super().__init__(n_in, n_out, bias, activation)
         self.loss, self.head, self.scale, self.margin = loss, head, scale, margin
+        self.label_smoothing = label_smoothing
 
     def logits(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() > 2:
@@ -245,15 +246,17 @@ class Output(Dense):
 
     def extra_repr(self):
         head = f", head=cosine(scale={self.scale}, margin={self.margin})" if self.head == "cosine" else ""
-        return super().extra_repr() + f", loss={self.loss}{head}"
+        smooth = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+        return super().extra_repr() + f", loss={self.loss}{head}{smooth}"
 
 
 class CenterLossOutput(Output):
     """DL4J CenterLossOutputLayer: an output layer plus per-class centers (state, not trained by gradient)."""
 
     def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, loss: str, alpha: float, lambda_: float,
-                 gradient_check: bool, head: str = "linear", scale: float = 1.0, margin: float = 0.0):
-        super().__init__(n_in, n_out, bias, activation, loss, head, scale, margin)
+                 gradient_check: bool, head: str = "linear", scale: float = 1.0, margin: float = 0.0,
+                 label_smoothing: float = 0.0):
+        super().__init__(n_in, n_out, bias, activation, loss, head, scale, margin, label_smoothing)
         self.alpha, self.lambda_, self.gradient_check = alpha, lambda_, gradient_check
         self.register_buffer("centers", torch.zeros(n_out, n_in))
 

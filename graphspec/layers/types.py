@@ -263,6 +263,8 @@ class OutputParams(DenseParams):
     head: Literal["linear", "cosine"] = "linear"
     scale: float = Field(1.0, gt=0.0)  # cosine head: logits = scale · cos
     margin: float = Field(0.0, ge=0.0, lt=1.0)  # cosine head: additive margin on the target logit in training
+    # training targets (1 - ε)·one_hot + ε/K (Szegedy et al. 2016; Keras' and torch's label_smoothing)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _cosine(self):
@@ -270,6 +272,9 @@ class OutputParams(DenseParams):
             raise ValueError("a cosine head has no bias; set 'bias: false'")
         if self.head == "linear" and (self.margin or self.scale != 1.0):
             raise ValueError("'scale' and 'margin' apply to 'head: cosine' only")
+        if self.label_smoothing and self.loss not in ("mcxent", "negativeloglikelihood"):
+            raise ValueError(f"'label_smoothing' applies to the mcxent and negativeloglikelihood losses only, "
+                             f"not '{self.loss}'")
         return self
 
 
@@ -280,7 +285,7 @@ class OutputLayer(_DenseLike):
     doc = "Dense layer whose activated output is a network prediction, trained with `loss`."
 
     def build(self, p, inf):
-        return M.Output(inf.n_in, p.out, p.bias, p.activation, p.loss, p.head, p.scale, p.margin)
+        return M.Output(inf.n_in, p.out, p.bias, p.activation, p.loss, p.head, p.scale, p.margin, p.label_smoothing)
 
 
 class CenterLossParams(OutputParams):
@@ -300,7 +305,7 @@ class CenterLossOutputLayer(_DenseLike):
 
     def build(self, p, inf):
         return M.CenterLossOutput(inf.n_in, p.out, p.bias, p.activation, p.loss, p.alpha, p.lambda_,
-                                  p.gradient_check, p.head, p.scale, p.margin)
+                                  p.gradient_check, p.head, p.scale, p.margin, p.label_smoothing)
 
 
 class DropoutParams(Params):

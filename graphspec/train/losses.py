@@ -11,10 +11,14 @@ import torch.nn.functional as F
 from ..errors import GraphspecError
 
 
-def per_example(loss: str, activation: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """ℓ_i for labels ``y`` (class indices [N] or one-hot/targets [N, K])."""
+def per_example(loss: str, activation: str, z: torch.Tensor, y: torch.Tensor,
+                smoothing: float = 0.0) -> torch.Tensor:
+    """ℓ_i for labels ``y`` (class indices [N] or one-hot/targets [N, K]); ``smoothing`` ε trains against
+    ``(1 - ε)·target + ε/K``."""
     k = z.shape[1]
     target = F.one_hot(y, k).to(z.dtype) if y.dim() == 1 else y.to(z.dtype)
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / k
     if loss in ("mcxent", "negativeloglikelihood"):
         if activation == "softmax":
             return -(target * torch.log_softmax(z, dim=1)).sum(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import SpecError
 
@@ -26,6 +26,23 @@ class DataRecipe(_Model):
 class Augmentation(_Model):
     load_size: Optional[int] = Field(None, ge=1)  # decode to this size, then random-crop to the input size
     flip: bool = False  # random horizontal flip
+    rotate: float = Field(0.0, ge=0.0, le=180.0)  # random rotation, uniform in ±rotate degrees
+    zoom: tuple[float, float] = (1.0, 1.0)  # random zoom factor range (> 1 magnifies), e.g. [0.9, 1.1]
+    brightness: float = Field(0.0, ge=0.0, lt=1.0)  # multiply by 1 + U(-b, b)
+    contrast: float = Field(0.0, ge=0.0, lt=1.0)  # scale the distance from the image's mean by 1 + U(-c, c)
+
+    @field_validator("zoom")
+    @classmethod
+    def _zoom(cls, zoom):
+        lo, hi = zoom
+        if not 0 < lo <= hi:
+            raise ValueError(f"zoom must be [low, high] with 0 < low <= high; received [{lo:g}, {hi:g}]")
+        return zoom
+
+    def jitter(self):
+        """The per-image rotation/zoom/brightness/contrast of these settings (graphspec.data.augment.Jitter)."""
+        from ..data.augment import Jitter
+        return Jitter(self.rotate, tuple(self.zoom), self.brightness, self.contrast)
 
 
 class OptimizerRecipe(_Model):

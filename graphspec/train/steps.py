@@ -115,7 +115,7 @@ class LossModule(torch.nn.Module):
             e = e.float()
             with torch.autocast(e.device.type, enabled=False):  # heads, losses and centers stay float32
                 z = module.logits(e, y if y.dim() == 1 else None)
-                total = total + per_example(module.loss, module.activation, z, y).sum()
+                total = total + per_example(module.loss, module.activation, z, y, module.label_smoothing).sum()
                 if h.is_center:
                     c = module.centers
                     total = total + module.lambda_ / 2 * ((e - c[y].detach()) ** 2).sum()

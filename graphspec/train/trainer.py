@@ -183,7 +183,7 @@ class Trainer:
         return torch.randperm(n, generator=g).numpy()
 
     def _batch(self, data, idx: np.ndarray, generator: torch.Generator | None, part: slice = slice(None)):
-        """Read, crop and flip a batch in numpy (a few large operations: small torch ops are slow on busy CPUs).
+        """Read, crop, flip (and jitter) a batch in numpy (a few large operations: small torch ops are slow on busy CPUs).
 
         The random crops and flips are drawn for the whole (global) batch, then ``part`` (this rank's share) is
         taken, so any number of processes sees exactly what one process would."""
@@ -199,6 +199,9 @@ class Trainer:
             tops = torch.randint(0, H - h + 1, (n,), generator=generator).numpy()
             lefts = torch.randint(0, W - w + 1, (n,), generator=generator).numpy()
             flips = (torch.rand(n, generator=generator) < 0.5).numpy() & self.recipe.augmentation.flip
+        jitter = self.recipe.augmentation.jitter()
+        jitter = jitter if generator is not None and jitter.active else None
+        jitter_params = jitter.draw(n, generator)[part] if jitter else None  # global batch too, after the crops
         idx, tops, lefts, flips = idx[part], tops[part], lefts[part], flips[part]
         images, labels = data.batch(idx)
         images = np.asarray(images)
@@ -206,6 +209,8 @@ class Trainer:
         for i in range(len(idx)):
             crop = images[i, :, tops[i]:tops[i] + h, lefts[i]:lefts[i] + w]
             out[i] = crop[:, :, ::-1] if flips[i] else crop
+        if jitter:
+            out = jitter.apply(out, jitter_params)
         x = self.preprocessing.to_tensor(out)
         return x.contiguous(memory_format=self._memory_format), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
