@@ -265,7 +265,8 @@ def cmd_verify(args) -> int:
     model = load_model_or_spec(args.model)
     with Progress(console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("embedding pairs", total=None)
-        report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs, metric=args.metric,
+        report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs,
+                                 threshold=args.threshold, metric=args.metric,
                                  flip=args.flip, batch_size=args.batch_size,
                                  progress=lambda n: bar.update(task, completed=n), execution=_execution(args))
     if args.plot:
@@ -351,6 +352,7 @@ def parser() -> argparse.ArgumentParser:
     vf.add_argument("--data", required=True, help="LFW image folder (NAME/NAME_0001.jpg) or its parent")
     vf.add_argument("--pairs", required=True, help="pairs file: pairsDevTest.txt (View 1) or pairs.txt (View 2)")
     vf.add_argument("--train-pairs", help="View 1: choose the threshold on these pairs (e.g. pairsDevTrain.txt)")
+    vf.add_argument("--threshold", type=float, help="a fixed threshold (e.g. a model card's) instead of choosing one")
     vf.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
     vf.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
     vf.add_argument("--batch-size", type=_positive, default=64)

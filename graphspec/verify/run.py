@@ -46,13 +46,19 @@ def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_s
 
 
 def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, train_pairs: str | None = None,
-           metric: str = "sqeuclidean", flip: bool = False, batch_size: int = 64,
+           threshold: float | None = None, metric: str = "sqeuclidean", flip: bool = False, batch_size: int = 64,
            progress=None, execution=None) -> tuple[VerificationReport, np.ndarray, np.ndarray]:
-    """The report, and the test distances and same-flags (for plots)."""
+    """The report, and the test distances and same-flags (for plots).
+
+    The threshold: chosen per fold (View 2 files), on ``train_pairs``, fixed by ``threshold`` (e.g. the one a
+    model card gives, for pairs of your own), or else by 10-fold cross-validation inside the file."""
     from ..data.protocol import read_pairs
     pairs = read_pairs(pairs_path)
     if not pairs:
         raise GraphspecError("the pairs file has no pairs", location=Location(str(pairs_path)))
+    if threshold is not None and (train_pairs or any(p.fold for p in pairs)):
+        why = "--train-pairs chooses one" if train_pairs else "a View 2 file chooses one per fold"
+        raise GraphspecError(f"a fixed --threshold cannot be used here: {why}", location=Location(str(pairs_path)))
     root = image_root(data, pairs)
     cache: dict = {}
     d, same = pair_distances(model, root, pairs, metric, flip=flip, batch_size=batch_size, cache=cache,
@@ -61,6 +67,8 @@ def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, tra
     name = Path(pairs_path).name
     if folds.max() > 0:
         report = evaluate_folds(d, same, folds, metric, f"{name}: {folds.max()} folds (View 2)")
+    elif threshold is not None:
+        report = evaluate_with_threshold(d, same, threshold, metric, f"{name}, threshold {threshold:g} given")
     elif train_pairs:
         tpairs = read_pairs(train_pairs)
         td, tsame = pair_distances(model, image_root(data, tpairs), tpairs, metric, flip=flip,
