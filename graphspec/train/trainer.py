@@ -183,7 +183,7 @@ class Trainer:
         return torch.randperm(n, generator=g).numpy()
 
     def _batch(self, data, idx: np.ndarray, generator: torch.Generator | None, part: slice = slice(None)):
-        """Read, crop, flip (and jitter) a batch in numpy (a few large operations: small torch ops are slow on busy CPUs).
+        """Read, crop, flip and jitter a batch (a few large numpy operations: small torch ops are slow on busy CPUs).
 
         The random crops and flips are drawn for the whole (global) batch, then ``part`` (this rank's share) is
         taken, so any number of processes sees exactly what one process would."""
