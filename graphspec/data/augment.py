@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,6 @@ class Jitter:
 
     def apply(self, batch: np.ndarray, params: np.ndarray) -> np.ndarray:
         """Jitter ``batch`` (uint8) with ``params`` from :meth:`draw`; returns a new uint8 array."""
-        import torch.nn.functional as F
         x = torch.from_numpy(np.ascontiguousarray(batch)).float()
         p = torch.from_numpy(params).float()
         if self.rotate or self.zoom != (1.0, 1.0):

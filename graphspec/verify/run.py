@@ -56,14 +56,14 @@ def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, tra
     pairs = read_pairs(pairs_path)
     if not pairs:
         raise GraphspecError("the pairs file has no pairs", location=Location(str(pairs_path)))
-    if threshold is not None and (train_pairs or any(p.fold for p in pairs)):
+    folds = np.array([p.fold for p in pairs])
+    if threshold is not None and (train_pairs or folds.max() > 0):
         why = "--train-pairs chooses one" if train_pairs else "a View 2 file chooses one per fold"
         raise GraphspecError(f"a fixed --threshold cannot be used here: {why}", location=Location(str(pairs_path)))
     root = image_root(data, pairs)
     cache: dict = {}
     d, same = pair_distances(model, root, pairs, metric, flip=flip, batch_size=batch_size, cache=cache,
                              progress=progress, execution=execution)
-    folds = np.array([p.fold for p in pairs])
     name = Path(pairs_path).name
     if folds.max() > 0:
         report = evaluate_folds(d, same, folds, metric, f"{name}: {folds.max()} folds (View 2)")
