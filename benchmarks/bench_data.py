@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphspec.data import (Augmentation, Preprocessing, lfw_dataset, locate_lfw, make_loader,  # noqa: E402
-                            scan_folder, synthetic_faces)
+from graphspec.data import Augmentation, Preprocessing, make_loader
+from graphspec.faces.data import lfw_dataset, locate_lfw, scan_folder, synthetic_faces
 
 
 def timed(fn) -> tuple[float, object]:

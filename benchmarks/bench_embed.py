@@ -17,8 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import graphspec  # noqa: E402
-from graphspec.data import locate_lfw  # noqa: E402
-from graphspec.embed import Execution, embed, image_files  # noqa: E402
+from graphspec.faces.data import locate_lfw  # noqa: E402
+from graphspec.execution import Execution  # noqa: E402
+from graphspec.faces.embed import embed, image_files  # noqa: E402
 
 OPTIONS = {
     "NCHW float32": Execution(channels_last=False),
@@ -36,7 +37,7 @@ def main(argv=None) -> dict:
     if lfw is not None:
         files = image_files([lfw / "lfw-deepfunneled"])[:args.images]
     else:
-        from graphspec.data.synthetic import synthetic_faces
+        from graphspec.faces.data.synthetic import synthetic_faces
         files = image_files([synthetic_faces(identities=32, images=16)])[:args.images]
     options = dict(OPTIONS)
     if args.compile:

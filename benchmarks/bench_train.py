@@ -33,7 +33,7 @@ CLASSES = 5749
 def graphspec_side(data, batch, iters, channels_last):
     recipe = Recipe(semantics="pytorch", epochs=1, batch_size=batch, print_every=10**9, channels_last=channels_last,
                     head={"loss": "mcxent", "lambda": 0.0}, optimizer={"type": "adamw", "lr": 1e-3})
-    from graphspec.train.run import replace_head
+    from graphspec.train.session import replace_head
     model = replace_head(graphspec.build(ROOT / "specs" / "nn4small2.yaml"), recipe.head, None)
     trainer = Trainer(model, recipe, data, preprocessing=Preprocessing(), progress=False)
     trainer.fit()  # warm-up epoch

@@ -3,7 +3,7 @@ from .compiler import build
 from .errors import GraphspecError, Location, Problem, SpecError
 from .graph import Analysis, analyze
 from .spec.loader import load_spec
-from .feedforward import feed_forward
+from .probe import feed_forward
 from .model_io import load, load_weights, save
 from .spec.model import Spec, Vertex
 from .surgery import GraphBuilder, SurgeryReport, snip

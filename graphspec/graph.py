@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from .errors import Problem, SpecError, did_you_mean
-from .registry import Inference, ShapeError, Shape
+from .registry import Inferred, ShapeError, Shape
 from .spec.model import Spec
 
 
@@ -20,7 +20,7 @@ from .spec.model import Spec
 class Analysis:
     order: list[str]  # vertices (not inputs) in topological order, ties broken by spec order
     shapes: dict[str, Shape]  # output shape of every input and vertex, per example
-    inference: dict[str, Inference]
+    inference: dict[str, Inferred]
     in_shapes: dict[str, list[Shape]]
     graph: nx.DiGraph = field(repr=False)
     warnings: list[Problem] = field(default_factory=list)

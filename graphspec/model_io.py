@@ -187,18 +187,18 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load(path: str | os.PathLike, *, strict: bool = True) -> torch.nn.Module:
     """Load a model file: rebuild its spec, load its tensors (strictly, by default), restore frozen vertices."""
-    from . import models
+    from . import catalog
     from .compiler import build
     from .spec.loader import load_spec
 
-    if not os.path.exists(path) and models.path(str(path)) is not None:
-        path = models.path(str(path))  # a model shipped with graphspec, by name
+    if not os.path.exists(path) and catalog.path(str(path)) is not None:
+        path = catalog.path(str(path))  # a model shipped with graphspec, by name
     meta = read_metadata(path)
     spec_yaml = meta.get("spec", "")
     if spec_hash(spec_yaml) != meta.get("spec_sha256"):
         raise ModelFileError("the spec stored in the model file does not match its hash (the file was edited or "
                              "corrupted)", location=Location(str(path)))
-    from .yamlsrc import parse_yaml
+    from .spec.yaml_source import parse_yaml
     spec = load_spec(parse_yaml(spec_yaml, f"{path}[spec]"))  # errors point into the embedded spec
     try:
         frozen = json.loads(meta.get("frozen", "[]"))

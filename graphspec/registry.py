@@ -2,123 +2,18 @@
 
 Vertex *kinds* are a closed set (``input``, ``layer``, ``vertex``; output layers are layers). Vertex *types* are
 open: each is a class registered with :func:`register` that carries its parameters (a pydantic model) and its
-static rules — output shape, in-channel inference, parameter shapes, MACs — next to its torch factory. Tools
-(validation, summary, compiler, schema) only query this registry; nothing re-derives these rules elsewhere.
+static rules — output shape, in-channel inference, parameter shapes, MACs — next to its torch factory (see
+:class:`graphspec.layers.base.VertexType`). Tools (validation, summary, compiler, schema) only query this
+registry; nothing re-derives these rules elsewhere.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Union
-
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema
 
 from .errors import did_you_mean
-from .layers.activations import ACTIVATIONS
-from .layers.init import WEIGHT_INITS
-
-KINDS = ("input", "layer", "vertex")
-Shape = tuple[int, ...]  # per example, without the batch dimension: (C, H, W) or (F,)
-
-ActivationName = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
-WeightInitName = Literal[WEIGHT_INITS]  # type: ignore[valid-type]
-ConvolutionMode = Literal["same", "truncate", "strict"]
-
-
-def _pair_of(minimum: int, what: str):
-    """Validator of kernel/stride/padding-like values: an int or [height, width], each >= minimum."""
-    def check(value: Any) -> tuple[int, int]:
-        items = value if isinstance(value, (list, tuple)) else [value, value]
-        ok = len(items) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= 1_000_000
-                                     for v in items)
-        if not ok:
-            raise ValueError(f"expected a {what} integer or a list of 2 {what} integers; received {value!r}")
-        return (items[0], items[1])
-    return check
-
-
-_StrictInt = Annotated[int, Strict()]
-Positive = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
-NonNegative = Annotated[int, Strict(), Field(ge=0, le=1_000_000)]
-PositivePair = Annotated[tuple[int, int], PlainValidator(_pair_of(1, "positive")),
-                         WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1},
-                                                   {"type": "array", "items": {"type": "integer", "minimum": 1},
-                                                    "minItems": 2, "maxItems": 2}]})]
-NonNegativePair = Annotated[tuple[int, int], PlainValidator(_pair_of(0, "non-negative")),
-                            WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0},
-                                                      {"type": "array", "items": {"type": "integer", "minimum": 0},
-                                                       "minItems": 2, "maxItems": 2}]})]
-Size = Annotated[int, Strict(), Field(ge=1, le=100_000_000)]
-
-
-class Params(BaseModel):
-    """Base of every type's parameter model: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class ShapeError(Exception):
-    """Raised by a type's static rules; ``key`` names the offending parameter (for the error location)."""
-
-    def __init__(self, message: str, key: str | None = None):
-        super().__init__(message)
-        self.key = key
-
-
-@dataclass
-class Inference:
-    """What a type's static rules derive from its parameters and its input shapes."""
-
-    out_shape: Shape
-    n_in: int | None = None
-    n_out: int | None = None
-    info: dict = field(default_factory=dict)  # e.g. paddings, for the module factory and the summary
-
-
-@dataclass(frozen=True)
-class ParamShape:
-    name: str  # the state_dict suffix: 'weight', 'bias', 'running_mean', 'centers', ...
-    shape: tuple[int, ...]
-    trainable: bool  # trained by gradient (False: running statistics, centers, locked gamma/beta)
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-
-class VertexType:
-    """Base class of registry entries. Subclasses set the class attributes and override the rules."""
-
-    name: ClassVar[str]
-    dl4j: ClassVar[str]  # the DL4J class it reproduces, shown in summaries and accepted as an alias
-    kind: ClassVar[str] = "layer"
-    Params: ClassVar[type[Params]] = Params
-    uses: ClassVar[tuple[str, ...]] = ()  # keys inherited from the spec's `defaults`
-    arity: ClassVar[tuple[int, int | None]] = (1, 1)
-    doc: ClassVar[str] = ""
-    # Which parameters l1/l2 apply to (DL4J: the weights of conv/dense/output layers, never BN or centers),
-    # and which l1_bias/l2_bias apply to.
-    weight_params: ClassVar[tuple[str, ...]] = ()
-    bias_params: ClassVar[tuple[str, ...]] = ()
-
-    def infer(self, p: Any, in_shapes: list[Shape]) -> Inference:
-        return Inference(in_shapes[0])
-
-    def param_shapes(self, p: Any, inf: Inference) -> list[ParamShape]:
-        return []
-
-    def macs(self, p: Any, inf: Inference) -> int:
-        return 0
-
-    def build(self, p: Any, inf: Inference):
-        raise NotImplementedError
-
-    def init(self, module, p: Any, inf: Inference, generator) -> None:
-        """Initialise parameters (in place) with the spec's schemes; default: nothing to do."""
-
+from .layers.base import (KINDS, ActivationName, ConvolutionMode, Inferred, NonNegative, NonNegativePair,  # noqa: F401
+                          ParamShape, Params, Positive, PositivePair, Shape, ShapeError, Size, VertexType,
+                          WeightInitName)
 
 REGISTRY: dict[str, VertexType] = {}
 _ALIASES: dict[str, str] = {}
@@ -163,4 +58,6 @@ def all_types() -> dict[str, VertexType]:
 
 def _ensure_loaded() -> None:
     if not REGISTRY:
-        from .layers import types  # noqa: F401  (registers the built-in types)
+        from .layers import types
+        for cls in types.BUILTINS:
+            register(cls)

@@ -23,7 +23,7 @@ from .errors import GraphspecError, did_you_mean
 from .freeze import frozen_closure
 from .registry import lookup
 from .spec.model import TRAIN_KEYS
-from .yamlsrc import Source
+from .spec.yaml_source import Source
 
 # Vertex types whose output has the channels/features of their input: a new n_out flows through them.
 PASS_THROUGH = {"batchnorm", "activation", "subsampling", "lrn", "dropout", "merge", "l2_normalize", "scale",

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from graphspec.data.cli import main, register_cli
+from graphspec.faces.data.command import main, register_cli
 from graphspec.errors import GraphspecError
 
 

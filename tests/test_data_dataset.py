@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from graphspec.data import (Augmentation, DataError, DataWarning, Preprocessing, balanced_select, lfw_dataset,
-                            load_images, make_loader, scan_folder, split_indices)
+from graphspec.data import Augmentation, DataError, DataWarning, Preprocessing, make_loader
+from graphspec.faces.data import balanced_select, lfw_dataset, load_images, scan_folder, split_indices
 
 PREP = Preprocessing(size=(16, 16), channels="rgb")  # images are 16x16 already: no resampling
 

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from graphspec.data import DataError, download, download_lfw, lfw_dataset, safe_extract, synthetic_faces
+from graphspec.data import DataError
+from graphspec.faces.data import download, download_lfw, lfw_dataset, safe_extract, synthetic_faces
 
 
 @pytest.fixture(autouse=True)

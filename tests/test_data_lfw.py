@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from graphspec.data import (Preprocessing, dataset_report, lfw_dataset, locate_lfw, make_loader, read_pairs,
-                            read_people, scan_folder)
+from graphspec.data import Preprocessing, make_loader
+from graphspec.faces.data import dataset_report, lfw_dataset, locate_lfw, read_pairs, read_people, scan_folder
 
 LFW = locate_lfw()
 pytestmark = pytest.mark.skipif(LFW is None, reason="LFW not found (set GRAPHSPEC_LFW or ../shared/data/lfw)")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from graphspec.data import DataError, Pair, image_path, read_pairs, read_people
+from graphspec.data import DataError
+from graphspec.faces.data import Pair, image_path, read_pairs, read_people
 
 
 def write(tmp_path, text, name="f.txt"):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from graphspec.data import DataError, Preprocessing, lfw_dataset, scan_folder, synthetic_faces
-from graphspec.data.synthetic import identity_names
+from graphspec.data import DataError, Preprocessing
+from graphspec.faces.data import lfw_dataset, scan_folder, synthetic_faces
+from graphspec.faces.data.synthetic import identity_names
 
 
 @pytest.fixture(autouse=True)

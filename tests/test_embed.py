@@ -69,7 +69,8 @@ def test_embed_errors_are_clear(model_file, tmp_path, capsys):
 
 
 def _rows(model_file, files, **execution):
-    from graphspec.embed import Execution, embed
+    from graphspec.execution import Execution
+    from graphspec.faces.embed import embed
     rows, done, skipped = embed(graphspec.load(model_file), files, batch_size=2, execution=Execution(**execution))
     assert len(done) == len(files) and not skipped
     return rows
@@ -99,7 +100,7 @@ def test_compiled_embedding_equals_eager(tmp_path, photos):
 
 
 def test_unknown_precision():
-    from graphspec.embed import Execution
+    from graphspec.execution import Execution
     with pytest.raises(graphspec.GraphspecError) as ei:
         Execution(precision="fp8")
     assert ei.value.problem.message == "unknown precision 'fp8' (expected fp32 or bf16)"

@@ -12,8 +12,8 @@ import torch
 
 import graphspec
 from graphspec.cli import main
-from graphspec.data import locate_lfw
-from graphspec.embed import preprocessing_of
+from graphspec.faces.data import locate_lfw
+from graphspec.execution import preprocessing_of
 from graphspec.errors import GraphspecError
 from graphspec.export import ONNX_EXTRA, export
 
@@ -41,7 +41,7 @@ def real_batch(shipped):
         files = sorted((lfw / "lfw-deepfunneled" / "Aaron_Peirsol").glob("*.jpg"))[:4] + \
             sorted((lfw / "lfw-deepfunneled" / "George_W_Bush").glob("*.jpg"))[:3]
     else:
-        from graphspec.data.synthetic import synthetic_faces
+        from graphspec.faces.data.synthetic import synthetic_faces
         files = sorted(Path(synthetic_faces(identities=2, images=4)).rglob("*.jpg"))[:7]
     prep = preprocessing_of(shipped)
     return prep.to_tensor(np.stack([prep.load(f) for f in files]))

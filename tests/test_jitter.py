@@ -113,7 +113,7 @@ def test_label_smoothing_matches_torch_cross_entropy(eps):
 
 
 def test_label_smoothing_reaches_the_training_loss_and_is_refused_for_regression_losses():
-    from graphspec.train.run import replace_head
+    from graphspec.train.session import replace_head
     model = graphspec.build(tiny_conv(0.05))  # its head trains with squared_loss
     with pytest.raises(SpecError) as e:
         replace_head(model, {"label_smoothing": 0.2}, None)

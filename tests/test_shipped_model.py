@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import graphspec
-from graphspec import models
-from graphspec.data import locate_lfw
+from graphspec.faces import models
+from graphspec.faces.data import locate_lfw
 from graphspec.data.preprocessing import Preprocessing
 
 CARD = Path(models.__file__).parent / "nn4small2-lfw.md"
@@ -33,7 +33,7 @@ def test_shipped_model_loads_by_name_and_is_the_snipped_tutorial_network():
 
 @pytest.mark.skipif(locate_lfw() is None, reason="LFW is not on this machine")
 def test_shipped_model_reproduces_its_model_card_on_pairs_dev_test():
-    from graphspec.verify.run import verify
+    from graphspec.faces.verify.scoring import verify
     lfw = locate_lfw()
     report, _, _ = verify(graphspec.load("nn4small2-lfw"), lfw / "lfw-deepfunneled", lfw / "pairsDevTest.txt",
                           train_pairs=str(lfw / "pairsDevTrain.txt"))

@@ -13,9 +13,9 @@ import graphspec
 from graphspec.cli import main
 from graphspec.data.preprocessing import Preprocessing
 from graphspec.errors import GraphspecError
-from graphspec.verify.metrics import (accuracy_at, best_threshold, distances, eer, evaluate_folds,
+from graphspec.faces.verify.metrics import (accuracy_at, best_threshold, distances, eer, evaluate_folds,
                                       evaluate_with_threshold, roc_auc, roc_curve, tar_at_far)
-from graphspec.verify.run import stratified_folds, verify
+from graphspec.faces.verify.scoring import stratified_folds, verify
 
 # a hand example: same-person distances 1, 2, 3, 6 and different-person 4, 5, 7, 8
 D = np.array([1.0, 2.0, 3.0, 6.0, 4.0, 5.0, 7.0, 8.0])

@@ -17,7 +17,7 @@ echo "== summary";  $GS summary "$SPEC" --batch-size 48
 if [ "$DATA" = synthetic ]; then
   echo "== train (built-in synthetic faces; pass an LFW folder for the real thing)"
   $GS train "$SPEC" --data synthetic --recipe recipes/synthetic-demo.yaml --out "$RUN"
-  IMAGES=$(.venv/bin/python -c "from graphspec.data.synthetic import synthetic_faces; print(synthetic_faces(identities=20, images=24, seed=0))")
+  IMAGES=$(.venv/bin/python -c "from graphspec.faces.data.synthetic import synthetic_faces; print(synthetic_faces(identities=20, images=24, seed=0))")
 else
   IMAGES="$DATA/lfw-deepfunneled"
   echo "== train (the face recipe, shortened to 1,920 DevTrain images and 2 epochs; the full run is ~1 hour)"
@@ -30,7 +30,7 @@ mapfile -t PEOPLE < <(ls -d "$IMAGES"/*/ | head -3)
 $GS embed "$RUN/embeddings.safetensors" "${PEOPLE[@]}" -o "$RUN/embeddings.npy"
 if [ "$DATA" = synthetic ]; then
   echo "== verify on 200 pairs drawn from the synthetic faces (10-fold cross-validation)"
-  .venv/bin/python -c "from graphspec.verify.pairs import write_pairs; write_pairs('$IMAGES', '$RUN/pairs.txt', 100)"
+  .venv/bin/python -c "from graphspec.faces.verify.pairs import write_pairs; write_pairs('$IMAGES', '$RUN/pairs.txt', 100)"
   $GS verify "$RUN/embeddings.safetensors" --data "$IMAGES" --pairs "$RUN/pairs.txt"
 else
   echo "== verify the short run on LFW View 1 (threshold from DevTrain, accuracy on DevTest)"

@@ -19,13 +19,23 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._paths import cache_dir as default_cache_dir
+from .locations import cache_dir as default_cache_dir
 from .errors import DataError, located
-from .folder import Skipped
 from .preprocessing import Preprocessing
 
 CACHE_FORMAT = 1
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out, relative to the scanned root, and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import Augmentation
-from .dataset import LFWDataset
+
 
 
 class EpochBatches(Sampler):
@@ -47,7 +47,7 @@ class EpochBatches(Sampler):
 class _Batches(Dataset):
     """Maps a sampler item to a finished batch (runs in the worker processes when there are any)."""
 
-    def __init__(self, dataset: LFWDataset, augmentation: Augmentation | None):
+    def __init__(self, dataset, augmentation: Augmentation | None):
         self.dataset, self.augmentation = dataset, augmentation
 
     def __getitem__(self, item):
@@ -58,7 +58,7 @@ class _Batches(Dataset):
         return self.dataset.preprocessing.to_tensor(images), labels
 
 
-def make_loader(dataset: LFWDataset, batch_size: int = 48, *, shuffle: bool | None = None,
+def make_loader(dataset, batch_size: int = 48, *, shuffle: bool | None = None,
                 drop_last: bool = False, augmentation: Augmentation | None = None, seed: int = 0,
                 workers: int | None = None) -> DataLoader:
     """A loader of ``(x, y)`` batches (see the module doc).

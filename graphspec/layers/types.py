@@ -9,10 +9,10 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from ..registry import (ActivationName, ConvolutionMode, Inference, NonNegativePair, ParamShape, Params,
-                        PositivePair, ShapeError, Size, VertexType, WeightInitName, register)
+from .base import (BUILTINS, ActivationName, ConvolutionMode, Inferred, NonNegativePair, ParamShape,  # noqa: F401
+                   Params, PositivePair, ShapeError, Size, VertexType, WeightInitName, builtin)
 from . import modules as M
-from .init import init_
+from .weight_init import init_
 
 LAYER_KEYS = ("activation", "weight_init", "bias_init")
 
@@ -83,7 +83,7 @@ class ConvParams(Params):
     convolution_mode: ConvolutionMode
 
 
-@register
+@builtin
 class Convolution(VertexType):
     name, dl4j = "conv", "ConvolutionLayer"
     Params = ConvParams
@@ -95,7 +95,7 @@ class Convolution(VertexType):
         c = _need_rank3(in_shapes[0])[0]
         _check_given(p.in_, c, "in", "channels")
         (oh, ow), pads = spatial(p, in_shapes[0])
-        return Inference((p.out, oh, ow), c, p.out, {"pads": pads})
+        return Inferred((p.out, oh, ow), c, p.out, {"pads": pads})
 
     def param_shapes(self, p, inf):
         shapes = [ParamShape("weight", (p.out, inf.n_in, *p.kernel), True)]
@@ -130,7 +130,7 @@ class PoolParams(Params):
         return self
 
 
-@register
+@builtin
 class Subsampling(VertexType):
     name, dl4j = "subsampling", "SubsamplingLayer"
     Params = PoolParams
@@ -140,7 +140,7 @@ class Subsampling(VertexType):
     def infer(self, p, in_shapes):
         c = _need_rank3(in_shapes[0])[0]
         (oh, ow), pads = spatial(p, in_shapes[0])
-        return Inference((c, oh, ow), info={"pads": pads})
+        return Inferred((c, oh, ow), info={"pads": pads})
 
     def build(self, p, inf):
         return M.Subsampling(p.pooling, p.kernel, p.stride, inf.info["pads"], p.pnorm)
@@ -157,7 +157,7 @@ class BNParams(Params):
     minibatch: bool = True
 
 
-@register
+@builtin
 class BatchNormalization(VertexType):
     name, dl4j = "batchnorm", "BatchNormalization"
     Params = BNParams
@@ -167,7 +167,7 @@ class BatchNormalization(VertexType):
         c = in_shapes[0][0]
         _check_given(p.in_, c, "in", "channels" if len(in_shapes[0]) == 3 else "features")
         _check_given(p.out, c, "out", "channels" if len(in_shapes[0]) == 3 else "features")
-        return Inference(in_shapes[0], c, c)
+        return Inferred(in_shapes[0], c, c)
 
     def param_shapes(self, p, inf):
         c = inf.n_in
@@ -182,7 +182,7 @@ class ActParams(Params):
     activation: ActivationName
 
 
-@register
+@builtin
 class ActivationLayer(VertexType):
     name, dl4j = "activation", "ActivationLayer"
     Params = ActParams
@@ -200,14 +200,14 @@ class LRNParams(Params):
     beta: float = 0.75
 
 
-@register
+@builtin
 class LocalResponseNormalization(VertexType):
     name, dl4j = "lrn", "LocalResponseNormalization"
     Params = LRNParams
     doc = "Cross-channel LRN, DL4J formula: alpha is not divided by n; window 2·floor(n/2)+1."
 
     def infer(self, p, in_shapes):
-        return Inference(_need_rank3(in_shapes[0]))
+        return Inferred(_need_rank3(in_shapes[0]))
 
     def build(self, p, inf):
         return M.lrn_module(p.k, p.n, p.alpha, p.beta)
@@ -229,7 +229,7 @@ class _DenseLike(VertexType):
     def infer(self, p, in_shapes):
         n = _prod(in_shapes[0])  # a convolutional input is flattened (DL4J CnnToFeedForwardPreProcessor)
         _check_given(p.in_, n, "in", "features" + (" after flattening" if len(in_shapes[0]) > 1 else ""))
-        return Inference((p.out,), n, p.out, {"flatten": len(in_shapes[0]) > 1})
+        return Inferred((p.out,), n, p.out, {"flatten": len(in_shapes[0]) > 1})
 
     def param_shapes(self, p, inf):
         shapes = [ParamShape("weight", (p.out, inf.n_in), True)]
@@ -244,7 +244,7 @@ class _DenseLike(VertexType):
             module.bias.data.fill_(p.bias_init)
 
 
-@register
+@builtin
 class DenseLayer(_DenseLike):
     name, dl4j = "dense", "DenseLayer"
     Params = DenseParams
@@ -278,7 +278,7 @@ class OutputParams(DenseParams):
         return self
 
 
-@register
+@builtin
 class OutputLayer(_DenseLike):
     name, dl4j = "output", "OutputLayer"
     Params = OutputParams
@@ -294,7 +294,7 @@ class CenterLossParams(OutputParams):
     gradient_check: bool = False
 
 
-@register
+@builtin
 class CenterLossOutputLayer(_DenseLike):
     name, dl4j = "center_loss_output", "CenterLossOutputLayer"
     Params = CenterLossParams
@@ -312,7 +312,7 @@ class DropoutParams(Params):
     rate: float = Field(0.5, ge=0.0, lt=1.0, description="probability of dropping (DL4J dropOut(x) retains x)")
 
 
-@register
+@builtin
 class DropoutLayer(VertexType):
     name, dl4j = "dropout", "DropoutLayer"
     Params = DropoutParams
@@ -328,7 +328,7 @@ class GlobalPoolParams(Params):
     collapse: bool = True
 
 
-@register
+@builtin
 class GlobalPoolingLayer(VertexType):
     name, dl4j = "global_pool", "GlobalPoolingLayer"
     Params = GlobalPoolParams
@@ -336,7 +336,7 @@ class GlobalPoolingLayer(VertexType):
 
     def infer(self, p, in_shapes):
         c = _need_rank3(in_shapes[0])[0]
-        return Inference((c,) if p.collapse else (c, 1, 1))
+        return Inferred((c,) if p.collapse else (c, 1, 1))
 
     def build(self, p, inf):
         return M.GlobalPooling(p.pooling, p.pnorm, p.collapse)
@@ -356,7 +356,7 @@ def _same_rank(in_shapes):
                          + ", ".join(_fmt(s) for s in in_shapes))
 
 
-@register
+@builtin
 class MergeVertex(VertexType):
     name, dl4j, kind = "merge", "MergeVertex", "vertex"
     Params = NoParams
@@ -369,7 +369,7 @@ class MergeVertex(VertexType):
         if len(rest) > 1:
             raise ShapeError("inputs must agree on every dimension but the first (spatial sizes differ); "
                              "received " + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
-        return Inference((sum(s[0] for s in in_shapes), *in_shapes[0][1:]))
+        return Inferred((sum(s[0] for s in in_shapes), *in_shapes[0][1:]))
 
     def build(self, p, inf):
         return M.Merge()
@@ -379,7 +379,7 @@ class ElementWiseParams(Params):
     op: Literal["add", "subtract", "product", "average", "max"]
 
 
-@register
+@builtin
 class ElementWiseVertex(VertexType):
     name, dl4j, kind = "elementwise", "ElementWiseVertex", "vertex"
     Params = ElementWiseParams
@@ -392,7 +392,7 @@ class ElementWiseVertex(VertexType):
         if len({tuple(s) for s in in_shapes}) > 1:
             raise ShapeError("inputs must have identical shapes; received "
                              + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
-        return Inference(in_shapes[0])
+        return Inferred(in_shapes[0])
 
     def build(self, p, inf):
         return M.ElementWise(p.op)
@@ -403,7 +403,7 @@ class L2NormParams(Params):
     eps: float = Field(1e-8, gt=0.0)
 
 
-@register
+@builtin
 class L2NormalizeVertex(VertexType):
     name, dl4j, kind = "l2_normalize", "L2NormalizeVertex", "vertex"
     Params = L2NormParams
@@ -415,7 +415,7 @@ class L2NormalizeVertex(VertexType):
             if not 1 <= d < rank:
                 raise ShapeError(f"'dims' entries must be in 1..{rank - 1} for an input of rank {rank}; "
                                  f"received {d}", key="dims")
-        return Inference(in_shapes[0])
+        return Inferred(in_shapes[0])
 
     def build(self, p, inf):
         return M.L2Normalize(p.dims, p.eps)
@@ -426,7 +426,7 @@ class SubsetParams(Params):
     end: int = Field(alias="to", ge=0)
 
 
-@register
+@builtin
 class SubsetVertex(VertexType):
     name, dl4j, kind = "subset", "SubsetVertex", "vertex"
     Params = SubsetParams
@@ -437,7 +437,7 @@ class SubsetVertex(VertexType):
         if not p.start <= p.end < n:
             raise ShapeError(f"expected 0 <= from <= to < {n} (the input's size); received from={p.start}, "
                              f"to={p.end}", key="to")
-        return Inference((p.end - p.start + 1, *in_shapes[0][1:]))
+        return Inferred((p.end - p.start + 1, *in_shapes[0][1:]))
 
     def build(self, p, inf):
         return M.Subset(p.start, p.end)
@@ -447,7 +447,7 @@ class ScaleParams(Params):
     factor: float
 
 
-@register
+@builtin
 class ScaleVertex(VertexType):
     name, dl4j, kind = "scale", "ScaleVertex", "vertex"
     Params = ScaleParams
@@ -461,7 +461,7 @@ class ShiftParams(Params):
     amount: float
 
 
-@register
+@builtin
 class ShiftVertex(VertexType):
     name, dl4j, kind = "shift", "ShiftVertex", "vertex"
     Params = ShiftParams
@@ -475,7 +475,7 @@ class ReshapeParams(Params):
     shape: list[int] = Field(min_length=1, max_length=8)
 
 
-@register
+@builtin
 class ReshapeVertex(VertexType):
     name, dl4j, kind = "reshape", "ReshapeVertex", "vertex"
     Params = ReshapeParams
@@ -494,7 +494,7 @@ class ReshapeVertex(VertexType):
         if _prod(shape) != n:
             raise ShapeError(f"cannot reshape {_fmt(in_shapes[0])} ({n} values) to {_fmt(shape)} "
                              f"({_prod(shape)} values)", key="shape")
-        return Inference(tuple(shape))
+        return Inferred(tuple(shape))
 
     def build(self, p, inf):
         return M.Reshape(inf.out_shape)
@@ -504,7 +504,7 @@ class L2DistParams(Params):
     eps: float = Field(1e-8, gt=0.0)
 
 
-@register
+@builtin
 class L2Vertex(VertexType):
     name, dl4j, kind = "l2_distance", "L2Vertex", "vertex"
     Params = L2DistParams
@@ -515,13 +515,13 @@ class L2Vertex(VertexType):
         if tuple(in_shapes[0]) != tuple(in_shapes[1]):
             raise ShapeError(f"inputs must have identical shapes; received {_fmt(in_shapes[0])}, "
                              f"{_fmt(in_shapes[1])}", key="inputs")
-        return Inference((1,))
+        return Inferred((1,))
 
     def build(self, p, inf):
         return M.L2Distance(p.eps)
 
 
-@register
+@builtin
 class PoolHelperVertex(VertexType):
     name, dl4j, kind = "pool_helper", "PoolHelperVertex", "vertex"
     Params = NoParams
@@ -531,7 +531,7 @@ class PoolHelperVertex(VertexType):
         c, h, w = _need_rank3(in_shapes[0])
         if h < 2 or w < 2:
             raise ShapeError(f"needs at least 2x2 spatially; received {_fmt(in_shapes[0])}")
-        return Inference((c, h - 1, w - 1))
+        return Inferred((c, h - 1, w - 1))
 
     def build(self, p, inf):
         return M.PoolHelper()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Problem, did_you_mean
-from ..yamlsrc import Source
+from .yaml_source import Source
 from .expr import ExprError, evaluate, substitute
 
 _FOR = re.compile(r"^for\s+([A-Za-z_]\w*)\s+in\s+(.+)$")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ..errors import GraphspecError, Problem, SpecError, did_you_mean
 from ..registry import lookup
-from ..yamlsrc import Source, load_yaml
+from .yaml_source import Source, load_yaml
 from . import blocks as _blocks
 from .model import SPEC_VERSION, TRAIN_KEYS, Document, Spec, TrainConfig, Vertex
 from .validate import problems as _problems

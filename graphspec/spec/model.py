@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import Location
 from ..registry import ActivationName, ConvolutionMode, WeightInitName, lookup
-from ..yamlsrc import Source
+from .yaml_source import Source
 
 from .versions import CURRENT as SPEC_VERSION  # noqa: E402  (one source of truth: spec/versions.py)
 

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import Problem, did_you_mean
-from ..yamlsrc import Source
+from .yaml_source import Source
 
 
 def _short(value: Any) -> str:

@@ -97,7 +97,7 @@ class Recipe(_Model):
 def load_recipe(path: "str | os.PathLike | None", overrides: dict[str, Any] | None = None) -> Recipe:
     """Read a recipe file (or the defaults) and apply ``overrides`` (dotted keys allowed: ``data.limit``)."""
     from ..spec.validate import problems
-    from ..yamlsrc import Source, load_yaml
+    from ..spec.yaml_source import Source, load_yaml
     src = load_yaml(path) if path else Source({}, "<defaults>")
     data = src.data if isinstance(src.data, dict) else {}
     for key, value in (overrides or {}).items():

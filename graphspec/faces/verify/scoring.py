@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GraphspecError, Location
+from ...errors import GraphspecError, Location
 from .metrics import VerificationReport, best_threshold, distances, evaluate_folds, evaluate_with_threshold
 
 FOLDS_IN_FILE = 10
@@ -34,7 +34,7 @@ def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_s
         raise GraphspecError(f"{len(missing)} image(s) of the pairs file are missing, e.g. {missing[0]}",
                              location=Location(str(root)))
     if files:
-        from ..embed import Execution
+        from ...execution import Execution
         rows, done, skipped = embed(model, files, batch_size=batch_size, flip=flip, progress=progress,
                                     execution=execution or Execution())
         if skipped:

@@ -5,7 +5,7 @@ import os
 import random
 from pathlib import Path
 
-from ..errors import GraphspecError, Location
+from ...errors import GraphspecError, Location
 
 
 def draw_pairs(root: str | os.PathLike, n: int, seed: int = 0, people: list[str] | None = None) -> list[tuple]:

@@ -1,6 +1,7 @@
-"""Models shipped inside the package, by name (``graphspec embed nn4small2-lfw ...``).
+"""The face models shipped with graphspec, by name (``graphspec embed nn4small2-lfw ...``).
 
-Each is a graphspec model file ``<name>.safetensors`` with a model card ``<name>.md`` beside it.
+Each is a graphspec model file ``<name>.safetensors`` with a model card ``<name>.md`` beside it. The folder is
+registered in the model catalog (:mod:`graphspec.catalog`) by the ``graphspec.models`` entry point ``faces``.
 """
 from __future__ import annotations
 

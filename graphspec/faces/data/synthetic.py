@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ._paths import cache_dir as default_cache_dir
-from .errors import located
+from ...data.locations import cache_dir as default_cache_dir
+from ...data.errors import located
 
 FORMAT = 1
 _SKIN = [(255, 224, 196), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 40)]

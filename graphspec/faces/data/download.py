@@ -20,8 +20,8 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Callable
 
-from ._paths import cache_dir as default_cache_dir
-from .errors import DataError, located
+from ...data.locations import cache_dir as default_cache_dir
+from ...data.errors import DataError, located
 
 #: The official archives (University of Massachusetts) and their MD5 sums (as torchvision and others record them).
 LFW_ARCHIVES = {

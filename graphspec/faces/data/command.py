@@ -1,6 +1,6 @@
 """``graphspec dataset``: report on a face folder; optionally download LFW or write the synthetic set first.
 
-Wired into the main command line by ``graphspec.data.cli.register_cli(subparsers)``. User errors are
+Wired into the main command line by ``graphspec.faces.data.command.register_cli(subparsers)``. User errors are
 :class:`graphspec.errors.GraphspecError`, which the main command line prints as ``FILE:LINE:COL: message``.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import GraphspecError
-from .errors import DataError
+from ...errors import GraphspecError
+from ...data.errors import DataError
 
 EPILOG = """examples:
   graphspec dataset ../shared/data/lfw --people peopleDevTrain.txt --min-images 2
@@ -97,7 +97,7 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    """Run ``dataset`` on its own (``python -m graphspec.data.cli DIR ...``), printing errors like the main CLI."""
+    """Run ``dataset`` on its own (``python -m graphspec.faces.data.command DIR ...``), printing errors like the main CLI."""
     parser = argparse.ArgumentParser(prog="graphspec")
     register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["dataset", *(sys.argv[1:] if argv is None else argv)])

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import located
+from ...data.errors import located
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,11 @@
-"""Where data lives: the LFW folder and the cache folder.
-
-The cache folder holds decoded-image caches, downloads and generated synthetic sets; it is never inside a
-dataset folder (datasets may be read-only and shared).
-"""
+"""Where LFW lives: ``$GRAPHSPEC_LFW``, then ``../shared/data/lfw`` beside a source checkout, then ``~/lfw``."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-#: Repository root when graphspec runs from a source checkout (``graphspec/data/_paths.py`` -> ``../../..``).
-_REPO = Path(__file__).resolve().parents[2]
-
-
-def cache_dir(explicit: "str | os.PathLike | None" = None) -> Path:
-    """The cache folder: ``explicit``, else ``$GRAPHSPEC_CACHE``, else ``$XDG_CACHE_HOME/graphspec`` or
-    ``~/.cache/graphspec``. Not created here."""
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    if os.environ.get("GRAPHSPEC_CACHE"):
-        return Path(os.environ["GRAPHSPEC_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "graphspec"
+#: Repository root when graphspec runs from a source checkout (``graphspec/faces/data/locate.py`` -> ``../../../..``).
+_REPO = Path(__file__).resolve().parents[3]
 
 
 def lfw_candidates() -> list[Path]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .errors import GraphspecError, Location
+from ..errors import GraphspecError, Location
 
 MAX_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64

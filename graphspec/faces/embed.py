@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from .errors import GraphspecError, Location
+from ..errors import GraphspecError, Location
+from ..execution import Execution, preprocessing_of
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 
@@ -33,45 +32,6 @@ def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def preprocessing_of(model):
-    from .data.preprocessing import Preprocessing
-    prep = model.graphspec.preprocessing
-    if prep is None:
-        warnings.warn("the model records no preprocessing; using DL4J's (96x96, BGR, 0..255)", stacklevel=2)
-        return Preprocessing.dl4j()
-    return prep if isinstance(prep, Preprocessing) else Preprocessing.model_validate(prep)
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How ``embed`` runs the network. ``channels_last`` (NHWC) is float32 and equal to the default layout within
-    rounding; ``precision="bf16"`` (bfloat16 autocast) is faster on CPUs with AVX512-BF16 and changes the rows by
-    about 1e-2; ``compile`` runs the network through ``torch.compile`` (a one-time compilation of a minute or
-    more, worth it for large folders)."""
-
-    channels_last: bool = True
-    precision: str = "fp32"
-    compile: bool = False
-
-    def __post_init__(self):
-        if self.precision not in ("fp32", "bf16"):
-            raise GraphspecError(f"unknown precision '{self.precision}' (expected fp32 or bf16)")
-
-    def prepare(self, model, net):
-        """The network to call; note that ``channels_last`` converts ``model``'s own weights to NHWC (in place,
-        as ``module.to`` does), which leaves its results unchanged within rounding."""
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return torch.compile(net) if self.compile else net
-
-    def input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def context(self):
-        from .train.steps import autocast
-        return autocast(self.precision)
-
-
 @torch.no_grad()
 def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size: int = 64,
           flip: bool = False, progress=None, execution: Execution = Execution()
@@ -81,11 +41,11 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     ``flip`` averages the activation of each image and its mirror image (test-time augmentation). The next
     batch's images are decoded in a background thread while the network runs (Pillow releases the GIL).
     """
-    from .compiler import subgraph
+    from ..compiler import subgraph
     spec = model.graphspec.spec
     name = output or spec.outputs[0]
     if name not in spec.vertices:
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
         raise GraphspecError(f"no vertex named '{name}'{did_you_mean(name, spec.vertices)}", vertex=name)
     model.eval()
     net = execution.prepare(model, subgraph(model, [name]))
@@ -114,7 +74,7 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
 
 
 def _decode(prep, files: Sequence[Path]):
-    from .data.errors import DataError
+    from ..data.errors import DataError
     images, kept, skipped = [], [], []
     for f in files:
         try:

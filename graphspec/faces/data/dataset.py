@@ -18,12 +18,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ._paths import cache_dir as default_cache_dir
-from ._paths import locate_lfw
-from .cache import ImageCache, decode_into, open_or_build
-from .errors import DataError, DataWarning, located
+from ...data.locations import cache_dir as default_cache_dir
+from .locate import locate_lfw
+from ...data.cache import ImageCache, decode_into, open_or_build
+from ...data.errors import DataError, DataWarning, located
 from .folder import FolderScan, Skipped, scan_folder
-from .preprocessing import Preprocessing
+from ...data.preprocessing import Preprocessing
 from .protocol import read_people
 from .select import balanced_select, contiguous_split, random_subset, split_indices
 

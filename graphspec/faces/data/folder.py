@@ -13,22 +13,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import located
+from ...data.cache import Skipped
+from ...data.errors import located
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _SIGNATURES = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp", b"II*\x00": "tiff",
                b"MM\x00*": "tiff"}
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A file left out, relative to the scanned root, and why."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path} ({self.reason})"
 
 
 @dataclass

@@ -1,0 +1,120 @@
+"""The ``graphspec`` command line: a thin shell over the Python API.
+
+Every error a user can cause is a :class:`GraphspecError`, printed as ``FILE:LINE:COL: vertex 'NAME': ...``
+with exit status 2. Anything else is a bug: one line with exit status 3 (``--debug`` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import GraphspecError
+from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_init, cmd_schema, cmd_snip, cmd_summary, cmd_upgrade,
+                       cmd_validate)
+from .common import positive
+
+EXIT_USAGE, EXIT_INTERNAL = 2, 3
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphspec", description="graphspec: declarative neural-network graphs for "
+                                "PyTorch with Deeplearning4j semantics (docs: README.md, docs/)")
+    p.add_argument("--version", action="version", version=f"graphspec {__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("summary", help="print the vertices, shapes, parameters and totals of a spec")
+    s.add_argument("spec", help="a spec or a model file")
+    s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    s.add_argument("--batch-size", type=positive, default=1, help="for activation memory and MACs (default 1)")
+    s.set_defaults(func=cmd_summary)
+
+    v = sub.add_parser("validate", help="check a spec statically (exit 0 if valid, 2 with the errors)")
+    v.add_argument("spec")
+    v.set_defaults(func=cmd_validate)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sc.set_defaults(func=cmd_schema)
+
+    dr = sub.add_parser("draw", help="draw a spec or model: DOT, Mermaid, or SVG/PNG through Graphviz")
+    dr.add_argument("source", help="a spec or a model file")
+    dr.add_argument("-o", "--output", required=True, help="FILE.dot, FILE.mmd, FILE.svg or FILE.png")
+    dr.add_argument("--format", choices=("dot", "mermaid", "svg", "png"), help="default: from the file name")
+    dr.add_argument("--depth", type=int, help="collapse blocks nested deeper than this (0: every block one node)")
+    dr.set_defaults(func=cmd_draw)
+
+    u = sub.add_parser("upgrade", help="print a spec upgraded to the current spec-language version")
+    u.add_argument("spec")
+    u.set_defaults(func=cmd_upgrade)
+
+    i = sub.add_parser("init", help="build a spec with fresh weights and save it as a model file")
+    i.add_argument("spec")
+    i.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    i.add_argument("--seed", type=int, default=None, help="initialisation seed (default: the spec's)")
+    i.set_defaults(func=cmd_init)
+
+    sn = sub.add_parser("snip", help="cut a model at chosen outputs (freeze, remove, set outputs) and save it")
+    sn.add_argument("model", help="a model file, or a spec (fresh weights)")
+    sn.add_argument("--output", action="append", required=True, metavar="VERTEX",
+                    help="vertex that becomes an output (repeatable)")
+    sn.add_argument("--remove", action="append", metavar="VERTEX", help="also remove this vertex (repeatable)")
+    sn.add_argument("--freeze", action="append", metavar="VERTEX",
+                    help="freeze this vertex and its ancestors instead of the outputs (repeatable)")
+    sn.add_argument("--no-freeze", action="store_true", help="freeze nothing")
+    sn.add_argument("--seed", type=int, default=None)
+    sn.add_argument("-o", "--out", help="model file to write (default: MODEL-snipped.safetensors)")
+    sn.set_defaults(func=cmd_snip)
+
+    ex = sub.add_parser("export", help="write a model as ONNX (nodes named after vertices) or TorchScript")
+    ex.add_argument("model", help="a model file, a shipped model's name, or a spec (fresh weights)")
+    ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    ex.add_argument("-o", "--out", required=True, help="file to write (.onnx / .pt)")
+    ex.add_argument("--opset", type=positive, help="ONNX opset (default: the exporter's)")
+    ex.add_argument("--no-check", action="store_true",
+                    help="skip running the file (onnxruntime / TorchScript) against PyTorch on a random batch")
+    ex.add_argument("--seed", type=int, default=None)
+    ex.set_defaults(func=cmd_export)
+
+    from ..faces.commands import register as register_faces  # the one place the framework names faces
+    register_faces(sub)
+
+    f = sub.add_parser("forward", help="build a spec and run a random batch through it")
+    f.add_argument("spec")
+    f.add_argument("--batch-size", type=positive, default=2)
+    f.add_argument("--seed", type=int, default=None)
+    f.add_argument("--train", action="store_true", help="training mode (batch statistics)")
+    f.set_defaults(func=cmd_forward)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from ..graph import SpecWarning
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    args.argv = argv
+    warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
+    try:
+        return args.func(args)
+    except GraphspecError as e:
+        for problem in e.problems:
+            print(f"error: {problem}" if problem.severity == "error" else str(problem), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug in graphspec, not the user's fault: one line, no traceback
+        if args.debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback and please report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

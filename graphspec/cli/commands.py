@@ -1,0 +1,144 @@
+"""The framework's commands: a spec or model in, a summary, a drawing, a model file, an export out."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..opening import is_model_file, open_model
+from .common import console
+
+
+def cmd_summary(args) -> int:
+    from .. import catalog
+    from ..summary import render_json, render_markdown, render_table, summarize
+    if is_model_file(args.spec) or catalog.path(args.spec) is not None:
+        from ..model_io import load
+        info = load(args.spec).graphspec
+        s = summarize(info.spec, batch_size=args.batch_size, frozen=set(info.frozen))
+    else:
+        s = summarize(args.spec, batch_size=args.batch_size)
+    if args.format == "json":
+        print(render_json(s))
+    elif args.format == "markdown":
+        print(render_markdown(s), end="")
+    else:
+        render_table(s, console())
+    for w in s.warnings:
+        print(w, file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from ..graph import analyze
+    from ..spec.loader import load_spec
+    spec = load_spec(args.spec, check_graph=False)
+    a = analyze(spec, warn=False)
+    for w in a.warnings:
+        print(w, file=sys.stderr)
+    print(f"{spec.file}: ok ({len(spec.vertices)} vertices, outputs: {', '.join(spec.outputs)})")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from ..schema import json_schema
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_forward(args) -> int:
+    """Build the spec and run a random batch through it, checking real shapes against the static ones."""
+    import time
+
+    import torch
+
+    from ..compiler import build
+    net = build(args.spec, seed=args.seed)
+    info = net.graphspec
+    net.train(args.train)
+    xs = [torch.randn(args.batch_size, *info.spec.input_shape(n)) for n in info.spec.inputs]
+    with torch.no_grad():
+        start = time.perf_counter()
+        out = net(*xs)
+        elapsed = time.perf_counter() - start
+    outs = out if isinstance(out, dict) else {info.spec.outputs[0]: out}
+    for name, tensor in outs.items():
+        expected = (args.batch_size, *info.analysis.shapes[name])
+        status = "ok" if tuple(tensor.shape) == expected else f"MISMATCH (static {list(expected)})"
+        print(f"{name}: {list(tensor.shape)} {status}")
+        if status != "ok":
+            return 1
+    print(f"forward of batch {args.batch_size} in {elapsed * 1000:.1f} ms "
+          f"({args.batch_size / elapsed:.1f} examples/s, {'training' if args.train else 'inference'} mode)")
+    return 0
+
+
+def cmd_draw(args) -> int:
+    from ..draw import draw
+    if is_model_file(args.source):
+        from ..model_io import load
+        info = load(args.source).graphspec
+        spec, frozen = info.spec, info.frozen
+    else:
+        from ..spec.loader import load_spec
+        spec, frozen = load_spec(args.source), frozenset()
+    path = draw(spec, args.output, frozen=frozen, depth=args.depth, fmt=args.format)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_upgrade(args) -> int:
+    """Print a spec brought to the current language version (blocks and comments aside, unchanged)."""
+    import yaml
+
+    from ..spec import versions
+    from ..spec.yaml_source import load_yaml
+    src = load_yaml(args.spec)
+    data = src.data if isinstance(src.data, dict) else {}
+    print(yaml.safe_dump(versions.upgrade(data, src.file), sort_keys=False, default_flow_style=None, width=120), end="")
+    return 0
+
+
+def cmd_init(args) -> int:
+    """Build a spec with fresh seeded weights and save it as a model file."""
+    from ..compiler import build
+    from ..model_io import save
+    net = build(args.spec, seed=args.seed)
+    path = save(net, args.output)
+    print(f"wrote {path} ({len(net.graphspec.spec.vertices)} vertices, "
+          f"{sum(t.numel() for t in net.state_dict().values()):,} values)")
+    return 0
+
+
+def cmd_snip(args) -> int:
+    """Cut a model at the given outputs, as the tutorial does, and save the result."""
+    from ..model_io import save
+    from ..summary import render_table, summarize
+    from ..surgery import snip
+    model = open_model(args.model, seed=args.seed)
+    freeze = [] if args.no_freeze else (args.freeze or None)
+    new = snip(model, args.output, remove=args.remove or [], freeze=freeze)
+    for line in new.graphspec.surgery.lines():
+        print(line)
+    info = new.graphspec
+    render_table(summarize(info.spec, batch_size=1, frozen=set(info.frozen)), console())
+    out = args.out or _snipped_name(args.model)
+    save(new, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write a model as ONNX or TorchScript for use outside graphspec."""
+    from ..export import export
+    model = open_model(args.model, seed=args.seed)
+    report = export(model, args.out, format=args.format, check=not args.no_check, opset=args.opset)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+def _snipped_name(path: str) -> str:
+    from pathlib import Path
+    p = Path(path)
+    return str(p.with_name(p.name.split(".")[0] + "-snipped.safetensors"))
+

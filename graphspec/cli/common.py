@@ -1,0 +1,35 @@
+"""What every command shares: the console, argument types, execution flags."""
+from __future__ import annotations
+
+import argparse
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
+        console = Console(stderr=stderr, highlight=False, width=200)
+    return console
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {value}")
+    return value
+
+
+def execution(args):
+    from ..execution import Execution
+    return Execution(channels_last=not args.no_channels_last, precision=args.precision, compile=args.compile)
+
+
+def execution_flags(p) -> None:
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 autocast (faster on AVX512-BF16 CPUs; rows change by ~1e-2)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (compiles once: for big runs)")
+    p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the default NHWC layout")
+

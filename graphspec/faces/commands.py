@@ -1,0 +1,145 @@
+"""The face application's commands: ``train`` on face folders, ``embed`` photos, ``verify`` on pair protocols,
+``dataset``. Registered on the main command line by :func:`register`."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..cli.common import console, execution, execution_flags, positive
+from ..opening import open_model
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc-per-node":
+            skip = True
+        elif not a.startswith("--nproc-per-node="):
+            out.append(a)
+    return out
+
+
+def cmd_train(args) -> int:
+    from ..train import distributed
+    from .training import train
+    if args.nproc_per_node > 1 and not distributed.under_launcher():
+        return distributed.launch(_without_nproc(args.argv), args.nproc_per_node)
+    ctx = distributed.init_from_env()
+    ok = False
+    try:
+        result = _train(args, train, ctx)
+        ok = True
+        return result
+    finally:
+        distributed.shutdown(ok)
+
+
+def _train(args, train, ctx) -> int:
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                 "semantics": args.semantics, "print_every": args.print_every, "data.limit": args.limit,
+                 "data.people": args.people, "data.min_images": args.min_images,
+                 "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None,
+                 "sync_batchnorm": True if args.sync_bn else None, "precision": args.precision,
+                 "channels_last": {"on": True, "off": False}.get(args.channels_last)}
+    trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
+                    overrides=overrides, console=console() if ctx.is_main else None, ctx=ctx)
+    metrics = trainer.evaluate() if trainer.eval_data is not None else {}
+    if metrics:
+        print("evaluation: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in metrics.items()))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from rich.progress import Progress
+    from .embed import embed, image_files, write
+    model = open_model(args.model)
+    files = image_files(args.paths)
+    with Progress(console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task("embedding", total=len(files))
+        rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
+                                    progress=lambda n: bar.update(task, completed=n), execution=execution(args))
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    written = write(rows, done, args.out)
+    print(f"embedded {len(done)} images ({rows.shape[1] if rows.size else 0} values each) -> "
+          + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from rich.progress import Progress
+    from .verify.scoring import plot_roc, verify
+    model = open_model(args.model)
+    with Progress(console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task("embedding pairs", total=None)
+        report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs,
+                                 threshold=args.threshold, metric=args.metric,
+                                 flip=args.flip, batch_size=args.batch_size,
+                                 progress=lambda n: bar.update(task, completed=n), execution=execution(args))
+    if args.plot:
+        plot_roc(d, same, report, args.plot)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
+
+def register(sub) -> None:
+    """Add the face commands to the main command line's subparsers."""
+    e = sub.add_parser("embed", help="feed images through a model and write one row per image")
+    e.add_argument("model", help="a model file (or a spec: fresh weights)")
+    e.add_argument("paths", nargs="+", help="image files or folders")
+    e.add_argument("-o", "--out", required=True, help="embeddings.npy (+ .paths.txt) or embeddings.csv")
+    e.add_argument("--output", help="vertex to read (default: the model's output)")
+    e.add_argument("--batch-size", type=positive, default=64)
+    e.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    execution_flags(e)
+    e.set_defaults(func=cmd_embed)
+
+    vf = sub.add_parser("verify", help="face verification accuracy on a pairs protocol (LFW View 1 / View 2)")
+    vf.add_argument("model", help="a model file or the name of a model shipped with graphspec")
+    vf.add_argument("--data", required=True, help="LFW image folder (NAME/NAME_0001.jpg) or its parent")
+    vf.add_argument("--pairs", required=True, help="pairs file: pairsDevTest.txt (View 1) or pairs.txt (View 2)")
+    vf.add_argument("--train-pairs", help="View 1: choose the threshold on these pairs (e.g. pairsDevTrain.txt)")
+    vf.add_argument("--threshold", type=float, help="a fixed threshold (e.g. a model card's) instead of choosing one")
+    vf.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
+    vf.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
+    vf.add_argument("--batch-size", type=positive, default=64)
+    vf.add_argument("--format", choices=("text", "json"), default="text")
+    vf.add_argument("--plot", help="write the ROC curve to this PNG (needs matplotlib)")
+    execution_flags(vf)
+    vf.set_defaults(func=cmd_verify)
+
+    t = sub.add_parser("train", help="train a spec (or model file) on a face folder or the synthetic set")
+    t.add_argument("spec", help="a spec or a model file")
+    t.add_argument("--data", help="folder in LFW layout (NAME/NAME_0001.jpg) or 'synthetic' "
+                                  "(default: the LFW folder if found, else synthetic)")
+    t.add_argument("--recipe", help="recipe YAML (data, preprocessing, augmentation, optimizer, schedule)")
+    t.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, model.safetensors)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--epochs", type=positive)
+    t.add_argument("--batch-size", type=positive)
+    t.add_argument("--limit", type=positive, help="use at most N images")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--semantics", choices=("dl4j", "pytorch"))
+    t.add_argument("--people", help="official people file (e.g. peopleDevTrain.txt) restricting identities")
+    t.add_argument("--min-images", type=positive, help="keep people with at least N images")
+    t.add_argument("--eval-fraction", type=float, help="fraction of images held out for evaluation")
+    t.add_argument("--dl4j-data", action="store_true", help="DL4J LFWDataSetIterator selection (one image/person)")
+    t.add_argument("--print-every", type=positive, help="score line every N iterations (default 1)")
+    t.add_argument("--nproc-per-node", type=positive, default=1,
+                   help="train in N processes on this machine (DistributedDataParallel; also works under torchrun)")
+    t.add_argument("--sync-bn", action="store_true", help="distributed: batch-norm statistics over all processes")
+    t.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="bf16: bfloat16 autocast forward (float32 weights and updates); fast on AVX512-BF16 CPUs")
+    t.add_argument("--channels-last", choices=("on", "off"),
+                   help="NHWC memory format (default: on for image inputs; faster convolutions on CPUs)")
+    t.set_defaults(func=cmd_train)
+
+    from .data.command import register_cli as register_dataset
+    register_dataset(sub)

@@ -1,0 +1,96 @@
+"""``graphspec train`` on faces: a face folder in LFW layout (or the synthetic faces) -> a training session.
+
+The datasets, their preprocessing and cache come from here; the training itself is the framework's
+(:func:`graphspec.train.session.run_session`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import GraphspecError, Location
+from ..train.recipe import Recipe, load_recipe
+from ..train.session import run_session
+from ..train.trainer import Trainer
+
+SYNTHETIC = "synthetic"
+
+
+def resolve_data(data: str | None, recipe: Recipe, cache_dir=None) -> Path:
+    """A data folder: the argument, ``synthetic`` (the built-in face set) or the located LFW folder."""
+    from .data.locate import locate_lfw
+    from .data.synthetic import synthetic_faces
+    if data == SYNTHETIC or (data is None and locate_lfw() is None):
+        return synthetic_faces(identities=20, images=24, seed=0, cache_dir=cache_dir)
+    if data is None:
+        root = locate_lfw()
+        deep = root / "lfw-deepfunneled"
+        return deep if deep.is_dir() else root
+    return Path(data)
+
+
+def load_preprocessing(recipe: Recipe, input_shape) -> tuple[Any, Any]:
+    """(preprocessing of the cache, preprocessing recorded for inference).
+
+    With ``augmentation.load_size`` the cache holds larger images that training crops at random; inference
+    uses the same framing through a proportionally tighter centre crop.
+    """
+    from ..data.preprocessing import Preprocessing
+    base = Preprocessing(**(recipe.preprocessing or {}))
+    _, h, w = input_shape
+    infer = base.model_copy(update={"size": (h, w)})
+    load = recipe.augmentation.load_size
+    if not load:
+        return infer, infer
+    if load < max(h, w):
+        raise GraphspecError(f"augmentation.load_size {load} is smaller than the network input {h}x{w}")
+    cache = base.model_copy(update={"size": (load, load)})
+    return cache, infer.model_copy(update={"crop": base.crop * h / load})
+
+
+def people_file(people: str | None, root: Path) -> str | None:
+    """A people file as given, or found next to the image folder (``peopleDevTrain.txt`` sits beside
+    ``lfw-deepfunneled/``), so recipes need not know where LFW lives on each machine."""
+    if not people or Path(people).is_file() or Path(people).is_absolute():
+        return people
+    for base in (root, root.parent):
+        if (base / people).is_file():
+            return str(base / people)
+    return people
+
+
+def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress=None):
+    from .data import lfw_dataset
+    d = recipe.data
+    common = dict(people=people_file(d.people, root), min_images=d.min_images, limit=d.limit, seed=recipe.seed, dl4j=d.dl4j,
+                  batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
+    if d.eval_fraction <= 0:
+        return lfw_dataset(root, **common), None
+    train = lfw_dataset(root, split="train", train_fraction=1 - d.eval_fraction, **common)
+    test = lfw_dataset(root, split="test", train_fraction=1 - d.eval_fraction, warn=False, **common)
+    return train, test
+
+
+def train(spec_or_model: str, *, data: str | None = None, recipe_path: str | None = None, out: str | None = None,
+          resume: bool = False, overrides: dict | None = None, cache_dir=None, console=None,
+          listeners=(), ctx=None) -> Trainer:
+    """Run (or resume) a training run on face data; returns the finished Trainer (``trainer.model`` is the
+    trained model)."""
+    from ..opening import open_model
+    run = Path(out) if out else None
+    if resume:
+        if run is None or not (run / "spec.yaml").is_file():
+            raise GraphspecError("--resume needs --out RUN_DIR of an earlier run (with spec.yaml and checkpoints)",
+                                 location=Location(str(run or "<no run dir>")))
+        spec_or_model = str(run / "spec.yaml")
+        recipe_path = str(run / "recipe.yaml")
+    recipe = load_recipe(recipe_path, overrides)
+    model = open_model(spec_or_model, seed=recipe.seed)
+    input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
+    cache_prep, infer_prep = load_preprocessing(recipe, input_shape)
+    root = resolve_data(data, recipe, cache_dir)
+    if console is not None:
+        console.print(f"data: {root} ({cache_prep.describe()})")
+    train_set, eval_set = datasets(root, recipe, cache_prep, cache_dir)
+    return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, preprocessing=cache_prep,
+                       infer_preprocessing=infer_prep, console=console, listeners=listeners, ctx=ctx)

@@ -1,0 +1,91 @@
+"""A training session: a model, a recipe and datasets -> a run directory.
+
+RUN/spec.yaml and RUN/recipe.yaml record what was trained (so a resumed run rebuilds the same network),
+RUN/metrics.jsonl the score and evaluation lines, RUN/checkpoints/ the last k checkpoints and RUN/model.safetensors
+the final model (with the preprocessing its inputs need). Where the datasets come from is the caller's business:
+:mod:`graphspec.faces.training` builds them from face folders.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import GraphspecError, Location
+from .recipe import Recipe
+from .trainer import Trainer
+
+
+def replace_head(model, head: dict | None, console) -> Any:
+    """Apply the recipe's ``head`` settings to every output layer (graph surgery: re-initialised)."""
+    if not head:
+        return model
+    from ..surgery import GraphBuilder
+    from .steps import heads_of
+    builder = GraphBuilder(model)
+    for h in heads_of(model):
+        body = {k: v for k, v in h.vertex.to_dict().items() if k not in ("inputs", "group")}
+        body.update(head)
+        builder.remove_vertex_keep_connections(h.name).add_layer(h.name, body, *h.vertex.inputs)
+        if console is not None:
+            console.print(f"{h.name}: " + ", ".join(f"{k} {v}" for k, v in head.items()) + " (from the recipe)")
+    return builder.build()
+
+
+def adapt_head(model, n_classes: int, console) -> Any:
+    """Give the output layers as many classes as the data has (the tutorial's 5,749 is LFW's people count)."""
+    from ..surgery import GraphBuilder
+    from .steps import heads_of
+    heads = [h for h in heads_of(model) if h.module.weight.shape[0] != n_classes]
+    if not heads:
+        return model
+    builder = GraphBuilder(model)
+    for h in heads:
+        if console is not None:
+            console.print(f"{h.name}: out {h.module.weight.shape[0]} -> {n_classes} (the number of people in the "
+                          "training data)")
+        builder.n_out_replace(h.name, n_classes)
+    return builder.build()
+
+
+def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | Path | None = None,
+                resume: bool = False, preprocessing=None, infer_preprocessing=None, console=None, listeners=(),
+                ctx=None) -> Trainer:
+    """Train ``model`` on ``train_set`` (and evaluate on ``eval_set``) under ``recipe``; with ``out``, record the run
+    and write checkpoints and the final model there (``resume``: continue from its last checkpoint). Returns the
+    finished Trainer. ``preprocessing`` turns ``train_set``'s images into tensors; ``infer_preprocessing`` is
+    what the saved model records for inference (default: the same)."""
+    from ..model_io import save
+    from .distributed import Context
+    run = Path(out) if out else None
+    if not resume:
+        model = adapt_head(replace_head(model, recipe.head, console), len(train_set.classes), console)
+    infer_preprocessing = infer_preprocessing or preprocessing
+    model.graphspec.preprocessing = infer_preprocessing
+    ctx = ctx or Context()
+    trainer = Trainer(model, recipe, train_set, eval_set, run_dir=run, preprocessing=preprocessing, console=console,
+                      listeners=listeners, ctx=ctx)
+    if run is not None:
+        if ctx.is_main:
+            _record(run, model, recipe, resume)
+        ctx.barrier()
+        if resume and not trainer.resume():
+            raise GraphspecError(f"no checkpoint to resume from in {run / 'checkpoints'}", location=Location(str(run)))
+    if console is not None:
+        console.print(f"training {len(train_set):,} examples of {len(train_set.classes):,} classes, "
+                      f"{trainer.batches_per_epoch} iterations per epoch, semantics {recipe.semantics}")
+    if console is not None and ctx.active:
+        console.print(f"distributed: {ctx.world} processes, {recipe.batch_size} examples per global batch")
+    trainer.fit()
+    if run is not None and ctx.is_main:
+        path = save(model, run / "model.safetensors", preprocessing=infer_preprocessing)
+        if console is not None:
+            console.print(f"wrote {path}")
+    return trainer
+
+
+def _record(run: Path, model, recipe: Recipe, resume: bool) -> None:
+    import yaml
+    run.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (run / "spec.yaml").write_text(model.graphspec.spec.to_yaml())
+        (run / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
