@@ -10,10 +10,7 @@ from PIL import Image
 from graphspec.faces.data.command import main, register_cli
 from graphspec.errors import GraphspecError
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSPEC_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture

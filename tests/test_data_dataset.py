@@ -16,12 +16,9 @@ from PIL import Image
 from graphspec.data import Augmentation, DataError, DataWarning, Preprocessing, make_loader
 from graphspec.faces.data import balanced_select, lfw_dataset, load_images, scan_folder, split_indices
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
 PREP = Preprocessing(size=(16, 16), channels="rgb")  # images are 16x16 already: no resampling
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSPEC_CACHE", str(tmp_path / "cache"))
 
 
 def make_folder(root, counts: dict[str, int]):

@@ -13,10 +13,7 @@ import pytest
 from graphspec.data import DataError
 from graphspec.faces.data import download, download_lfw, lfw_dataset, safe_extract, synthetic_faces
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSPEC_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 class Handler(BaseHTTPRequestHandler):

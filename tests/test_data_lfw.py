@@ -17,12 +17,8 @@ from graphspec.data import Preprocessing, make_loader
 from graphspec.faces.data import dataset_report, lfw_dataset, locate_lfw, read_pairs, read_people, scan_folder
 
 LFW = locate_lfw()
-pytestmark = pytest.mark.skipif(LFW is None, reason="LFW not found (set GRAPHSPEC_LFW or ../shared/data/lfw)")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSPEC_CACHE", str(tmp_path / "cache"))
+pytestmark = [pytest.mark.skipif(LFW is None, reason="LFW not found (set GRAPHSPEC_LFW or ../shared/data/lfw)"),
+              pytest.mark.usefixtures("isolated_cache")]
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,7 @@ from graphspec.data import DataError, Preprocessing
 from graphspec.faces.data import lfw_dataset, scan_folder, synthetic_faces
 from graphspec.faces.data.synthetic import identity_names
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSPEC_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

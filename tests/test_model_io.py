@@ -464,17 +464,10 @@ def _hostile_files(tmp_path, small_file) -> dict[str, Path]:
     }
 
 
-def _cli(capsys, *argv):
-    from graphspec.cli import main
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def test_cli_answers_hostile_model_files_with_exit_2(tmp_path, small_file, capsys):
+def test_cli_answers_hostile_model_files_with_exit_2(tmp_path, small_file, cli):
     for kind, p in _hostile_files(tmp_path, small_file).items():
         for argv in (["summary", p], ["snip", p, "--output", "d", "-o", tmp_path / "out.safetensors"]):
-            rc, out, err = _cli(capsys, *argv)
+            rc, out, err = cli(*argv)
             assert rc == 2, (kind, argv[0], err)
             assert err.startswith("error: ") and "Traceback" not in out + err, (kind, err)
             assert str(p) in err, (kind, err)
@@ -484,16 +477,16 @@ def test_cli_answers_hostile_model_files_with_exit_2(tmp_path, small_file, capsy
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def test_cli_malformed_metadata_exit_2(tmp_path, capsys):
+def test_cli_malformed_metadata_exit_2(tmp_path, cli):
     p = header_file(tmp_path / "m.safetensors", {"__metadata__": ["graphspec-model"]})
-    rc, out, err = _cli(capsys, "summary", p)
+    rc, out, err = cli("summary", p)
     assert rc == 2, err
 
 
-def test_cli_names_a_torch_checkpoint_with_another_suffix(tmp_path, capsys):
+def test_cli_names_a_torch_checkpoint_with_another_suffix(tmp_path, cli):
     p = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, p, _use_new_zipfile_serialization=False)
-    rc, out, err = _cli(capsys, "summary", p)
+    rc, out, err = cli("summary", p)
     assert rc == 2 and "Traceback" not in err
     assert "pickle" in err
 

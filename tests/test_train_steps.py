@@ -17,6 +17,8 @@ from graphspec.train.steps import DL4JStep, TorchStep, center_delta, normalise, 
 from graphspec.train.updaters import DL4JUpdater
 from specs_tiny import tiny_conv
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 K, D = 5, 6  # classes, embedding size
 
 ADAM = "{type: adam, lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 0.01}"
@@ -81,15 +83,6 @@ outputs: [head]
 
 
 CONV = tiny_conv(0.1)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and avoids contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def batch(n=7, seed=0, labels=(0, 1, 1, 3, 0, 0, 1)):

@@ -22,6 +22,8 @@ from graphspec.train.steps import TorchStep
 from graphspec.train.trainer import ArrayData, Interrupted, Listener, Trainer, TrainingError
 from specs_tiny import tiny_conv
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONV = tiny_conv(0.05)
 
 PRE = Preprocessing(size=(12, 12), channels="bgr", scale="raw")
@@ -32,15 +34,6 @@ PER_EPOCH = 4
 _rs = np.random.RandomState(0)
 TRAIN = ArrayData(_rs.randint(0, 256, (N_TRAIN, 3, 14, 14), dtype=np.uint8), np.arange(N_TRAIN) % 5, CLASSES)
 EVAL = ArrayData(_rs.randint(0, 256, (10, 3, 14, 14), dtype=np.uint8), np.arange(10) % 5, CLASSES)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and avoids contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def recipe(semantics="dl4j", **kw) -> Recipe:
