@@ -116,7 +116,7 @@ def register(sub) -> None:
     vf.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("train", help="train a spec (or model file) on a face folder or the synthetic set")
-    t.add_argument("spec", help="a spec or a model file")
+    t.add_argument("spec", nargs="?", help="a spec, a model file or a catalogued model (omit with --resume)")
     t.add_argument("--data", help="folder in LFW layout (NAME/NAME_0001.jpg) or 'synthetic' "
                                   "(default: the LFW folder if found, else synthetic)")
     t.add_argument("--recipe", help="recipe YAML (data, preprocessing, augmentation, optimizer, schedule)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import GraphspecError, Location
 from ..train.recipe import Recipe, load_recipe
 from ..train.session import run_session
@@ -71,20 +73,27 @@ def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress
     return train, test
 
 
-def train(spec_or_model: str, *, data: str | None = None, recipe_path: str | None = None, out: str | None = None,
-          resume: bool = False, overrides: dict | None = None, cache_dir=None, console=None,
+RUN_RECORD = "data.yaml"  # beside spec.yaml and recipe.yaml: where the run's images came from
+
+
+def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: str | None = None,
+          out: str | None = None, resume: bool = False, overrides: dict | None = None, cache_dir=None, console=None,
           listeners=(), ctx=None) -> Trainer:
     """Run (or resume) a training run on face data; returns the finished Trainer (``trainer.model`` is the
-    trained model)."""
+    trained model).
+
+    A run directory records everything a resumed run needs (the spec, the recipe with every override applied, and
+    the data source), so ``resume=True`` needs only ``out``; a spec, recipe, data source or override that
+    contradicts the record is refused before any work."""
     from ..opening import open_model
     run = Path(out) if out else None
     if resume:
-        if run is None or not (run / "spec.yaml").is_file():
-            raise GraphspecError("--resume needs --out RUN_DIR of an earlier run (with spec.yaml and checkpoints)",
-                                 location=Location(str(run or "<no run dir>")))
-        spec_or_model = str(run / "spec.yaml")
-        recipe_path = str(run / "recipe.yaml")
-    recipe = load_recipe(recipe_path, overrides)
+        spec_or_model, recipe, data = _recorded_run(run, spec_or_model, data, recipe_path, overrides)
+    else:
+        if spec_or_model is None:
+            raise GraphspecError("train needs a SPEC (a spec, model file or catalogued model), or --resume with --out "
+                                 "RUN_DIR to continue a run")
+        recipe = load_recipe(recipe_path, overrides)
     model = open_model(spec_or_model, seed=recipe.seed)
     input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
     cache_prep, infer_prep = load_preprocessing(recipe, input_shape)
@@ -92,5 +101,49 @@ def train(spec_or_model: str, *, data: str | None = None, recipe_path: str | Non
     if console is not None:
         console.print(f"data: {root} ({cache_prep.describe()})")
     train_set, eval_set = datasets(root, recipe, cache_prep, cache_dir)
+    if run is not None and not resume and (ctx is None or ctx.is_main):
+        run.mkdir(parents=True, exist_ok=True)
+        (run / RUN_RECORD).write_text(yaml.safe_dump({"data": SYNTHETIC if data == SYNTHETIC else
+                                                      str(Path(root).resolve())}))
     return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, preprocessing=cache_prep,
                        infer_preprocessing=infer_prep, console=console, listeners=listeners, ctx=ctx)
+
+
+def _recorded_run(run: Path | None, spec, data, recipe_path, overrides) -> tuple[str, Recipe, str | None]:
+    """(spec, recipe, data) of the run recorded in ``run``; refuses anything given that contradicts the record."""
+    where = Location(str(run or "<no run directory>"))
+    if run is None or not (run / "spec.yaml").is_file() or not (run / "recipe.yaml").is_file():
+        raise GraphspecError("--resume needs --out RUN_DIR of an earlier run (with spec.yaml, recipe.yaml and "
+                             "checkpoints)", location=where)
+    if spec is not None and Path(spec).resolve() != (run / "spec.yaml").resolve():
+        raise GraphspecError(f"--resume continues the run's own spec ({run / 'spec.yaml'}); drop '{spec}' or start "
+                             "a new run with another --out", location=where)
+    if recipe_path is not None and Path(recipe_path).resolve() != (run / "recipe.yaml").resolve():
+        raise GraphspecError(f"--resume continues the run's own recipe ({run / 'recipe.yaml'}); drop --recipe "
+                             "or start a new run", location=where)
+    recorded = load_recipe(str(run / "recipe.yaml"))
+    changed = load_recipe(str(run / "recipe.yaml"), overrides)
+    if changed != recorded:
+        before, after = recorded.model_dump(), changed.model_dump()
+        keys = [k for k, v in (overrides or {}).items() if v is not None and _get(after, k) != _get(before, k)]
+        shown = ", ".join(f"{k} {_get(after, k)!r} (the run has {_get(before, k)!r})" for k in keys)
+        raise GraphspecError(f"--resume: {shown} contradicts the recorded run; drop the flag or start a new run",
+                             location=where)
+    record = run / RUN_RECORD
+    saved = (yaml.safe_load(record.read_text()) or {}).get("data") if record.is_file() else None
+    if data is not None and saved is not None and not _same_data(data, saved):
+        raise GraphspecError(f"--resume: --data {data} contradicts the recorded run (trained on {saved}); drop "
+                             "--data or start a new run", location=where)
+    return str(run / "spec.yaml"), recorded, data if data is not None else saved
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _same_data(given: str, saved: str) -> bool:
+    if SYNTHETIC in (given, saved):
+        return given == saved
+    return Path(given).resolve() == Path(saved).resolve()
