@@ -13,13 +13,16 @@ from typing import Iterable, Sequence
 
 @dataclass(frozen=True)
 class Location:
-    """A position in a source file; line and column are 1-based (0 means unknown)."""
+    """A position in a source file; line and column are 1-based (0 means unknown). An error that is not about a
+    file has no location (``file`` empty) and prints none, rather than a placeholder."""
 
-    file: str = "<spec>"
+    file: str = ""
     line: int = 0
     col: int = 0
 
     def __str__(self) -> str:
+        if not self.file:
+            return ""
         if self.line <= 0:
             return self.file
         return f"{self.file}:{self.line}:{self.col}"
@@ -36,7 +39,7 @@ class Problem:
     severity: str = "error"  # or "warning"
 
     def __str__(self) -> str:
-        where = f"{self.location}: "
+        where = f"{self.location}: " if str(self.location) else ""
         who = f"vertex '{self.vertex}': " if self.vertex else ""
         tag = "warning: " if self.severity == "warning" else ""
         return f"{where}{tag}{who}{self.message}"
@@ -46,6 +49,7 @@ class GraphspecError(Exception):
     """Base of every error graphspec raises on purpose; the CLI prints these without a traceback."""
 
     exit_code = 2
+    label = "error"  # how the command line introduces it
 
     def __init__(self, message: str, *, location: Location | None = None, vertex: str | None = None,
                  path: tuple = ()):

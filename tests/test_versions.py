@@ -76,7 +76,10 @@ def test_cli_upgrade_prints_the_upgraded_document(pretend_version_2, tmp_path, c
     from graphspec.cli import main
     path = tmp_path / "old.yaml"
     path.write_text(V1_WITH_UNITS)
-    with pytest.warns(versions.SpecDeprecationWarning):
-        assert main(["upgrade", str(path)]) == 0
-    doc = yaml.safe_load(capsys.readouterr().out)
+    assert main(["upgrade", str(path)]) == 0
+    out, err = capsys.readouterr()
+    doc = yaml.safe_load(out)
+    # the deprecation is one line on stderr, without the Python source line that raised it
+    assert err.splitlines() == [f"warning: {path}: spec version 1 is deprecated and was upgraded to 2: dense 'units' "
+                                "is now 'out'; update the file (`graphspec upgrade` prints the upgraded spec)"]
     assert doc["version"] == 2 and doc["vertices"]["d"]["out"] == 3 and "units" not in doc["vertices"]["d"]

@@ -95,12 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv
-    warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
+        warnings.showwarning = _note
+        return _run(args)
+
+
+def _note(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning as one line on stderr: what happened, without the source line that raised it."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except GraphspecError as e:
         for problem in e.problems:
-            print(f"error: {problem}" if problem.severity == "error" else str(problem), file=sys.stderr)
+            print(f"{e.label}: {problem}" if problem.severity == "error" else str(problem), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -113,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback and please report it)",
               file=sys.stderr)
         return EXIT_INTERNAL
-
 
 
 if __name__ == "__main__":

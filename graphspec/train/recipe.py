@@ -98,7 +98,7 @@ def load_recipe(path: "str | os.PathLike | None", overrides: dict[str, Any] | No
     """Read a recipe file (or the defaults) and apply ``overrides`` (dotted keys allowed: ``data.limit``)."""
     from ..spec.validate import problems
     from ..spec.yaml_source import Source, load_yaml
-    src = load_yaml(path) if path else Source({}, "<defaults>")
+    src = load_yaml(path) if path else Source({}, "")  # no file: errors are about the flags
     data = src.data if isinstance(src.data, dict) else {}
     for key, value in (overrides or {}).items():
         if value is None:

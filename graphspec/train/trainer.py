@@ -33,7 +33,10 @@ class TrainingError(GraphspecError):
 
 
 class Interrupted(GraphspecError):
+    """Ctrl-C: the run stopped after an iteration and saved a checkpoint; not an error."""
+
     exit_code = 130
+    label = "interrupted"
 
 
 @dataclass
