@@ -140,8 +140,10 @@ CASES = [
                                "(while scanning for the next token)", At("\t")),)),
     Case("bad_indent.yaml", (E("YAML syntax error: expected <block end>, but found '<block mapping start>' "
                                "(while parsing a block mapping)", At(" e:", offset=1)),)),
-    Case("unclosed_flow.yaml", (E("YAML syntax error: expected ',' or ']', but got '}' "
-                                  "(while parsing a flow sequence)", At("out: 2}", offset=6)),)),
+    Case("unclosed_flow.yaml", (E("YAML syntax error: this '[' is never closed (expected ',' or ']', but got '}' "
+                                  "at line 6, column 39)", At("[x, out")),)),
+    Case("unclosed_flow_next_line.yaml", (E("YAML syntax error: this '[' is never closed (expected ',' or ']', "
+                                            "but got ':' at line 7, column 8)", At("[x\n")),)),
     Case("control_char.yaml", (E("character '\\x07' (U+0007) is not allowed in YAML; remove it", At("\x07")),)),
     Case("python_apply.yaml", (E("YAML tag '!!python/object/apply:os.system'" + NOT_PLAIN, At("!!python")),)),
     Case("python_name.yaml", (E("YAML tag '!!python/name:os.system'" + NOT_PLAIN, At("!!python")),)),

@@ -123,6 +123,13 @@ def _yaml_error(e: yaml.YAMLError, label: str, text: str = "") -> GraphspecError
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     problem = getattr(e, "problem", None) or str(e)
     context = getattr(e, "context", None)
+    opened = getattr(e, "context_mark", None)
+    if context and context.startswith("while parsing a flow") and opened is not None and mark is not None:
+        # The parser notices an unclosed bracket where it stops making sense, often a line later: point at the
+        # bracket that was never closed, and say where parsing gave up.
+        bracket = "[" if "sequence" in context else "{"
+        return GraphspecError(f"YAML syntax error: this '{bracket}' is never closed ({problem} at line "
+                              f"{mark.line + 1}, column {mark.column + 1})", location=_mark(label, opened))
     msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     return GraphspecError(msg, location=_mark(label, mark))
 
