@@ -30,17 +30,21 @@ class SpecWarning(UserWarning):
     pass
 
 
-def analyze(spec: Spec, *, warn: bool = True) -> Analysis:
+def analyze(spec: Spec, *, warn: bool = True, broken: frozenset[str] = frozenset()) -> Analysis:
+    """The analysis of ``spec``, or one SpecError with every problem the valid parts allow: reference, arity and
+    output problems, and the shape problems of every vertex whose inputs could be inferred. ``broken`` names
+    vertices the loader already refused: references to them are not reported again."""
     cached = getattr(spec, "_analysis", None)
     if cached is not None:
         return cached
     problems: list[Problem] = []
-    g = _graph(spec, problems)
-    _check_outputs(spec, problems)
+    g, cyclic = _graph(spec, problems, broken)
+    _check_outputs(spec, problems, broken)
+    result = None
+    if not cyclic:  # shapes need an order; a cycle has none
+        result = _shapes(spec, g, _order(spec, g), problems)
     if problems:
         raise SpecError(problems)
-    order = _order(spec, g)
-    result = _shapes(spec, g, order)
     result.warnings = _reachability(spec, g)
     if warn:
         for w in result.warnings:
@@ -55,7 +59,7 @@ def _problem(spec: Spec, msg: str, vertex: str | None, path: tuple) -> Problem:
     return Problem(msg + suffix, spec.loc(path), vertex, path)
 
 
-def _graph(spec: Spec, problems: list[Problem]) -> nx.DiGraph:
+def _graph(spec: Spec, problems: list[Problem], broken: frozenset[str] = frozenset()) -> tuple[nx.DiGraph, bool]:
     g = nx.DiGraph()
     for name in spec.inputs:
         g.add_node(name, index=len(g))
@@ -69,6 +73,8 @@ def _graph(spec: Spec, problems: list[Problem]) -> nx.DiGraph:
             problems.append(_problem(spec, f"'{v.type}' takes {want} input(s); received {len(v.inputs)}",
                                      name, v.path + ("inputs",)))
         for i, src in enumerate(v.inputs):
+            if src in broken:
+                continue  # refused already; its consumers are checked as far as they can be
             if src not in g:
                 problems.append(_problem(
                     spec, f"input '{src}' does not exist{did_you_mean(src, known)}; inputs must name a network "
@@ -86,13 +92,13 @@ def _graph(spec: Spec, problems: list[Problem]) -> nx.DiGraph:
         first = cycle[0][1]
         problems.append(_problem(spec, "the graph has a cycle: " + " -> ".join(names), first,
                                  spec.vertices[first].path + ("inputs",)))
-    return g
+    return g, bool(cycle)
 
 
-def _check_outputs(spec: Spec, problems: list[Problem]) -> None:
+def _check_outputs(spec: Spec, problems: list[Problem], broken: frozenset[str] = frozenset()) -> None:
     seen = set()
     for i, out in enumerate(spec.outputs):
-        if out not in spec.vertices:
+        if out not in spec.vertices and out not in broken:
             extra = " (outputs must be vertices, not network inputs)" if out in spec.inputs else ""
             problems.append(Problem(f"output '{out}' is not a vertex{did_you_mean(out, spec.vertices)}{extra}",
                                     spec.loc(("outputs", i)), None, ("outputs", i)))
@@ -107,13 +113,14 @@ def _order(spec: Spec, g: nx.DiGraph) -> list[str]:
     return [n for n in order if n in spec.vertices]
 
 
-def _shapes(spec: Spec, g: nx.DiGraph, order: list[str]) -> Analysis:
+def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem]) -> Analysis:
     shapes: dict[str, Shape] = {n: tuple(spec.input_shape(n)) for n in spec.inputs}
-    inference, in_shapes, problems = {}, {}, []
+    inference, in_shapes = {}, {}
     for name in order:
         v = spec.vertices[name]
-        if any(i not in shapes for i in v.inputs):
-            continue  # an upstream vertex already failed; don't report consequences
+        lo, hi = v.entry.arity
+        if any(i not in shapes for i in v.inputs) or len(v.inputs) < lo or (hi is not None and len(v.inputs) > hi):
+            continue  # an upstream vertex or its arity already failed; don't report consequences
         ins = [shapes[i] for i in v.inputs]
         try:
             inf = v.entry.infer(v.cfg, ins)
@@ -122,8 +129,6 @@ def _shapes(spec: Spec, g: nx.DiGraph, order: list[str]) -> Analysis:
             problems.append(_problem(spec, f"{e}; input shapes: {_fmt_inputs(v.inputs, ins)}", name, where))
             continue
         inference[name], in_shapes[name], shapes[name] = inf, ins, tuple(inf.out_shape)
-    if problems:
-        raise SpecError(problems)
     return Analysis(order, shapes, inference, in_shapes, g)
 
 
@@ -134,7 +139,7 @@ def _fmt_inputs(names, shapes) -> str:
 def _reachability(spec: Spec, g: nx.DiGraph) -> list[Problem]:
     useful = set(spec.outputs)
     for out in spec.outputs:
-        useful |= nx.ancestors(g, out)
+        useful |= nx.ancestors(g, out) if out in g else set()
     out = []
     for name, v in spec.vertices.items():
         if name not in useful:

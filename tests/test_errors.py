@@ -236,7 +236,18 @@ CASES = [
     Case("block_name_clash_reversed.yaml", (
         E(lambda p: f"the name 'b1-conv' is defined twice (first at {loc(p, At('b1-conv:'))});"
                     f" {UNIQUE} (from block 'conv_relu' used at {loc(p, At('b1:'))})",
-          At("$name-conv:"), "b1-conv"),)),
+          At("$name-conv:"), "b1-conv"),
+        # independent of the clash, reported in the same run
+        E("'output' takes exactly 1 input(s); received 2", At("inputs: [b1,"), "d"))),
+    # a document, a shape and a graph problem, all in one run (the valid parts are analysed as far as they allow)
+    Case("all_at_once.yaml", (
+        E("unknown key 'strid' (did you mean 'stride'?); expected one of: " + ", ".join(sorted(
+            ["activation", "bias", "bias_init", "convolution_mode", "dilation", "gradient_normalization",
+             "gradient_normalization_threshold", "group", "in", "inputs", "kernel", "l1", "l1_bias", "l2", "l2_bias",
+             "out", "padding", "stride", "type", "updater", "weight_init"])), At("strid"), "c1"),
+        E("kernel 30 is larger than the input 8 plus padding 0 (convolution_mode 'truncate'); input shapes: "
+          "x [3, 8, 8]", At("kernel: 30"), "c3"),
+        E("input 'nope' does not exist; inputs must name a network input or another vertex", At("nope"), "m"))),
 
     # --- graph -------------------------------------------------------------------------------------------
     Case("unknown_input.yaml", (E("input 'conv11' does not exist (did you mean 'conv1'?); inputs must name a "

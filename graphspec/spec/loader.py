@@ -42,11 +42,20 @@ def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph
         src = source
     else:
         src = Source(source, "<dict>") if isinstance(source, dict) else load_yaml(source)
-    spec = _from_source(src)
-    if check_graph:
+    spec, problems, broken = _from_source(src)
+    if check_graph or problems:
         from ..graph import analyze
-        analyze(spec)
+        try:
+            analyze(spec, broken=broken, warn=not problems)
+        except SpecError as e:  # report the graph and shape problems of the valid part with the others
+            problems = problems + e.problems
+    if problems:
+        raise SpecError(sorted(problems, key=_position))
     return spec
+
+
+def _position(problem: Problem) -> tuple:
+    return (problem.location.line, problem.location.col)
 
 
 def _fail(problems: list[Problem]):
@@ -54,7 +63,9 @@ def _fail(problems: list[Problem]):
         raise SpecError(problems)
 
 
-def _from_source(src: Source) -> Spec:
+def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
+    """The spec of the vertices that validate, the problems of the others, and the names of those refused (so the
+    graph analysis can still check what the valid vertices allow)."""
     data = src.data
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "nothing"
@@ -77,9 +88,11 @@ def _from_source(src: Source) -> Spec:
     problems += expansion.problems
     _fail(problems)
     vertices: dict[str, Vertex] = {}
+    broken: set[str] = set()
     for raw in expansion.vertices:
         vertex = _vertex(raw, doc, src, problems)
         if vertex is None:
+            broken.add(raw.name)
             continue
         if raw.name in vertices or raw.name in doc.inputs:
             first = vertices[raw.name].path if raw.name in vertices else ("inputs", raw.name)
@@ -89,13 +102,13 @@ def _from_source(src: Source) -> Spec:
                                     raw.path))
             continue
         vertices[raw.name] = vertex
-    _fail(problems)
     # A block instance name refers to the block's output, unless the block made a vertex of that very name.
     aliases = {k: v for k, v in expansion.aliases.items() if k not in vertices}
     for v in vertices.values():
         v.inputs = [aliases.get(i, i) for i in v.inputs]
-    return Spec(doc.version, doc.name, doc.seed, doc.defaults, dict(doc.inputs), vertices,
+    spec = Spec(doc.version, doc.name, doc.seed, doc.defaults, dict(doc.inputs), vertices,
                 [aliases.get(o, o) for o in doc.outputs], doc.description, src)
+    return spec, problems, frozenset(broken) | frozenset(a for a, target in aliases.items() if target in broken)
 
 
 def _check_version(data: dict, src: Source) -> None:
