@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import networkx as nx
 
@@ -24,6 +25,34 @@ class Analysis:
     in_shapes: dict[str, list[Shape]]
     graph: nx.DiGraph = field(repr=False)
     warnings: list[Problem] = field(default_factory=list)
+
+    # The one implementation of the graph queries that compiling, probing, freezing and surgery need.
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        """Every vertex and input that ``names`` depend on (not ``names`` themselves)."""
+        found: set[str] = set()
+        for name in names:
+            if name in self.graph:
+                found |= nx.ancestors(self.graph, name)
+        return found
+
+    def descendants(self, names: Iterable[str]) -> set[str]:
+        """Every vertex that depends on ``names`` (not ``names`` themselves)."""
+        found: set[str] = set()
+        for name in names:
+            if name in self.graph:
+                found |= nx.descendants(self.graph, name)
+        return found
+
+    def needed_for(self, outputs: Iterable[str]) -> set[str]:
+        """What computing ``outputs`` runs: the outputs and all their ancestors (inputs included)."""
+        outputs = set(outputs)
+        return outputs | self.ancestors(outputs)
+
+    def closure(self, names: Iterable[str]) -> frozenset[str]:
+        """``names`` and every vertex they depend on, network inputs excluded (DL4J's setFeatureExtractor)."""
+        vertices = set(self.order)
+        return frozenset(self.needed_for(names) & vertices)
 
 
 class SpecWarning(UserWarning):
@@ -45,7 +74,7 @@ def analyze(spec: Spec, *, warn: bool = True, broken: frozenset[str] = frozenset
         result = _shapes(spec, g, _order(spec, g), problems)
     if problems:
         raise SpecError(problems)
-    result.warnings = _reachability(spec, g)
+    result.warnings = _reachability(spec, result)
     if warn:
         for w in result.warnings:
             warnings.warn(str(w), SpecWarning, stacklevel=2)
@@ -136,10 +165,8 @@ def _fmt_inputs(names, shapes) -> str:
     return ", ".join(f"{n} [{', '.join(map(str, s))}]" for n, s in zip(names, shapes))
 
 
-def _reachability(spec: Spec, g: nx.DiGraph) -> list[Problem]:
-    useful = set(spec.outputs)
-    for out in spec.outputs:
-        useful |= nx.ancestors(g, out) if out in g else set()
+def _reachability(spec: Spec, analysis: Analysis) -> list[Problem]:
+    useful = analysis.needed_for(spec.outputs)
     out = []
     for name, v in spec.vertices.items():
         if name not in useful:

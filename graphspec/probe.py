@@ -1,7 +1,6 @@
 """``feed_forward``: activations of chosen vertices by name, like DL4J's ``ComputationGraph.feedForward``."""
 from __future__ import annotations
 
-import networkx as nx
 import torch
 
 from .errors import GraphspecError, did_you_mean
@@ -23,9 +22,7 @@ def feed_forward(model: torch.nn.Module, *inputs: torch.Tensor, vertices: list[s
         raise GraphspecError(f"feed_forward: the model has {len(spec.inputs)} input(s) "
                              f"({', '.join(spec.inputs)}); received {len(inputs)}")
     wanted = _wanted(spec, vertices)
-    needed = set(wanted)
-    for name in wanted:
-        needed |= nx.ancestors(analysis.graph, name)
+    needed = analysis.needed_for(wanted)
     from .layers.modules import no_inplace
     acts = dict(zip(spec.inputs, inputs))
     was_training = model.training
