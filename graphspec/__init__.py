@@ -5,16 +5,19 @@ from .graph import Analysis, analyze
 from .spec.loader import load_spec
 from .probe import feed_forward
 from .model_io import load, load_weights, save
+from .opening import open, open_spec
 from .spec.model import Spec, Vertex
 from .surgery import GraphBuilder, SurgeryReport, snip
 
 __version__ = "0.1.0"
-__all__ = ["build", "load_spec", "analyze", "summarize", "save", "load", "load_weights", "GraphBuilder", "snip",
-           "SurgeryReport", "feed_forward", "Spec", "Vertex", "Analysis", "GraphspecError",
+__all__ = ["open", "open_spec", "build", "load_spec", "analyze", "summarize", "save", "load", "load_weights",
+           "GraphBuilder", "snip", "SurgeryReport", "feed_forward", "Spec", "Vertex", "Analysis", "GraphspecError",
            "SpecError", "Problem", "Location", "__version__"]
 
 
-def summarize(spec_or_path, batch_size: int = 1):
-    """A :class:`graphspec.summary.Summary` of a spec (rows in topological order, totals)."""
+def summarize(source, batch_size: int = 1):
+    """A :class:`graphspec.summary.Summary` (rows in topological order, totals) of anything :func:`open` accepts:
+    a built module, a spec, a model file or a catalogued model's name (a model's frozen vertices marked)."""
     from .summary import summarize as _summarize
-    return _summarize(spec_or_path, batch_size=batch_size)
+    spec, frozen = open_spec(source)
+    return _summarize(spec, batch_size=batch_size, frozen=set(frozen))

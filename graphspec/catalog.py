@@ -47,3 +47,21 @@ def card(name: str) -> Path | None:
     model = path(name)
     card = model.with_suffix(".md") if model is not None else None
     return card if card is not None and card.is_file() else None
+
+
+def summary(name: str) -> str:
+    """The first line of a catalogued model's card that says what it is ('' without a card).
+
+    The first prose line, else the first heading (without its ``#``), else ''.
+    """
+    found = card(name)
+    if found is None:
+        return ""
+    try:
+        lines = [line.strip() for line in found.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError):
+        return ""
+    lines = [line for line in lines if line and not line.startswith(("```", "<!--", "|", "---"))]
+    prose = [line for line in lines if not line.startswith("#")]
+    headings = [line.lstrip("#").strip() for line in lines if line.startswith("#")]
+    return (prose or headings or [""])[0]

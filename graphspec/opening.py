@@ -1,7 +1,18 @@
-"""Opening anything a user may name: a model file, a catalogued model's name, or a spec (built with fresh weights)."""
+"""One way to open anything a user may name: a built module, a spec (object, dict, YAML text or file), a model
+file, or the name of a catalogued model.
+
+:func:`open` gives a module (weights from the model file, or fresh seeded weights for a spec);
+:func:`open_spec` gives only ``(spec, frozen)``, for commands that need no weights (summary, draw, validate).
+"""
 from __future__ import annotations
 
+import builtins
+import json
+import os
+from pathlib import Path
+
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".pkl")
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def is_model_file(path: str) -> bool:
@@ -10,21 +21,139 @@ def is_model_file(path: str) -> bool:
     if str(path).endswith(MODEL_SUFFIXES):
         return True
     try:
-        with open(path, "rb") as f:
+        with builtins.open(path, "rb") as f:
             head = f.read(9)
-    except OSError:
+    except (OSError, TypeError, ValueError):
         return False
     return (len(head) == 9 and head[8:9] == b"{") or looks_like_checkpoint(head)
 
 
-def open_model(path: str, seed: int | None = None):
-    """A model file with its weights, the name of a catalogued model, or a spec (fresh weights)."""
-    import os
+def _is_module(source) -> bool:
+    return getattr(source, "graphspec", None) is not None and not isinstance(source, (str, bytes, os.PathLike))
 
+
+def _is_inline(source) -> bool:
+    """A Spec object, a dict, or YAML text (not a path or a name)."""
+    from .spec.model import Spec
+    from .spec.yaml_source import Source, _is_path
+    if isinstance(source, (Spec, dict, Source)):
+        return True
+    return isinstance(source, str) and not _is_path(source)
+
+
+def _is_bare_name(text: str) -> bool:
+    """A word that can only mean a catalogued model: no directory part and no file suffix."""
+    return not any(sep in text for sep in ("/", "\\", os.sep)) and not text.endswith(MODEL_SUFFIXES + SPEC_SUFFIXES)
+
+
+def resolve(source) -> tuple[str, Path | str]:
+    """``("model", path)`` or ``("spec", path)`` for a path or a catalogued name.
+
+    A missing path keeps its own reader's error ("cannot read spec: ..."); a bare name that is neither a file nor a
+    catalogued model raises :class:`GraphspecError` with a did-you-mean over the catalogued names.
+    """
     from . import catalog
+    from .errors import GraphspecError, Location, did_you_mean
+    text = os.fspath(source)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    if os.path.exists(text):
+        return ("model" if is_model_file(text) else "spec"), text
+    shipped = catalog.path(text)
+    if shipped is not None:
+        return "model", shipped
+    if _is_bare_name(text):
+        names = sorted(catalog.available())
+        listed = ", ".join(f"'{n}'" for n in names) if names else "none are installed"
+        raise GraphspecError(f"no such file, and no catalogued model of that name{did_you_mean(text, names)}; "
+                             f"expected a spec file, a model file or one of the catalogued models ({listed})",
+                             location=Location(text))
+    return ("model" if is_model_file(text) else "spec"), text  # the reader says why it cannot be read
+
+
+def open(source, *, seed: int | None = None):  # noqa: A001 - graphspec.open, the one way to open anything
+    """Open anything as a built module.
+
+    In order: a built graphspec module (returned as is); a :class:`~graphspec.Spec`, a dict or YAML text (built
+    with fresh weights, seeded by ``seed``, else the spec's); an existing model file
+    (:func:`graphspec.model_io.load`) or spec file (:func:`graphspec.compiler.build`); the name of a catalogued
+    model (:func:`graphspec.catalog.path`). Anything else raises :class:`~graphspec.errors.GraphspecError`
+    saying what was expected, with a did-you-mean over the catalogued names.
+    """
     from .compiler import build
     from .model_io import load
-    shipped = catalog.path(str(path)) if not os.path.exists(path) else None
-    if shipped is not None:
-        return load(shipped)
-    return load(path) if is_model_file(path) else build(path, seed=seed)
+    if _is_module(source):
+        return source
+    if _is_inline(source):
+        return build(source, seed=seed)
+    kind, path = resolve(source)
+    return load(path) if kind == "model" else build(path, seed=seed)
+
+
+def open_model(path, seed: int | None = None):
+    """The older name of :func:`open`."""
+    return open(path, seed=seed)
+
+
+def open_spec(source, *, check_graph: bool = True):
+    """``(spec, frozen)`` of anything :func:`open` accepts, without reading a model file's weights."""
+    from .spec.loader import load_spec
+    if _is_module(source):
+        info = source.graphspec
+        return info.spec, frozenset(info.frozen)
+    if _is_inline(source):
+        return load_spec(source, check_graph=check_graph), frozenset()
+    kind, path = resolve(source)
+    if kind == "model":
+        return embedded_spec(path, check_graph=check_graph)
+    return load_spec(path, check_graph=check_graph), frozenset()
+
+
+def embedded_spec(path, *, check_graph: bool = True):
+    """The spec and frozen set a model file carries, checked as :func:`graphspec.model_io.load` checks them (hash,
+    frozen set, preprocessing record, tensor data within the file) but without reading the weights."""
+    from .errors import Location
+    from .model_io import ModelFileError, _parse_prep, read_header, read_metadata, spec_hash
+    from .spec.loader import load_spec
+    from .spec.yaml_source import parse_yaml
+    meta = read_metadata(path)
+    spec_yaml = meta.get("spec", "")
+    if spec_hash(spec_yaml) != meta.get("spec_sha256"):
+        raise ModelFileError("the spec stored in the model file does not match its hash (the file was edited or "
+                             "corrupted)", location=Location(str(path)))
+    _check_tensor_extents(path, read_header(path))
+    spec = load_spec(parse_yaml(spec_yaml, f"{path}[spec]"), check_graph=check_graph)
+    try:
+        frozen = json.loads(meta.get("frozen", "[]"))
+    except json.JSONDecodeError:
+        frozen = None
+    if not isinstance(frozen, list) or not all(isinstance(n, str) and n in spec.vertices for n in frozen):
+        raise ModelFileError("the model file's frozen set is invalid", location=Location(str(path)))
+    _parse_prep(meta.get("preprocessing", ""), path)
+    return spec, frozenset(frozen)
+
+
+def _check_tensor_extents(path, header: dict) -> None:
+    """The tensors the header lists must lie inside the file (a truncated file is refused, as loading refuses it)."""
+    import struct
+
+    from .errors import Location
+    from .model_io import ModelFileError
+    label = str(path)
+    size = os.path.getsize(path)
+    with builtins.open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    available = size - 8 - n
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise ModelFileError(f"cannot read the tensors: tensor '{name}' has invalid data offsets",
+                                 location=Location(label))
+        end = max(end, offsets[1])
+    if end > available:
+        raise ModelFileError(f"cannot read the tensors: the tensor data needs {end:,} bytes but the file holds "
+                             f"{available:,} (truncated)", location=Location(label))

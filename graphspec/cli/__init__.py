@@ -10,8 +10,8 @@ import sys
 
 from .. import __version__
 from ..errors import GraphspecError
-from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_init, cmd_schema, cmd_snip, cmd_summary, cmd_upgrade,
-                       cmd_validate)
+from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_init, cmd_models, cmd_schema, cmd_snip, cmd_summary,
+                       cmd_upgrade, cmd_validate)
 from .common import positive
 
 EXIT_USAGE, EXIT_INTERNAL = 2, 3
@@ -25,20 +25,23 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("summary", help="print the vertices, shapes, parameters and totals of a spec")
-    s.add_argument("spec", help="a spec or a model file")
+    s.add_argument("spec", help="a spec, a model file or a catalogued model's name")
     s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     s.add_argument("--batch-size", type=positive, default=1, help="for activation memory and MACs (default 1)")
     s.set_defaults(func=cmd_summary)
 
     v = sub.add_parser("validate", help="check a spec statically (exit 0 if valid, 2 with the errors)")
-    v.add_argument("spec")
+    v.add_argument("spec", help="a spec, or a model file (or catalogued model's name) whose embedded spec to check")
     v.set_defaults(func=cmd_validate)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sc.set_defaults(func=cmd_schema)
 
+    mo = sub.add_parser("models", help="list the catalogued models: name, what its model card says, file")
+    mo.set_defaults(func=cmd_models)
+
     dr = sub.add_parser("draw", help="draw a spec or model: DOT, Mermaid, or SVG/PNG through Graphviz")
-    dr.add_argument("source", help="a spec or a model file")
+    dr.add_argument("source", help="a spec, a model file or a catalogued model's name")
     dr.add_argument("-o", "--output", required=True, help="FILE.dot, FILE.mmd, FILE.svg or FILE.png")
     dr.add_argument("--format", choices=("dot", "mermaid", "svg", "png"), help="default: from the file name")
     dr.add_argument("--depth", type=int, help="collapse blocks nested deeper than this (0: every block one node)")
@@ -79,8 +82,8 @@ def parser() -> argparse.ArgumentParser:
     from ..faces.commands import register as register_faces  # the one place the framework names faces
     register_faces(sub)
 
-    f = sub.add_parser("forward", help="build a spec and run a random batch through it")
-    f.add_argument("spec")
+    f = sub.add_parser("forward", help="build a spec (or open a model) and run a random batch through it")
+    f.add_argument("spec", help="a spec, a model file or a catalogued model's name")
     f.add_argument("--batch-size", type=positive, default=2)
     f.add_argument("--seed", type=int, default=None)
     f.add_argument("--train", action="store_true", help="training mode (batch statistics)")

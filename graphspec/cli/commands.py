@@ -4,19 +4,14 @@ from __future__ import annotations
 import json
 import sys
 
-from ..opening import is_model_file, open_model
+from ..opening import open, open_spec
 from .common import console
 
 
 def cmd_summary(args) -> int:
-    from .. import catalog
     from ..summary import render_json, render_markdown, render_table, summarize
-    if is_model_file(args.spec) or catalog.path(args.spec) is not None:
-        from ..model_io import load
-        info = load(args.spec).graphspec
-        s = summarize(info.spec, batch_size=args.batch_size, frozen=set(info.frozen))
-    else:
-        s = summarize(args.spec, batch_size=args.batch_size)
+    spec, frozen = open_spec(args.spec)
+    s = summarize(spec, batch_size=args.batch_size, frozen=set(frozen))
     if args.format == "json":
         print(render_json(s))
     elif args.format == "markdown":
@@ -29,13 +24,13 @@ def cmd_summary(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    """A spec file, or the spec a model file (or catalogued model) carries, checked statically."""
     from ..graph import analyze
-    from ..spec.loader import load_spec
-    spec = load_spec(args.spec, check_graph=False)
+    spec, _ = open_spec(args.spec, check_graph=False)
     a = analyze(spec, warn=False)
     for w in a.warnings:
         print(w, file=sys.stderr)
-    print(f"{spec.file}: ok ({len(spec.vertices)} vertices, outputs: {', '.join(spec.outputs)})")
+    print(f"{args.spec}: ok ({len(spec.vertices)} vertices, outputs: {', '.join(spec.outputs)})")
     return 0
 
 
@@ -51,8 +46,7 @@ def cmd_forward(args) -> int:
 
     import torch
 
-    from ..compiler import build
-    net = build(args.spec, seed=args.seed)
+    net = open(args.spec, seed=args.seed)
     info = net.graphspec
     net.train(args.train)
     xs = [torch.randn(args.batch_size, *info.spec.input_shape(n)) for n in info.spec.inputs]
@@ -74,13 +68,7 @@ def cmd_forward(args) -> int:
 
 def cmd_draw(args) -> int:
     from ..draw import draw
-    if is_model_file(args.source):
-        from ..model_io import load
-        info = load(args.source).graphspec
-        spec, frozen = info.spec, info.frozen
-    else:
-        from ..spec.loader import load_spec
-        spec, frozen = load_spec(args.source), frozenset()
+    spec, frozen = open_spec(args.source)
     path = draw(spec, args.output, frozen=frozen, depth=args.depth, fmt=args.format)
     print(f"wrote {path}")
     return 0
@@ -99,10 +87,9 @@ def cmd_upgrade(args) -> int:
 
 
 def cmd_init(args) -> int:
-    """Build a spec with fresh seeded weights and save it as a model file."""
-    from ..compiler import build
+    """Build a spec with fresh seeded weights and save it as a model file (a model file is saved as it is)."""
     from ..model_io import save
-    net = build(args.spec, seed=args.seed)
+    net = open(args.spec, seed=args.seed)
     path = save(net, args.output)
     print(f"wrote {path} ({len(net.graphspec.spec.vertices)} vertices, "
           f"{sum(t.numel() for t in net.state_dict().values()):,} values)")
@@ -114,7 +101,7 @@ def cmd_snip(args) -> int:
     from ..model_io import save
     from ..summary import render_table, summarize
     from ..surgery import snip
-    model = open_model(args.model, seed=args.seed)
+    model = open(args.model, seed=args.seed)
     freeze = [] if args.no_freeze else (args.freeze or None)
     new = snip(model, args.output, remove=args.remove or [], freeze=freeze)
     for line in new.graphspec.surgery.lines():
@@ -130,10 +117,25 @@ def cmd_snip(args) -> int:
 def cmd_export(args) -> int:
     """Write a model as ONNX or TorchScript for use outside graphspec."""
     from ..export import export
-    model = open_model(args.model, seed=args.seed)
+    model = open(args.model, seed=args.seed)
     report = export(model, args.out, format=args.format, check=not args.no_check, opset=args.opset)
     for line in report.lines():
         print(line)
+    return 0
+
+
+def cmd_models(args) -> int:
+    """One line per catalogued model: its name, the first line of its model card, its file."""
+    from .. import catalog
+    models = catalog.available()
+    if not models:
+        print("no catalogued models (applications and plugins add them through the 'graphspec.models' entry "
+              "points)", file=sys.stderr)
+        return 0
+    width = max(len(name) for name in models)
+    for name, path in models.items():
+        about = catalog.summary(name)
+        print(f"{name:<{width}}  {about + '  ' if about else ''}{path}")
     return 0
 
 
