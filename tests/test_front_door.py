@@ -53,3 +53,18 @@ def test_python_warnings_are_one_line_notes(monkeypatch, capsys):
     assert graphspec.cli.main(["validate", "x.yaml"]) == 0
     assert capsys.readouterr().err == "warning: the model records no preprocessing\n"
     assert warnings.showwarning is not graphspec.cli._note  # restored after the command
+
+
+def test_upgrade_says_when_a_spec_is_current_and_refuses_a_newer_one(tmp_path, cli):
+    current = tmp_path / "current.yaml"
+    current.write_text("version: 1\nname: t\ninputs: {x: {type: feed_forward, size: 2}}\n"
+                       "vertices: {d: {type: dense, inputs: [x], out: 1}}\noutputs: [d]\n")
+    rc, out, err = cli("upgrade", current)
+    assert rc == 0 and out.startswith("version: 1\nname: t\n")
+    assert err == f"{current}: already at version 1, the current spec language; nothing to upgrade\n"
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(current.read_text().replace("version: 1", "version: 7"))
+    rc, out, err = cli("upgrade", newer)
+    assert rc == 2 and out == ""
+    assert err == (f"error: {newer}:1:1: spec version 7 is newer than this graphspec understands (up to 1); "
+                   "upgrade graphspec\n")

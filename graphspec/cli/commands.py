@@ -78,11 +78,20 @@ def cmd_upgrade(args) -> int:
     """Print a spec brought to the current language version (blocks and comments aside, unchanged)."""
     import yaml
 
+    from ..errors import GraphspecError
     from ..spec import versions
+    from ..spec.loader import check_version
     from ..spec.yaml_source import load_yaml
     src = load_yaml(args.spec)
-    data = src.data if isinstance(src.data, dict) else {}
-    print(yaml.safe_dump(versions.upgrade(data, src.file), sort_keys=False, default_flow_style=None, width=120), end="")
+    if not isinstance(src.data, dict):
+        raise GraphspecError("expected a spec: a mapping with 'version', 'inputs', 'vertices' and 'outputs'",
+                             location=src.loc(()))
+    check_version(src.data, src)  # a newer spec than this graphspec reads is refused, not "upgraded"
+    if src.data["version"] == versions.CURRENT:
+        print(f"{src.file}: already at version {versions.CURRENT}, the current spec language; nothing to upgrade",
+              file=sys.stderr)
+    print(yaml.safe_dump(versions.upgrade(src.data, src.file), sort_keys=False, default_flow_style=None, width=120),
+          end="")
     return 0
 
 

@@ -72,7 +72,7 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
         kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number"}.get(kind, kind)
         raise GraphspecError(f"expected a mapping at the top level (version, name, inputs, vertices, outputs); "
                              f"received {kind}", location=src.loc(()))
-    _check_version(data, src)
+    check_version(data, src)
     from .versions import upgrade
     upgraded = upgrade(data, src.file)
     if upgraded is not data:  # positions still point into the original file, key by key where unchanged
@@ -111,7 +111,8 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
     return spec, problems, frozenset(broken) | frozenset(a for a, target in aliases.items() if target in broken)
 
 
-def _check_version(data: dict, src: Source) -> None:
+def check_version(data: dict, src: Source) -> None:
+    """Refuse a document without a version, with an invalid one, or newer than this graphspec reads."""
     version = data.get("version")
     if "version" not in data:
         raise GraphspecError(f"missing required key 'version'; this graphspec reads version {SPEC_VERSION} "
