@@ -3,6 +3,7 @@ preprocessing; unreadable files are skipped and listed."""
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,8 +65,34 @@ def test_embed_errors_are_clear(model_file, tmp_path, capsys):
     assert main(["embed", str(model_file), str(tmp_path / "missing"), "-o", str(tmp_path / "e.npy")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'missing'}: no such file or folder\n"
     (tmp_path / "empty").mkdir()
-    assert main(["embed", str(model_file), str(tmp_path / "empty"), "-o", str(tmp_path / "e.txt")]) == 2
+    assert main(["embed", str(model_file), str(tmp_path / "empty"), "-o", str(tmp_path / "e.npy")]) == 2
     assert "no images found in" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_format_is_refused_before_any_work(photos, tmp_path, capsys):
+    # the model does not even exist: the output is checked first, so nothing is opened or embedded
+    out = tmp_path / "e.parquet"
+    assert main(["embed", str(tmp_path / "no-model.safetensors"), str(photos), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {out}: output must end in .npy or .csv; received 'e.parquet'\n"
+    assert not out.exists()
+
+
+def test_classifier_outputs_and_fresh_weights_are_named(photos, tmp_path, capsys):
+    spec = tmp_path / "net.yaml"
+    spec.write_text(Path("specs/nn4small2.yaml").read_text())
+    assert main(["embed", str(spec), str(photos), "-o", str(tmp_path / "e.npy"), "--batch-size", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 'lossLayer' is a center_loss_output layer: its rows are class scores, not embeddings" in err
+    assert "warning: the weights are freshly initialised (a spec, not a trained model file)" in err
+
+
+def test_verify_plot_without_matplotlib_is_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    rc = main(["verify", str(tmp_path / "no-model.safetensors"), "--data", str(tmp_path), "--pairs",
+               str(tmp_path / "pairs.txt"), "--plot", str(tmp_path / "roc.png")])
+    assert rc == 2 and capsys.readouterr().err == "error: --plot needs matplotlib: pip install 'graphspec[plot]'\n"
 
 
 def _rows(model_file, files, **execution):

@@ -54,9 +54,12 @@ def _train(args, train, ctx) -> int:
 
 def cmd_embed(args) -> int:
     from rich.progress import Progress
-    from .embed import embed, image_files, write
-    model = open_model(args.model)
+    from .embed import check_output, embed, embedding_warnings, image_files, write
+    check_output(args.out)
     files = image_files(args.paths)
+    model = open_model(args.model)
+    for note in embedding_warnings(model, args.output):
+        print(f"warning: {note}", file=sys.stderr)
     with Progress(console=console(stderr=True), transient=True) as bar:
         task = bar.add_task("embedding", total=len(files))
         rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
@@ -71,8 +74,13 @@ def cmd_embed(args) -> int:
 
 def cmd_verify(args) -> int:
     from rich.progress import Progress
-    from .verify.scoring import plot_roc, verify
+    from .embed import embedding_warnings
+    from .verify.scoring import check_plotting, plot_roc, verify
+    if args.plot:
+        check_plotting()
     model = open_model(args.model)
+    for note in embedding_warnings(model):
+        print(f"warning: {note}", file=sys.stderr)
     with Progress(console=console(stderr=True), transient=True) as bar:
         task = bar.add_task("embedding pairs", total=None)
         report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs,

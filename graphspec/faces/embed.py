@@ -85,9 +85,36 @@ def _decode(prep, files: Sequence[Path]):
     return images, kept, skipped
 
 
+OUTPUT_FORMATS = (".npy", ".csv")
+
+
+def check_output(out: str | os.PathLike) -> Path:
+    """The output file, refused now (before any image is embedded) unless it is a format :func:`write` writes."""
+    out = Path(out)
+    if out.suffix not in OUTPUT_FORMATS:
+        raise GraphspecError(f"output must end in .npy or .csv; received '{out.name}'", location=Location(str(out)))
+    return out
+
+
+def embedding_warnings(model, output: str | None = None) -> list[str]:
+    """What makes rows of ``model`` poor embeddings: a classifier's output (class scores, not an embedding) or
+    weights that were never trained (a spec built with fresh weights)."""
+    spec = model.graphspec.spec
+    name = output or spec.outputs[0]
+    notes = []
+    vertex = spec.vertices.get(name)
+    if vertex is not None and vertex.entry.loss_head:
+        notes.append(f"'{name}' is a {vertex.type} layer: its rows are class scores, not embeddings; cut the model at "
+                     f"its embeddings first (graphspec snip MODEL --output VERTEX) or pass --output VERTEX")
+    if model.graphspec.weights is None and model.graphspec.surgery is None:
+        notes.append("the weights are freshly initialised (a spec, not a trained model file): the rows say nothing "
+                     "about the images")
+    return notes
+
+
 def write(rows: np.ndarray, files: Sequence[Path], out: str | os.PathLike) -> list[Path]:
     """``.npy`` (plus ``<out>.paths.txt``) or ``.csv`` (path, then the values); returns the files written."""
-    out = Path(out)
+    out = check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, rows)
@@ -101,4 +128,3 @@ def write(rows: np.ndarray, files: Sequence[Path], out: str | os.PathLike) -> li
             for f, r in zip(files, rows):
                 w.writerow([str(f)] + [repr(float(v)) for v in r])
         return [out]
-    raise GraphspecError(f"output must end in .npy or .csv; received '{out.name}'", location=Location(str(out)))

@@ -99,6 +99,9 @@ class VertexType:
     # and which l1_bias/l2_bias apply to.
     weight_params: ClassVar[tuple[str, ...]] = ()
     bias_params: ClassVar[tuple[str, ...]] = ()
+    # An output layer trained with a loss: training attaches its loss to it, and its rows are predictions (class
+    # scores), not features, which `embed` and `verify` warn about.
+    loss_head: ClassVar[bool] = False
 
     def infer(self, p: Any, in_shapes: list[Shape]) -> Inferred:
         return Inferred(in_shapes[0])

@@ -281,6 +281,7 @@ class OutputParams(DenseParams):
 @builtin
 class OutputLayer(_DenseLike):
     name, dl4j = "output", "OutputLayer"
+    loss_head = True
     Params = OutputParams
     doc = "Dense layer whose activated output is a network prediction, trained with `loss`."
 
@@ -297,6 +298,7 @@ class CenterLossParams(OutputParams):
 @builtin
 class CenterLossOutputLayer(_DenseLike):
     name, dl4j = "center_loss_output", "CenterLossOutputLayer"
+    loss_head = True
     Params = CenterLossParams
     doc = "Output layer with center loss: per-class centers of its input (state updated by rule, not gradient)."
 

@@ -19,8 +19,6 @@ from ..errors import GraphspecError
 from .losses import per_example
 from .updaters import DL4JUpdater
 
-OUTPUT_TYPES = ("output", "center_loss_output")
-
 
 @dataclass
 class Head:
@@ -49,7 +47,7 @@ class Layer:
 def heads_of(model) -> list[Head]:
     spec = model.graphspec.spec
     heads = [Head(n, spec.vertices[n].inputs[0], model.get_submodule(n), spec.vertices[n])
-             for n in spec.outputs if spec.vertices[n].type in OUTPUT_TYPES]
+             for n in spec.outputs if spec.vertices[n].entry.loss_head]
     if not heads:
         raise GraphspecError(f"cannot train '{spec.name}': none of its outputs ({', '.join(spec.outputs)}) is an "
                              "output layer (output or center_loss_output) with a loss")

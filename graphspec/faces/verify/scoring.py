@@ -91,13 +91,18 @@ def stratified_folds(same: np.ndarray, k: int) -> np.ndarray:
     return folds
 
 
+def check_plotting() -> None:
+    """Refuse ``--plot`` now, before any pair is embedded, when matplotlib is missing."""
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        raise GraphspecError("--plot needs matplotlib: pip install 'graphspec[plot]'")
+
+
 def plot_roc(d: np.ndarray, same: np.ndarray, report: VerificationReport, path: str | os.PathLike) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise GraphspecError("--plot needs matplotlib: pip install 'graphspec[plot]'") from None
+    check_plotting()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from .metrics import roc_curve
     fpr, tpr = roc_curve(d, same)
     fig, ax = plt.subplots(figsize=(5, 5))
