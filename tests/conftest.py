@@ -40,6 +40,11 @@ def lfw_root() -> Path | None:
 @pytest.fixture
 def lfw_images() -> Path:
     """LFW's deep-funneled image folder; skips the test where LFW is not on the machine."""
+    return lfw_images_folder()
+
+
+def lfw_images_folder() -> Path:
+    """LFW's deep-funneled image folder (for helpers that are not fixtures); skips where LFW is absent."""
     root = lfw_root()
     if root is None:
         pytest.skip("LFW not found (set GRAPHSPEC_LFW, or keep ../shared/data/lfw beside the checkout)")

@@ -4,7 +4,7 @@
   in train mode the running statistics must follow DL4J (biased variance + eps folded in), checked against the
   batch statistics seen by the hand-written module;
 * graph: vertex names, inputs, merge orders, output shapes, Same pads and parameter counts of Appendix A
-  (parsed from /work/shared/reference/SEMANTICS.md when present), plus hard-coded key facts;
+  (parsed from ../shared/reference/SEMANTICS.md when present), plus hard-coded key facts;
 * quirks of the tutorial (3x3 kernels named 5x5, bias init 0.2 only in FaceNetHelper convolutions);
 * a seeded build is bit-for-bit reproducible.
 """
@@ -25,9 +25,10 @@ import graphspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import nn4small2_handwritten as hw  # noqa: E402
+from conftest import reference  # noqa: E402
 
 SPEC = ROOT / "specs" / "nn4small2.yaml"
-SEMANTICS = Path("/work/shared/reference/SEMANTICS.md")
+SEMANTICS = reference("SEMANTICS.md")  # ../shared/reference beside the checkout
 EPS = 1e-5
 
 MERGES = {

@@ -13,9 +13,9 @@ import graphspec
 from graphspec import GraphBuilder, SpecError, build, feed_forward, snip
 from graphspec.summary import summarize
 from graphspec.surgery import SurgeryError
+from conftest import lfw_images_folder
 
 NN4 = "specs/nn4small2.yaml"
-LFW = Path("/work/shared/data/lfw/lfw-deepfunneled")
 
 # SEMANTICS §8 / Appendix C 8-9: tutorial total and the snipped transfer-learning graph (DL4J counts everything
 # stored: BN running mean/var and the centers included).
@@ -79,8 +79,7 @@ def lfw_faces(n: int = 3) -> torch.Tensor:
     BGR channel order, float values 0..255, layout [N, 3, 96, 96]."""
     import numpy as np
     from PIL import Image
-    if not LFW.is_dir():
-        pytest.skip(f"LFW not available at {LFW}")
+    LFW = lfw_images_folder()
     files = []
     for person in sorted(p.name for p in LFW.iterdir()):
         f = LFW / person / f"{person}_0001.jpg"
