@@ -30,18 +30,17 @@ class Analysis:
 
     def ancestors(self, names: Iterable[str]) -> set[str]:
         """Every vertex and input that ``names`` depend on (not ``names`` themselves)."""
-        found: set[str] = set()
-        for name in names:
-            if name in self.graph:
-                found |= nx.ancestors(self.graph, name)
-        return found
+        return self._reach(nx.ancestors, names)
 
     def descendants(self, names: Iterable[str]) -> set[str]:
         """Every vertex that depends on ``names`` (not ``names`` themselves)."""
+        return self._reach(nx.descendants, names)
+
+    def _reach(self, step, names: Iterable[str]) -> set[str]:
         found: set[str] = set()
         for name in names:
             if name in self.graph:
-                found |= nx.descendants(self.graph, name)
+                found |= step(self.graph, name)
         return found
 
     def needed_for(self, outputs: Iterable[str]) -> set[str]:

@@ -189,27 +189,33 @@ def load(path: str | os.PathLike, *, strict: bool = True) -> torch.nn.Module:
     """Load a model file: rebuild its spec, load its tensors (strictly, by default), restore frozen vertices."""
     from . import catalog
     from .compiler import build
-    from .spec.loader import load_spec
 
     if not os.path.exists(path) and catalog.path(str(path)) is not None:
         path = catalog.path(str(path))  # a model shipped with graphspec, by name
+    spec, frozen, preprocessing = read_spec(path)
+    model = build(spec, frozen=frozen, preprocessing=preprocessing)
+    report = load_weights(model, read_tensors(path), strict=strict, label=str(path))
+    model.graphspec.weights = report
+    return model
+
+
+def read_spec(path: str | os.PathLike, *, check_graph: bool = True) -> tuple[Any, list[str], Any]:
+    """(spec, frozen vertices, preprocessing) recorded in a model file, each checked (the spec against its hash)."""
+    from .spec.loader import load_spec
+    from .spec.yaml_source import parse_yaml
     meta = read_metadata(path)
     spec_yaml = meta.get("spec", "")
     if spec_hash(spec_yaml) != meta.get("spec_sha256"):
         raise ModelFileError("the spec stored in the model file does not match its hash (the file was edited or "
                              "corrupted)", location=Location(str(path)))
-    from .spec.yaml_source import parse_yaml
-    spec = load_spec(parse_yaml(spec_yaml, f"{path}[spec]"))  # errors point into the embedded spec
+    spec = load_spec(parse_yaml(spec_yaml, f"{path}[spec]"), check_graph=check_graph)  # errors point into it
     try:
         frozen = json.loads(meta.get("frozen", "[]"))
     except json.JSONDecodeError:
         frozen = None
     if not isinstance(frozen, list) or not all(isinstance(n, str) and n in spec.vertices for n in frozen):
         raise ModelFileError("the model file's frozen set is invalid", location=Location(str(path)))
-    model = build(spec, frozen=frozen, preprocessing=_parse_prep(meta.get("preprocessing", ""), path))
-    report = load_weights(model, read_tensors(path), strict=strict, label=str(path))
-    model.graphspec.weights = report
-    return model
+    return spec, frozen, _parse_prep(meta.get("preprocessing", ""), path)
 
 
 def _parse_prep(text: str, path) -> Any:

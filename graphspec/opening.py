@@ -7,7 +7,6 @@ file, or the name of a catalogued model.
 from __future__ import annotations
 
 import builtins
-import json
 import os
 from pathlib import Path
 
@@ -112,24 +111,9 @@ def open_spec(source, *, check_graph: bool = True):
 def embedded_spec(path, *, check_graph: bool = True):
     """The spec and frozen set a model file carries, checked as :func:`graphspec.model_io.load` checks them (hash,
     frozen set, preprocessing record, tensor data within the file) but without reading the weights."""
-    from .errors import Location
-    from .model_io import ModelFileError, _parse_prep, read_header, read_metadata, spec_hash
-    from .spec.loader import load_spec
-    from .spec.yaml_source import parse_yaml
-    meta = read_metadata(path)
-    spec_yaml = meta.get("spec", "")
-    if spec_hash(spec_yaml) != meta.get("spec_sha256"):
-        raise ModelFileError("the spec stored in the model file does not match its hash (the file was edited or "
-                             "corrupted)", location=Location(str(path)))
+    from .model_io import read_header, read_spec
     _check_tensor_extents(path, read_header(path))
-    spec = load_spec(parse_yaml(spec_yaml, f"{path}[spec]"), check_graph=check_graph)
-    try:
-        frozen = json.loads(meta.get("frozen", "[]"))
-    except json.JSONDecodeError:
-        frozen = None
-    if not isinstance(frozen, list) or not all(isinstance(n, str) and n in spec.vertices for n in frozen):
-        raise ModelFileError("the model file's frozen set is invalid", location=Location(str(path)))
-    _parse_prep(meta.get("preprocessing", ""), path)
+    spec, frozen, _ = read_spec(path, check_graph=check_graph)
     return spec, frozenset(frozen)
 
 
