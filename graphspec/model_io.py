@@ -199,10 +199,14 @@ def load(path: str | os.PathLike, *, strict: bool = True) -> torch.nn.Module:
     return model
 
 
-def read_spec(path: str | os.PathLike, *, check_graph: bool = True) -> tuple[Any, list[str], Any]:
-    """(spec, frozen vertices, preprocessing) recorded in a model file, each checked (the spec against its hash)."""
+def read_spec(path: str | os.PathLike, *, check_graph: bool = True,
+              weights_needed: bool = True) -> tuple[Any, list[str], Any]:
+    """(spec, frozen vertices, preprocessing) recorded in a model file, each checked (the spec against its hash).
+    Without ``weights_needed`` (a summary, a drawing) the tensors are not read, but must lie inside the file."""
     from .spec.loader import load_spec
     from .spec.yaml_source import parse_yaml
+    if not weights_needed:
+        _check_tensor_extents(path, read_header(path))
     meta = read_metadata(path)
     spec_yaml = meta.get("spec", "")
     if spec_hash(spec_yaml) != meta.get("spec_sha256"):
@@ -216,6 +220,30 @@ def read_spec(path: str | os.PathLike, *, check_graph: bool = True) -> tuple[Any
     if not isinstance(frozen, list) or not all(isinstance(n, str) and n in spec.vertices for n in frozen):
         raise ModelFileError("the model file's frozen set is invalid", location=Location(str(path)))
     return spec, frozen, _parse_prep(meta.get("preprocessing", ""), path)
+
+
+def _check_tensor_extents(path, header: dict) -> None:
+    """The tensors the header lists must lie inside the file (a truncated file is refused, as loading refuses it)."""
+    import struct
+
+    label = str(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    available = size - 8 - n
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise ModelFileError(f"cannot read the tensors: tensor '{name}' has invalid data offsets",
+                                 location=Location(label))
+        end = max(end, offsets[1])
+    if end > available:
+        raise ModelFileError(f"cannot read the tensors: the tensor data needs {end:,} bytes but the file holds "
+                             f"{available:,} (truncated)", location=Location(label))
 
 
 def _parse_prep(text: str, path) -> Any:

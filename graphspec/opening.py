@@ -89,9 +89,6 @@ def open(source, *, seed: int | None = None):  # noqa: A001 - graphspec.open, th
     return load(path) if kind == "model" else build(path, seed=seed)
 
 
-def open_model(path, seed: int | None = None):
-    """The older name of :func:`open`."""
-    return open(path, seed=seed)
 
 
 def open_spec(source, *, check_graph: bool = True):
@@ -104,40 +101,7 @@ def open_spec(source, *, check_graph: bool = True):
         return load_spec(source, check_graph=check_graph), frozenset()
     kind, path = resolve(source)
     if kind == "model":
-        return embedded_spec(path, check_graph=check_graph)
+        from .model_io import read_spec
+        spec, frozen, _ = read_spec(path, check_graph=check_graph, weights_needed=False)
+        return spec, frozenset(frozen)
     return load_spec(path, check_graph=check_graph), frozenset()
-
-
-def embedded_spec(path, *, check_graph: bool = True):
-    """The spec and frozen set a model file carries, checked as :func:`graphspec.model_io.load` checks them (hash,
-    frozen set, preprocessing record, tensor data within the file) but without reading the weights."""
-    from .model_io import read_header, read_spec
-    _check_tensor_extents(path, read_header(path))
-    spec, frozen, _ = read_spec(path, check_graph=check_graph)
-    return spec, frozenset(frozen)
-
-
-def _check_tensor_extents(path, header: dict) -> None:
-    """The tensors the header lists must lie inside the file (a truncated file is refused, as loading refuses it)."""
-    import struct
-
-    from .errors import Location
-    from .model_io import ModelFileError
-    label = str(path)
-    size = os.path.getsize(path)
-    with builtins.open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-    available = size - 8 - n
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
-                or not 0 <= offsets[0] <= offsets[1]):
-            raise ModelFileError(f"cannot read the tensors: tensor '{name}' has invalid data offsets",
-                                 location=Location(label))
-        end = max(end, offsets[1])
-    if end > available:
-        raise ModelFileError(f"cannot read the tensors: the tensor data needs {end:,} bytes but the file holds "
-                             f"{available:,} (truncated)", location=Location(label))

@@ -11,7 +11,6 @@ import graphspec
 from graphspec import catalog
 from graphspec.cli import main
 from graphspec.errors import GraphspecError
-from graphspec.opening import open_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NN4 = ROOT / "specs" / "nn4small2.yaml"
@@ -111,12 +110,6 @@ def test_a_missing_path_keeps_the_readers_error(tmp_path):
         graphspec.open(str(tmp_path / "nothing.safetensors"))
 
 
-def test_open_model_is_open():
-    net = open_model(TINY, seed=5)
-    assert _same_weights(net, graphspec.open(TINY, seed=5))
-
-
-# --- open_spec -----------------------------------------------------------------------------------------------
 
 
 def test_open_spec_of_each_kind(tiny_file, tiny_model):

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..cli.common import console, execution, execution_flags, positive
-from ..opening import open_model
+from ..opening import open
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -57,7 +57,7 @@ def cmd_embed(args) -> int:
     from .embed import check_output, embed, embedding_warnings, image_files, write
     check_output(args.out)
     files = image_files(args.paths)
-    model = open_model(args.model)
+    model = open(args.model)
     for note in embedding_warnings(model, args.output):
         print(f"warning: {note}", file=sys.stderr)
     with Progress(console=console(stderr=True), transient=True) as bar:
@@ -78,7 +78,7 @@ def cmd_verify(args) -> int:
     from .verify.scoring import check_plotting, plot_roc, verify
     if args.plot:
         check_plotting()
-    model = open_model(args.model)
+    model = open(args.model)
     for note in embedding_warnings(model):
         print(f"warning: {note}", file=sys.stderr)
     with Progress(console=console(stderr=True), transient=True) as bar:

@@ -85,7 +85,7 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
     A run directory records everything a resumed run needs (the spec, the recipe with every override applied, and
     the data source), so ``resume=True`` needs only ``out``; a spec, recipe, data source or override that
     contradicts the record is refused before any work."""
-    from ..opening import open_model
+    from ..opening import open
     run = Path(out) if out else None
     if resume:
         spec_or_model, recipe, data = _recorded_run(run, spec_or_model, data, recipe_path, overrides)
@@ -94,7 +94,7 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
             raise GraphspecError("train needs a SPEC (a spec, model file or catalogued model), or --resume with --out "
                                  "RUN_DIR to continue a run")
         recipe = load_recipe(recipe_path, overrides)
-    model = open_model(spec_or_model, seed=recipe.seed)
+    model = open(spec_or_model, seed=recipe.seed)
     input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
     cache_prep, infer_prep = load_preprocessing(recipe, input_shape)
     root = resolve_data(data, recipe, cache_dir)
