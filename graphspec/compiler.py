@@ -15,7 +15,7 @@ import torch
 from torch import fx, nn
 
 from .freeze import freeze_module
-from .graph import Analysis, analyze
+from .graph import Analysis
 from .spec.loader import load_spec
 from .spec.model import Spec
 
@@ -48,7 +48,7 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
     ancestors here; :meth:`GraphBuilder.set_feature_extractor` does DL4J's closure).
     """
     spec = load_spec(spec_or_path)
-    analysis = analyze(spec)
+    analysis = spec.analysis
     root = nn.Module()
     generator = _generator(seed if seed is not None else spec.seed)
     for name in analysis.order:
@@ -72,20 +72,19 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
 
 
 def _inplace_activations(spec: Spec, analysis: Analysis, root: nn.Module) -> None:
-    """Let an activation vertex overwrite its input when that input is a conv, dense or batch-norm output (their
-    backward passes do not need their outputs), the activation is its only reader, and it is not an output. This
-    saves one activation-sized tensor per such vertex (what hand-written modules get from ``relu_``)."""
+    """Let a vertex that can compute in place (an activation) overwrite its input when the registry says that
+    input's producer does not need its own output for the backward pass (a conv or dense layer without
+    activation, batch norm), it is the only reader, and the input is not a network output. This saves one
+    activation-sized tensor per such vertex (what hand-written modules get from ``relu_``)."""
     readers: dict[str, int] = {}
     for v in spec.vertices.values():
         for i in v.inputs:
             readers[i] = readers.get(i, 0) + 1
     for name, v in spec.vertices.items():
-        if v.type != "activation" or not v.inputs or v.inputs[0] not in spec.vertices:
+        if not v.entry.computes_in_place or len(v.inputs) != 1 or v.inputs[0] not in spec.vertices:
             continue
         src = spec.vertices[v.inputs[0]]
-        linear_output = src.type == "batchnorm" or (src.type in ("conv", "dense")
-                                                    and getattr(src.cfg, "activation", None) == "identity")
-        if linear_output and readers.get(src.name) == 1 and src.name not in spec.outputs:
+        if src.entry.output_overwritable(src.cfg) and readers.get(src.name) == 1 and src.name not in spec.outputs:
             root.get_submodule(name).set_inplace(root.get_submodule(src.name))
 
 
@@ -102,9 +101,7 @@ def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None) 
     outputs = list(spec.outputs if outputs is None else outputs)
     graph = fx.Graph()
     nodes: dict[str, fx.Node] = {name: graph.placeholder(_ident(name)) for name in spec.inputs}
-    needed = set(outputs)
-    for out in outputs:
-        needed |= set(_ancestors(analysis, out))
+    needed = analysis.needed_for(outputs)
     for name in analysis.order:
         if name not in needed:
             continue  # reaches no output (analyze warned); its module still exists for its weights
@@ -123,11 +120,6 @@ def subgraph(model: fx.GraphModule, outputs: list[str]) -> fx.GraphModule:
     info = model.graphspec
     graph = _fx_graph(info.spec, info.analysis, outputs)
     return fx.GraphModule(model, graph, class_name=_class_name(info.spec.name) + "Trunk")
-
-
-def _ancestors(analysis: Analysis, name: str):
-    import networkx as nx
-    return nx.ancestors(analysis.graph, name)
 
 
 def _ident(name: str) -> str:

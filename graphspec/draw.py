@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import GraphspecError, Location
-from .graph import analyze
 
 
 @dataclass
@@ -36,7 +35,7 @@ def _shape(shape) -> str:
 
 def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
     """Nodes and edges of the drawing; vertices deeper than ``depth`` block levels become their block's node."""
-    a = analyze(spec, warn=False)
+    a = spec.analysis
     d = Drawing(outputs=list(spec.outputs))
 
     def owner(name: str) -> str:

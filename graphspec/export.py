@@ -101,8 +101,8 @@ def _onnx(wrapped, path: str, opset: int | None) -> ExportReport:
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
-    except ImportError:
-        raise GraphspecError(ONNX_EXTRA, location=Location(path)) from None
+    except ImportError as e:
+        raise GraphspecError(ONNX_EXTRA, location=Location(path)) from e
     info = wrapped.model.graphspec
     inputs = list(info.spec.inputs)
     batch = torch.export.Dim("batch")
@@ -206,4 +206,4 @@ def _atomic(path: str, write) -> None:
         atomic_write(path, write)
     except OSError as e:
         raise GraphspecError(f"cannot write the exported model: {e.strerror or e}", location=Location(path)) \
-            from None
+            from e

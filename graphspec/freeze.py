@@ -5,9 +5,6 @@ is overridden, through a subclass made once per layer class, and its parameters 
 """
 from __future__ import annotations
 
-from typing import Iterable
-
-import networkx as nx
 from torch import nn
 
 _FROZEN: dict[type, type] = {}
@@ -35,12 +32,3 @@ def freeze_module(module: nn.Module) -> None:
 
 def is_frozen(module: nn.Module) -> bool:
     return bool(getattr(type(module), "graphspec_frozen", False))
-
-
-def frozen_closure(graph: nx.DiGraph, names: Iterable[str], inputs: Iterable[str] = ()) -> frozenset[str]:
-    """DL4J's setFeatureExtractor: the named vertices plus all their ancestors (network inputs excluded)."""
-    result: set[str] = set()
-    for name in names:
-        result.add(name)
-        result |= nx.ancestors(graph, name)
-    return frozenset(result - set(inputs))

@@ -1,8 +1,9 @@
 """The pure graph core: topology and static shapes, before any tensor exists.
 
 ``analyze(spec)`` checks every reference, the arity of every vertex, cycles and outputs, then propagates shapes
-through the registry's rules in topological order. It returns an :class:`Analysis` (cached on the spec) or raises
-one :class:`SpecError` listing all problems; unreachable vertices and unused inputs are warnings.
+through the registry's rules in topological order. It returns an :class:`Analysis` or raises one
+:class:`SpecError` listing all problems; unreachable vertices and unused inputs are warnings. ``load_spec`` keeps
+the analysis of the spec it validated as ``spec.analysis``; the compiler hands it on as ``module.graphspec.analysis``.
 """
 from __future__ import annotations
 
@@ -28,25 +29,28 @@ class Analysis:
 
     # The one implementation of the graph queries that compiling, probing, freezing and surgery need.
 
-    def ancestors(self, names: Iterable[str]) -> set[str]:
-        """Every vertex and input that ``names`` depend on (not ``names`` themselves)."""
-        return self._reach(nx.ancestors, names)
+    def ancestors(self, names: Iterable[str], *, without: Iterable[str] = ()) -> set[str]:
+        """Every vertex and input that ``names`` depend on (not ``names`` themselves); ``without``: as if those
+        vertices and their connections were removed."""
+        return self._reach(nx.ancestors, names, without)
 
-    def descendants(self, names: Iterable[str]) -> set[str]:
-        """Every vertex that depends on ``names`` (not ``names`` themselves)."""
-        return self._reach(nx.descendants, names)
+    def descendants(self, names: Iterable[str], *, without: Iterable[str] = ()) -> set[str]:
+        """Every vertex that depends on ``names`` (not ``names`` themselves); ``without`` as for ancestors."""
+        return self._reach(nx.descendants, names, without)
 
-    def _reach(self, step, names: Iterable[str]) -> set[str]:
+    def _reach(self, step, names: Iterable[str], without: Iterable[str]) -> set[str]:
+        removed = set(without)
+        graph = nx.restricted_view(self.graph, removed, []) if removed else self.graph
         found: set[str] = set()
         for name in names:
-            if name in self.graph:
-                found |= step(self.graph, name)
+            if name in graph:
+                found |= step(graph, name)
         return found
 
-    def needed_for(self, outputs: Iterable[str]) -> set[str]:
+    def needed_for(self, outputs: Iterable[str], *, without: Iterable[str] = ()) -> set[str]:
         """What computing ``outputs`` runs: the outputs and all their ancestors (inputs included)."""
         outputs = set(outputs)
-        return outputs | self.ancestors(outputs)
+        return outputs | self.ancestors(outputs, without=without)
 
     def closure(self, names: Iterable[str]) -> frozenset[str]:
         """``names`` and every vertex they depend on, network inputs excluded (DL4J's setFeatureExtractor)."""
@@ -62,9 +66,6 @@ def analyze(spec: Spec, *, warn: bool = True, broken: frozenset[str] = frozenset
     """The analysis of ``spec``, or one SpecError with every problem the valid parts allow: reference, arity and
     output problems, and the shape problems of every vertex whose inputs could be inferred. ``broken`` names
     vertices the loader already refused: references to them are not reported again."""
-    cached = getattr(spec, "_analysis", None)
-    if cached is not None:
-        return cached
     problems: list[Problem] = []
     g, cyclic = _graph(spec, problems, broken)
     _check_outputs(spec, problems, broken)
@@ -77,7 +78,6 @@ def analyze(spec: Spec, *, warn: bool = True, broken: frozenset[str] = frozenset
     if warn:
         for w in result.warnings:
             warnings.warn(str(w), SpecWarning, stacklevel=2)
-    spec._analysis = result
     return result
 
 

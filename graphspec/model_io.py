@@ -131,12 +131,12 @@ def read_header(path: str | os.PathLike) -> dict:
             if not raw.startswith(b"{"):
                 _refuse_other_formats(head, label)
     except OSError as e:
-        raise ModelFileError(f"cannot read model file: {e.strerror or e}", location=Location(label)) from None
+        raise ModelFileError(f"cannot read model file: {e.strerror or e}", location=Location(label)) from e
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"not a valid model file: its header is not JSON ({e})", location=Location(label)) \
-            from None
+            from e
     if not isinstance(header, dict):
         raise ModelFileError("not a valid model file: its header is not a JSON object", location=Location(label))
     return header
@@ -182,7 +182,7 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"cannot read the tensors: {e}", location=Location(str(path))) from None
+        raise ModelFileError(f"cannot read the tensors: {e}", location=Location(str(path))) from e
 
 
 def load(path: str | os.PathLike, *, strict: bool = True) -> torch.nn.Module:
@@ -257,7 +257,7 @@ def _parse_prep(text: str, path) -> Any:
         return Preprocessing.model_validate_json(text)
     except Exception as e:  # a pydantic ValidationError: the file's record is invalid
         raise ModelFileError(f"the model file's preprocessing record is invalid: {e}",
-                             location=Location(str(path))) from None
+                             location=Location(str(path))) from e
 
 
 def load_weights(model: torch.nn.Module, weights: "Mapping[str, torch.Tensor] | str | os.PathLike", *,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .graph import analyze
 from .registry import ParamShape
 from .spec.loader import load_spec
 
@@ -26,7 +25,7 @@ class Row:
     trainable: int  # trained by gradient
     state: int  # stored but not trained by gradient
     param_shapes: list[ParamShape]
-    macs: int  # multiply-accumulates per example (convolutions and dense layers)
+    macs: int | None  # multiply-accumulates per example (None: the type does not say; shown as '?')
     group: str = ""
     frozen: bool = False
 
@@ -64,8 +63,17 @@ class Summary:
         return sum(r.params for r in self.rows)
 
     @property
-    def macs(self) -> int:
-        return sum(r.macs for r in self.rows)
+    def macs(self) -> int | None:
+        """MACs per example, or None when a vertex's type does not know its own (see :attr:`macs_unknown`)."""
+        return None if self.macs_unknown else self.macs_known
+
+    @property
+    def macs_known(self) -> int:
+        return sum(r.macs for r in self.rows if r.macs is not None)
+
+    @property
+    def macs_unknown(self) -> list[str]:
+        return [r.name for r in self.rows if r.macs is None]
 
     @property
     def param_bytes(self) -> int:
@@ -80,7 +88,9 @@ class Summary:
     def totals(self) -> dict:
         return {"total": self.total, "trainable": self.trainable, "frozen": self.frozen, "state": self.state,
                 "param_bytes": self.param_bytes, "activation_bytes": self.activation_bytes,
-                "macs_per_example": self.macs, "macs": self.macs * self.batch_size, "batch_size": self.batch_size}
+                "macs_per_example": self.macs, "macs": None if self.macs is None else self.macs * self.batch_size,
+                "macs_known_per_example": self.macs_known, "macs_unknown": self.macs_unknown,
+                "batch_size": self.batch_size}
 
     def to_dict(self) -> dict:
         rows = []
@@ -103,7 +113,7 @@ def _numel(shape) -> int:
 def summarize(spec_or_path, batch_size: int = 1, frozen: set[str] | None = None) -> Summary:
     """Summarise a spec (path, text, dict or Spec) without building it."""
     spec = load_spec(spec_or_path)
-    a = analyze(spec, warn=False)
+    a = spec.analysis
     frozen = frozen or set()
     rows = []
     for name in a.order:
@@ -145,12 +155,28 @@ def _trainable_cell(r: Row) -> str:
     return "yes" if r.trainable == r.params else f"{r.trainable:,}"
 
 
-HEADERS = ["vertex (type)", "inputs", "nIn→nOut", "output shape", "params", "trainable"]
+HEADERS = ["vertex (type)", "inputs", "nIn→nOut", "output shape", "params", "trainable", "MACs"]
+INPUT_CELLS = ["", "-", None, "0", "-", "0"]  # an input row after its name: inputs, nIn→nOut, shape, ...
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
 
 
 def _cells(r: Row) -> list[str]:
     return [f"{r.name} ({r.type})", ", ".join(r.inputs), r.n_in_out, _shape(r.out_shape),
-            f"{r.params:,}" if r.params else "0", _trainable_cell(r)]
+            f"{r.params:,}" if r.params else "0", _trainable_cell(r), _count(r.macs)]
+
+
+def _input_cells(name: str, shape) -> list[str]:
+    return [f"{name} (input)"] + [_shape(shape) if c is None else c for c in INPUT_CELLS]
+
+
+def _macs_total(s: Summary, per: int) -> str:
+    if not s.macs_unknown:
+        return f"{s.macs_known * per:,}"
+    names = ", ".join(s.macs_unknown[:3]) + (f", ... ({len(s.macs_unknown)} in all)" if len(s.macs_unknown) > 3 else "")
+    return f"? (at least {s.macs_known * per:,}; unknown for {names})"
 
 
 def total_lines(s: Summary) -> list[tuple[str, str]]:
@@ -162,15 +188,15 @@ def total_lines(s: Summary) -> list[tuple[str, str]]:
         ("Total parameters (as DL4J counts them)", f"{t['total']:,}"),
         ("Parameter memory (float32)", _bytes(t["param_bytes"])),
         (f"Activation memory, batch {s.batch_size} (float32, forward)", _bytes(t["activation_bytes"])),
-        ("MACs per example", f"{t['macs_per_example']:,}"),
-        (f"MACs, batch {s.batch_size}", f"{t['macs']:,}"),
+        ("MACs per example", _macs_total(s, 1)),
+        (f"MACs, batch {s.batch_size}", _macs_total(s, s.batch_size)),
     ]
 
 
 def render_markdown(s: Summary) -> str:
     lines = [f"# {s.name}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for k, shape in s.inputs.items():
-        lines.append(f"| {k} (input) |  | - | {_shape(shape)} | 0 | - |")
+        lines.append("| " + " | ".join(_input_cells(k, shape)) + " |")
     for r in s.rows:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
     lines += ["", "| total | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in total_lines(s)]
@@ -187,9 +213,10 @@ def render_table(s: Summary, console) -> None:
 
     table = Table(title=f"{s.name}", show_lines=False, header_style="bold")
     for h in HEADERS:
-        table.add_column(h, overflow="fold", no_wrap=h != "inputs", justify="right" if h == "params" else "left")
+        table.add_column(h, overflow="fold", no_wrap=h != "inputs",
+                         justify="right" if h in ("params", "MACs") else "left")
     for k, shape in s.inputs.items():
-        table.add_row(f"{k} (input)", "", "-", _shape(shape), "0", "-")
+        table.add_row(*_input_cells(k, shape))
     for r in s.rows:
         table.add_row(*_cells(r), style="dim" if r.frozen else None)
     console.print(table)

@@ -16,18 +16,12 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
 import torch
 
 from .errors import GraphspecError, did_you_mean
-from .freeze import frozen_closure
 from .registry import lookup
 from .spec.model import TRAIN_KEYS
 from .spec.yaml_source import Source
-
-# Vertex types whose output has the channels/features of their input: a new n_out flows through them.
-PASS_THROUGH = {"batchnorm", "activation", "subsampling", "lrn", "dropout", "merge", "l2_normalize", "scale",
-                "shift", "global_pool", "pool_helper", "elementwise"}
 
 
 class SurgeryError(GraphspecError):
@@ -59,11 +53,12 @@ class GraphBuilder:
             info = getattr(model_or_spec, "graphspec", None)
             if info is None:
                 raise SurgeryError("GraphBuilder needs a module built by graphspec (or a spec)")
-            self._model, spec = model_or_spec, info.spec
+            self._model, spec, self._analysis = model_or_spec, info.spec, info.analysis
             self._frozen_before = set(info.frozen)
             self._preprocessing = info.preprocessing
         else:
             self._model, spec = None, load_spec(model_or_spec)
+            self._analysis = spec.analysis
             self._frozen_before, self._preprocessing = set(), None
         self._doc = copy.deepcopy(spec.to_dict())
         self._feature_extractor: list[str] = []
@@ -181,7 +176,7 @@ class GraphBuilder:
                 if weight_init_next:
                     v["weight_init"] = weight_init_next
                 continue  # the next layer with parameters absorbs the change
-            if v["type"] not in PASS_THROUGH:
+            if not lookup(v["type"]).width_follows_input:
                 raise SurgeryError(f"n_out_replace: the new width of '{start}' cannot flow through '{name}' "
                                    f"(a {v['type']}); replace it with remove_vertex_keep_connections + add_vertex",
                                    vertex=name)
@@ -238,8 +233,7 @@ class GraphBuilder:
     def build(self) -> torch.nn.Module:
         from .compiler import build
         spec = self.spec()
-        graph = spec._analysis.graph
-        frozen = frozen_closure(graph, self._feature_extractor, spec.inputs)
+        frozen = spec.analysis.closure(self._feature_extractor)
         frozen |= {n for n in self._frozen_before if n in spec.vertices and n not in self._edited}
         new = build(spec, seed=self._seed, frozen=(), preprocessing=self._preprocessing)
         report = self._copy_weights(new, spec)
@@ -247,7 +241,7 @@ class GraphBuilder:
         for name in frozen:
             freeze_module(new.get_submodule(name))
         new.graphspec.frozen = frozenset(frozen)
-        report.frozen = [n for n in spec._analysis.order if n in frozen]
+        report.frozen = [n for n in spec.analysis.order if n in frozen]
         new.graphspec.surgery = report
         return new
 
@@ -257,7 +251,7 @@ class GraphBuilder:
         old_state = self._model.state_dict() if self._model is not None else {}
         new_state = new.state_dict()
         with torch.no_grad():
-            for name in spec._analysis.order:
+            for name in spec.analysis.order:
                 keys = [k for k in new_state if k.split(".", 1)[0] == name]
                 if not keys:
                     continue  # nothing stored: neither kept nor re-initialised
@@ -281,13 +275,7 @@ def snip(model: Any, outputs: list[str], *, remove: list[str] = (), freeze: list
         builder._require("snip", name)
     for name in remove:
         builder.remove_vertex_and_connections(name)
-    g = nx.DiGraph()
-    for name, v in builder._vertices.items():
-        g.add_node(name)
-        g.add_edges_from((i, name) for i in v.get("inputs", []))
-    keep = set(outputs)
-    for out in outputs:
-        keep |= nx.ancestors(g, out) if out in g else set()
+    keep = builder._analysis.needed_for(outputs, without=remove)
     for name in [n for n in builder._vertices if n not in keep]:
         builder.remove_vertex_and_connections(name)
     builder.set_outputs(*outputs)

@@ -446,6 +446,53 @@ def test_dense_macs_equal_formula():
     assert _macs(example_doc("output", EXAMPLES["output"][0])) == 6 * 4
 
 
+def _window_values(case, shape_out):
+    p = case["params"]
+    k = p.get("kernel", 1)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return math.prod(shape_out) * kh * kw
+
+
+# MACs by hand for the types that are not linear algebra: windows count one per value combined, element-wise
+# arithmetic one per value per extra input, data movement and activations 0 (docs/spec.md, 'MACs').
+MACS_BY_HAND = {
+    "subsampling": lambda case, out: _window_values(case, out),
+    "batchnorm": lambda case, out: math.prod(case["inputs"][0]),
+    "lrn": lambda case, out: math.prod(case["inputs"][0]) * (2 * (case["params"]["n"] // 2) + 1),
+    "global_pool": lambda case, out: math.prod(case["inputs"][0]),
+    "elementwise": lambda case, out: math.prod(out) * (len(case["inputs"]) - 1),
+    "l2_normalize": lambda case, out: 2 * math.prod(out),
+    "scale": lambda case, out: math.prod(out),
+    "shift": lambda case, out: math.prod(out),
+    "l2_distance": lambda case, out: math.prod(case["inputs"][0]),
+    **{t: (lambda case, out: 0) for t in ("activation", "dropout", "merge", "subset", "reshape", "pool_helper")},
+}
+
+
+@pytest.mark.parametrize("name,case", CASES)
+def test_every_builtin_type_knows_its_macs(name, case):
+    _need(case, name)
+    spec = load_spec(example_doc(name, case))
+    inf = analyze(spec).inference[V]
+    macs = spec.vertices[V].entry.macs(spec.vertices[V].cfg, inf)
+    assert isinstance(macs, int) and macs >= 0  # never unknown (None) for a built-in type
+    if name in MACS_BY_HAND:
+        assert macs == MACS_BY_HAND[name](case, inf.out_shape)
+
+
+def test_average_divides_once_more():
+    case = dict(id="avg", params={"op": "average"}, inputs=[(3,), (3,)])
+    assert _macs(example_doc("elementwise", case)) == 3 * 2
+
+
+def test_nn4small2_total_macs_by_kind():
+    from graphspec.summary import summarize
+    s = summarize("specs/nn4small2.yaml")
+    linear = sum(r.macs for r in s.rows if r.type in ("conv", "dense", "output", "center_loss_output"))
+    assert linear == 205_296_256  # BENCHMARKS.md's FLOP figures: 2 × these MACs per image forward
+    assert s.macs > linear and all(r.macs is not None for r in s.rows)
+
+
 # --- defaults inheritance -----------------------------------------------------------------------------------------
 
 
@@ -543,7 +590,8 @@ def test_unknown_type_without_close_match():
     doc["vertices"][V]["type"] = "qqqqqq"
     with pytest.raises(SpecError) as ei:
         load_spec(doc)
-    assert ei.value.problems[0].message == f"unknown vertex type 'qqqqqq'; known types: {', '.join(sorted(TYPES))}"
+    assert ei.value.problems[0].message == (f"unknown vertex type 'qqqqqq'; known types: {', '.join(sorted(TYPES))} "
+                                            "(a type from a plugin needs the plugin's package installed)")
 
 
 def test_lookup_directly():

@@ -1,12 +1,14 @@
 """The ``graphspec`` command line: a thin shell over the Python API.
 
 Every error a user can cause is a :class:`GraphspecError`, printed as ``FILE:LINE:COL: vertex 'NAME': ...``
-with exit status 2. Anything else is a bug: one line with exit status 3 (``--debug`` shows the traceback).
+with exit status 2. Anything else is a bug: one line with exit status 3. ``--debug`` shows the traceback of
+either, with the low-level error it wraps (``raise ... from e``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from .. import __version__
 from ..errors import GraphspecError
@@ -21,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphspec", description="graphspec: declarative neural-network graphs for "
                                 "PyTorch with Deeplearning4j semantics (docs: README.md, docs/)")
     p.add_argument("--version", action="version", version=f"graphspec {__version__}")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks, with the errors they wrap")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("summary", help="print the vertices, shapes, parameters and totals of a spec")
@@ -114,6 +116,8 @@ def _run(args) -> int:
     try:
         return args.func(args)
     except GraphspecError as e:
+        if args.debug:  # a user error may wrap a low-level one (an OSError, a parser's error): show the chain
+            traceback.print_exception(e, file=sys.stderr)
         for problem in e.problems:
             print(f"{e.label}: {problem}" if problem.severity == "error" else str(problem), file=sys.stderr)
         return e.exit_code

@@ -117,7 +117,7 @@ def _make_dir(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise located(f"cannot create the cache folder: {e.strerror or e} (set GRAPHSPEC_CACHE or pass "
-                      f"cache_dir)", folder) from None
+                      f"cache_dir)", folder) from e
 
 
 def _build(files, names, preprocessing, shape, meta_path: Path, data_path: Path, workers, progress):
@@ -130,7 +130,7 @@ def _build(files, names, preprocessing, shape, meta_path: Path, data_path: Path,
         os.replace(tmp, data_path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise located(f"cannot write the image cache: {e.strerror or e}", data_path) from None
+        raise located(f"cannot write the image cache: {e.strerror or e}", data_path) from e
     records = [{"index": i, "path": names[i], "reason": failures[i]} for i in sorted(failures)]
     meta = {"format": CACHE_FORMAT, "shape": list(shape), "preprocessing": preprocessing.model_dump(mode="json"),
             "failures": records}

@@ -85,10 +85,10 @@ class Preprocessing(BaseModel):
                 return self.apply(image)
         except DataError:
             raise
-        except FileNotFoundError:
-            raise located("image file not found", path) from None
+        except FileNotFoundError as e:
+            raise located("image file not found", path) from e
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise located(f"unreadable image: {e}", path) from None
+            raise located(f"unreadable image: {e}", path) from e
 
     def apply(self, image: Image.Image) -> np.ndarray:
         """Preprocess an already opened Pillow image into uint8 ``[3, H, W]``."""

@@ -102,6 +102,12 @@ class VertexType:
     # An output layer trained with a loss: training attaches its loss to it, and its rows are predictions (class
     # scores), not features, which `embed` and `verify` warn about.
     loss_head: ClassVar[bool] = False
+    # Its output's channels/features follow from its inputs' (re-inferred, not a parameter): a width changed by
+    # graph surgery (`n_out_replace`) flows through it to the next layer with parameters.
+    width_follows_input: ClassVar[bool] = False
+    # Its module can compute in place over its only input (``module.set_inplace(producer)``); the compiler lets it
+    # when the producer's output may be overwritten (:meth:`output_overwritable`) and nothing else reads it.
+    computes_in_place: ClassVar[bool] = False
 
     def infer(self, p: Any, in_shapes: list[Shape]) -> Inferred:
         return Inferred(in_shapes[0])
@@ -109,8 +115,16 @@ class VertexType:
     def param_shapes(self, p: Any, inf: Inferred) -> list[ParamShape]:
         return []
 
-    def macs(self, p: Any, inf: Inferred) -> int:
-        return 0
+    def macs(self, p: Any, inf: Inferred) -> int | None:
+        """Multiply-accumulates per example, or None when unknown (shown as ``?``). Window and element-wise
+        operations count one per value they combine (an addition or comparison counts like a multiply-add);
+        data movement (concatenation, reshapes, slices) counts 0. See docs/spec.md, 'MACs'."""
+        return None
+
+    def output_overwritable(self, p: Any) -> bool:
+        """Whether a reader may overwrite this vertex's output in place: true when the backward pass does not
+        need the output (a linear layer without activation, batch normalisation)."""
+        return False
 
     def build(self, p: Any, inf: Inferred):
         raise NotImplementedError

@@ -104,6 +104,9 @@ class Convolution(VertexType):
     def macs(self, p, inf):
         return _prod(inf.out_shape) * inf.n_in * p.kernel[0] * p.kernel[1]
 
+    def output_overwritable(self, p):
+        return p.activation == "identity"  # the convolution's backward needs its input, not its output
+
     def build(self, p, inf):
         return M.Conv2d(inf.n_in, p.out, p.kernel, p.stride, p.dilation, inf.info["pads"], p.bias, p.activation)
 
@@ -135,12 +138,16 @@ class Subsampling(VertexType):
     name, dl4j = "subsampling", "SubsamplingLayer"
     Params = PoolParams
     uses = ("convolution_mode",)
+    width_follows_input = True
     doc = "Pooling (max, avg, sum, pnorm); padded positions read 0 as in DL4J's CPU kernel, avg divides by k·k."
 
     def infer(self, p, in_shapes):
         c = _need_rank3(in_shapes[0])[0]
         (oh, ow), pads = spatial(p, in_shapes[0])
         return Inferred((c, oh, ow), info={"pads": pads})
+
+    def macs(self, p, inf):
+        return _prod(inf.out_shape) * p.kernel[0] * p.kernel[1]  # each output combines a kernel window
 
     def build(self, p, inf):
         return M.Subsampling(p.pooling, p.kernel, p.stride, inf.info["pads"], p.pnorm)
@@ -161,6 +168,7 @@ class BNParams(Params):
 class BatchNormalization(VertexType):
     name, dl4j = "batchnorm", "BatchNormalization"
     Params = BNParams
+    width_follows_input = True
     doc = "Batch normalisation with DL4J's running statistics (eps folded into the variance, none at inference)."
 
     def infer(self, p, in_shapes):
@@ -173,6 +181,12 @@ class BatchNormalization(VertexType):
         c = inf.n_in
         learned = [] if p.lock_gamma_beta else [ParamShape("weight", (c,), True), ParamShape("bias", (c,), True)]
         return learned + [ParamShape("running_mean", (c,), False), ParamShape("running_var", (c,), False)]
+
+    def macs(self, p, inf):
+        return _prod(inf.out_shape)  # one scale-and-shift per value at inference
+
+    def output_overwritable(self, p):
+        return True  # the backward pass recomputes from its input and statistics
 
     def build(self, p, inf):
         return M.BatchNorm(inf.n_in, p.decay, p.eps, p.lock_gamma_beta, p.gamma, p.beta, p.minibatch)
@@ -187,7 +201,12 @@ class ActivationLayer(VertexType):
     name, dl4j = "activation", "ActivationLayer"
     Params = ActParams
     uses = ("activation",)
+    width_follows_input = True
+    computes_in_place = True
     doc = "Applies an activation function element-wise."
+
+    def macs(self, p, inf):
+        return 0  # element-wise functions are not multiply-accumulates
 
     def build(self, p, inf):
         return M.Activation(p.activation)
@@ -204,10 +223,14 @@ class LRNParams(Params):
 class LocalResponseNormalization(VertexType):
     name, dl4j = "lrn", "LocalResponseNormalization"
     Params = LRNParams
+    width_follows_input = True
     doc = "Cross-channel LRN, DL4J formula: alpha is not divided by n; window 2·floor(n/2)+1."
 
     def infer(self, p, in_shapes):
         return Inferred(_need_rank3(in_shapes[0]))
+
+    def macs(self, p, inf):
+        return _prod(inf.out_shape) * (2 * int(p.n // 2) + 1)  # a sum of squares over the channel window
 
     def build(self, p, inf):
         return M.lrn_module(p.k, p.n, p.alpha, p.beta)
@@ -249,6 +272,9 @@ class DenseLayer(_DenseLike):
     name, dl4j = "dense", "DenseLayer"
     Params = DenseParams
     doc = "Fully connected layer; a convolutional input is flattened automatically."
+
+    def output_overwritable(self, p):
+        return p.activation == "identity"  # as for conv: the backward needs the input, not the output
 
     def build(self, p, inf):
         return M.Dense(inf.n_in, p.out, p.bias, p.activation)
@@ -318,7 +344,11 @@ class DropoutParams(Params):
 class DropoutLayer(VertexType):
     name, dl4j = "dropout", "DropoutLayer"
     Params = DropoutParams
+    width_follows_input = True
     doc = "Inverted dropout in training mode, identity in inference."
+
+    def macs(self, p, inf):
+        return 0  # the identity at inference
 
     def build(self, p, inf):
         return M.Dropout(p.rate)
@@ -334,11 +364,15 @@ class GlobalPoolParams(Params):
 class GlobalPoolingLayer(VertexType):
     name, dl4j = "global_pool", "GlobalPoolingLayer"
     Params = GlobalPoolParams
+    width_follows_input = True
     doc = "Pools over all spatial positions; `collapse` gives [C] instead of [C, 1, 1]."
 
     def infer(self, p, in_shapes):
         c = _need_rank3(in_shapes[0])[0]
-        return Inferred((c,) if p.collapse else (c, 1, 1))
+        return Inferred((c,) if p.collapse else (c, 1, 1), info={"values": _prod(in_shapes[0])})
+
+    def macs(self, p, inf):
+        return inf.info["values"]  # every input value is combined once
 
     def build(self, p, inf):
         return M.GlobalPooling(p.pooling, p.pnorm, p.collapse)
@@ -363,6 +397,7 @@ class MergeVertex(VertexType):
     name, dl4j, kind = "merge", "MergeVertex", "vertex"
     Params = NoParams
     arity = (1, None)
+    width_follows_input = True
     doc = "Concatenates its inputs along channels/features, in the order listed."
 
     def infer(self, p, in_shapes):
@@ -372,6 +407,9 @@ class MergeVertex(VertexType):
             raise ShapeError("inputs must agree on every dimension but the first (spatial sizes differ); "
                              "received " + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
         return Inferred((sum(s[0] for s in in_shapes), *in_shapes[0][1:]))
+
+    def macs(self, p, inf):
+        return 0  # data movement
 
     def build(self, p, inf):
         return M.Merge()
@@ -386,6 +424,7 @@ class ElementWiseVertex(VertexType):
     name, dl4j, kind = "elementwise", "ElementWiseVertex", "vertex"
     Params = ElementWiseParams
     arity = (1, None)
+    width_follows_input = True
     doc = "Element-wise add, subtract (exactly two inputs), product, average or max of same-shape inputs."
 
     def infer(self, p, in_shapes):
@@ -394,7 +433,11 @@ class ElementWiseVertex(VertexType):
         if len({tuple(s) for s in in_shapes}) > 1:
             raise ShapeError("inputs must have identical shapes; received "
                              + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
-        return Inferred(in_shapes[0])
+        return Inferred(in_shapes[0], info={"inputs": len(in_shapes)})
+
+    def macs(self, p, inf):
+        combined = inf.info["inputs"] - 1 + (p.op == "average")  # n-1 combinations; average also divides
+        return _prod(inf.out_shape) * combined
 
     def build(self, p, inf):
         return M.ElementWise(p.op)
@@ -409,6 +452,7 @@ class L2NormParams(Params):
 class L2NormalizeVertex(VertexType):
     name, dl4j, kind = "l2_normalize", "L2NormalizeVertex", "vertex"
     Params = L2NormParams
+    width_follows_input = True
     doc = "x / max(||x||, eps) per example, over `dims` (default: all but the batch dimension)."
 
     def infer(self, p, in_shapes):
@@ -418,6 +462,9 @@ class L2NormalizeVertex(VertexType):
                 raise ShapeError(f"'dims' entries must be in 1..{rank - 1} for an input of rank {rank}; "
                                  f"received {d}", key="dims")
         return Inferred(in_shapes[0])
+
+    def macs(self, p, inf):
+        return 2 * _prod(inf.out_shape)  # a sum of squares, then one scaling per value
 
     def build(self, p, inf):
         return M.L2Normalize(p.dims, p.eps)
@@ -441,6 +488,9 @@ class SubsetVertex(VertexType):
                              f"to={p.end}", key="to")
         return Inferred((p.end - p.start + 1, *in_shapes[0][1:]))
 
+    def macs(self, p, inf):
+        return 0
+
     def build(self, p, inf):
         return M.Subset(p.start, p.end)
 
@@ -453,7 +503,11 @@ class ScaleParams(Params):
 class ScaleVertex(VertexType):
     name, dl4j, kind = "scale", "ScaleVertex", "vertex"
     Params = ScaleParams
+    width_follows_input = True
     doc = "y = factor · x."
+
+    def macs(self, p, inf):
+        return _prod(inf.out_shape)
 
     def build(self, p, inf):
         return M.Scale(p.factor)
@@ -467,7 +521,11 @@ class ShiftParams(Params):
 class ShiftVertex(VertexType):
     name, dl4j, kind = "shift", "ShiftVertex", "vertex"
     Params = ShiftParams
+    width_follows_input = True
     doc = "y = x + amount."
+
+    def macs(self, p, inf):
+        return _prod(inf.out_shape)
 
     def build(self, p, inf):
         return M.Shift(p.amount)
@@ -498,6 +556,9 @@ class ReshapeVertex(VertexType):
                              f"({_prod(shape)} values)", key="shape")
         return Inferred(tuple(shape))
 
+    def macs(self, p, inf):
+        return 0
+
     def build(self, p, inf):
         return M.Reshape(inf.out_shape)
 
@@ -517,7 +578,10 @@ class L2Vertex(VertexType):
         if tuple(in_shapes[0]) != tuple(in_shapes[1]):
             raise ShapeError(f"inputs must have identical shapes; received {_fmt(in_shapes[0])}, "
                              f"{_fmt(in_shapes[1])}", key="inputs")
-        return Inferred((1,))
+        return Inferred((1,), info={"values": _prod(in_shapes[0])})
+
+    def macs(self, p, inf):
+        return inf.info["values"]  # one squared difference accumulated per value
 
     def build(self, p, inf):
         return M.L2Distance(p.eps)
@@ -527,7 +591,11 @@ class L2Vertex(VertexType):
 class PoolHelperVertex(VertexType):
     name, dl4j, kind = "pool_helper", "PoolHelperVertex", "vertex"
     Params = NoParams
+    width_follows_input = True
     doc = "Drops the first row and column of a convolutional input."
+
+    def macs(self, p, inf):
+        return 0
 
     def infer(self, p, in_shapes):
         c, h, w = _need_rank3(in_shapes[0])

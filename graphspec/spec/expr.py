@@ -55,13 +55,13 @@ def evaluate(expr: str, env: dict[str, Any]) -> Any:
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as e:
-        raise ExprError(f"invalid expression '{expr}': {e.msg}") from None
+        raise ExprError(f"invalid expression '{expr}': {e.msg}") from e
     try:
         return _eval(tree.body, env)
     except ExprError:
         raise
     except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError) as e:
-        raise ExprError(f"cannot evaluate '{expr}': {type(e).__name__}: {e}") from None
+        raise ExprError(f"cannot evaluate '{expr}': {type(e).__name__}: {e}") from e
 
 
 def _eval(node, env):

@@ -34,9 +34,13 @@ def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph
     >>> spec.vertices["inception-3a"].inputs[:2]  # doctest: +SKIP
     ['inception-3a-transfer2-0', 'inception-3a-transfer2-1']
 
-    Raises :class:`~graphspec.errors.SpecError` listing every problem with ``file:line:col`` and vertex.
+    Raises :class:`~graphspec.errors.SpecError` listing every problem with ``file:line:col`` and vertex. With
+    ``check_graph`` (the default) the returned spec carries its graph analysis, ``spec.analysis``.
     """
     if isinstance(source, Spec):
+        if check_graph and source.analysis is None:
+            from ..graph import analyze
+            source.analysis = analyze(source, warn=False)
         return source
     if isinstance(source, Source):
         src = source
@@ -46,7 +50,7 @@ def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph
     if check_graph or problems:
         from ..graph import analyze
         try:
-            analyze(spec, broken=broken, warn=not problems)
+            spec.analysis = analyze(spec, broken=broken, warn=not problems)
         except SpecError as e:  # report the graph and shape problems of the valid part with the others
             problems = problems + e.problems
     if problems:

@@ -157,6 +157,9 @@ class Spec:
     outputs: list[str]
     description: str | None = None
     source: Source | None = field(default=None, repr=False, compare=False)
+    # The graph analysis (order, shapes, graph queries: graphspec.graph.Analysis), set when the loader checks the
+    # graph (load_spec's default); None for a spec loaded with check_graph=False.
+    analysis: Any = field(default=None, repr=False, compare=False)
 
     @property
     def file(self) -> str:

@@ -67,7 +67,7 @@ def read_text(source: str | os.PathLike) -> tuple[str, str]:
                                      location=Location(label))
             raw = path.read_bytes()
         except OSError as e:
-            raise GraphspecError(f"cannot read spec: {e.strerror or e}", location=Location(label)) from None
+            raise GraphspecError(f"cannot read spec: {e.strerror or e}", location=Location(label)) from e
     else:
         label = "<string>"
         raw = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else bytes(source)
@@ -101,7 +101,7 @@ def parse_yaml(text: str, label: str = "<string>") -> Source:
         try:
             nodes = _compose(text, label, yaml.SafeLoader)
         except yaml.YAMLError as e:
-            raise _yaml_error(e, label, text) from None
+            raise _yaml_error(e, label, text) from e
     if len(nodes) > 1:
         raise GraphspecError("expected a single YAML document, found several ('---')",
                              location=_document_start(label, text, nodes[1].start_mark))

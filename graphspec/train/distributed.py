@@ -112,5 +112,5 @@ def launch(argv: list[str], nproc: int) -> int:
     except ChildFailedError as e:
         failures = ", ".join(f"rank {rank} (exit {f.exitcode})" for rank, f in sorted(e.failures.items()))
         raise GraphspecError(f"distributed training failed: worker {failures}; the other workers were stopped. "
-                             "The last checkpoint in the run directory is intact: continue with --resume") from None
+                             "The last checkpoint in the run directory is intact: continue with --resume") from e
     return 0

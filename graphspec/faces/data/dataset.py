@@ -218,7 +218,7 @@ def _split(persons, split, fraction, by, seed, dl4j) -> list[int]:
     try:
         parts = contiguous_split(len(persons), fraction) if dl4j else split_indices(persons, fraction, seed, by)
     except ValueError as e:
-        raise DataError(str(e)) from None
+        raise DataError(str(e)) from e
     return parts[0] if split == "train" else parts[1]
 
 

@@ -78,17 +78,17 @@ def download(url: str, dest: "str | os.PathLike", *, checksum: str | None = None
             _fetch(url, part, timeout, progress)
             break
         except urllib.error.HTTPError as e:
-            raise DataError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+            raise DataError(f"cannot download {url}: HTTP {e.code} {e.reason}") from e
         except ValueError as e:  # not a URL urllib understands
-            raise DataError(f"cannot download {url}: {e}") from None
+            raise DataError(f"cannot download {url}: {e}") from e
         except urllib.error.URLError as e:
             if not _size(part):  # nothing came through: no network, no such host, nothing listening
-                raise _offline(url, e, dest) from None
+                raise _offline(url, e, dest) from e
             if attempt == retries:
-                raise _interrupted(url, part, e) from None
+                raise _interrupted(url, part, e) from e
         except (socket.timeout, ConnectionError, HTTPException, OSError) as e:
             if attempt == retries:
-                raise _interrupted(url, part, e) from None
+                raise _interrupted(url, part, e) from e
     os.replace(part, dest)
     if checksum is not None and not _matches(dest, checksum):
         actual = file_digest(dest, _algorithm(checksum)[0])
@@ -180,7 +180,7 @@ def safe_extract(archive: "str | os.PathLike", target: "str | os.PathLike") -> l
     try:
         tar = tarfile.open(archive)
     except (tarfile.TarError, OSError) as e:
-        raise located(f"not a readable tar archive: {e}", archive) from None
+        raise located(f"not a readable tar archive: {e}", archive) from e
     with tar:
         members = tar.getmembers()
         for member in members:
@@ -193,7 +193,7 @@ def safe_extract(archive: "str | os.PathLike", target: "str | os.PathLike") -> l
             tar.extractall(tmp, members=members, **_filter_kw())
             _move_into(tmp, target)
         except (tarfile.TarError, OSError) as e:
-            raise located(f"extraction failed: {e}", archive) from None
+            raise located(f"extraction failed: {e}", archive) from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return [m.name for m in members]

@@ -64,7 +64,7 @@ def scan_folder(root: "str | os.PathLike", check: bool = True) -> FolderScan:
         with os.scandir(scan.root) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as e:
-        raise located(f"cannot list the dataset folder: {e.strerror or e}", scan.root) from None
+        raise located(f"cannot list the dataset folder: {e.strerror or e}", scan.root) from e
     for entry in entries:
         if entry.name.startswith("."):
             continue

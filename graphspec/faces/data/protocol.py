@@ -63,10 +63,10 @@ class _Lines:
         self.path = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise located("protocol file not found", path) from None
+        except FileNotFoundError as e:
+            raise located("protocol file not found", path) from e
         except (OSError, UnicodeDecodeError) as e:
-            raise located(f"cannot read protocol file: {e}", path) from None
+            raise located(f"cannot read protocol file: {e}", path) from e
         self.lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
         self.pos = 0
         self.last_line = len(text.splitlines())

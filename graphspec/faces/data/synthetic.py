@@ -63,7 +63,7 @@ def synthetic_faces(root: "str | os.PathLike | None" = None, *, identities: int 
         os.replace(tmp, root)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise located(f"cannot write the synthetic face set: {e.strerror or e}", root) from None
+        raise located(f"cannot write the synthetic face set: {e.strerror or e}", root) from e
     return root
 
 
