@@ -24,7 +24,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import graphspec  # noqa: E402
 from graphspec.data.preprocessing import Preprocessing  # noqa: E402
 from graphspec.train.recipe import Recipe  # noqa: E402
-from graphspec.train.trainer import ArrayData, Trainer  # noqa: E402
+from graphspec.data import ArrayData
+from graphspec.train.trainer import Trainer  # noqa: E402
 from nn4small2_handwritten import NN4Small2  # noqa: E402
 
 CLASSES = 5749

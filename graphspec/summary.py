@@ -210,20 +210,21 @@ def render_json(s: Summary) -> str:
 
 def render_table(s: Summary, console) -> None:
     from rich.table import Table
+    from rich.text import Text  # plain text: a name like 'net [v2]' is not read as rich markup
 
-    table = Table(title=f"{s.name}", show_lines=False, header_style="bold")
+    table = Table(title=Text(s.name), show_lines=False, header_style="bold")
     for h in HEADERS:
         table.add_column(h, overflow="fold", no_wrap=h != "inputs",
                          justify="right" if h in ("params", "MACs") else "left")
     for k, shape in s.inputs.items():
-        table.add_row(*_input_cells(k, shape))
+        table.add_row(*map(Text, _input_cells(k, shape)))
     for r in s.rows:
-        table.add_row(*_cells(r), style="dim" if r.frozen else None)
+        table.add_row(*map(Text, _cells(r)), style="dim" if r.frozen else None)
     console.print(table)
     totals = Table(show_header=False, box=None)
     totals.add_column(justify="left")
     totals.add_column(justify="right")
     for k, v in total_lines(s):
-        totals.add_row(k, v)
+        totals.add_row(Text(k), Text(v))
     console.print(totals)
     console.print("[dim]* nIn inferred from the input shapes[/dim]")

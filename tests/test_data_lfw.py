@@ -65,7 +65,9 @@ def test_dl4j_mode_is_5749_images_one_per_person_in_120_batches_of_48():
     assert len(ds) == 5749 and len(ds.classes) == 5749
     assert set(ds.counts().values()) == {1}
     loader = make_loader(ds, 48)
-    sizes = [len(batch) for _, _, batch in loader.sampler]
+    batches = loader.sampler.batches
+    sizes = [len(batches.indices(0, step)) for step in range(len(batches))]
+    assert not batches.shuffle and np.array_equal(batches.order(0), batches.order(1))  # DL4J's fixed order
     assert len(loader) == math.ceil(5749 / 48) == 120 and sizes[:-1] == [48] * 119 and sizes[-1] == 37
     assert sorted(ds.labels.tolist()) == list(range(5749))  # label = rank of the name among all 5,749
 

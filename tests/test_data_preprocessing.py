@@ -152,5 +152,5 @@ def test_augmentation_random_window_from_larger_images_and_center():
     assert isinstance(out, np.ndarray) and out.shape == (1, 3, 8, 8)
     assert any(np.array_equal(out[0], x[0, :, t:t + 8, l:l + 8]) for t in range(3) for l in range(3))
     assert np.array_equal(aug.center(x), x[:, :, 1:9, 1:9])
-    with pytest.raises(ValueError, match="larger than"):
+    with pytest.raises(ValueError, match="^images are 10x10 but the crop needs 12x12$"):
         Augmentation(size=(12, 12))(x)

@@ -20,7 +20,8 @@ import graphspec
 from graphspec.data.preprocessing import Preprocessing
 from graphspec.train.distributed import Context
 from graphspec.train.recipe import Recipe
-from graphspec.train.trainer import ArrayData, Trainer
+from graphspec.data import ArrayData
+from graphspec.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = """

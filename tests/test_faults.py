@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r'''
 import sys, numpy as np, torch, graphspec
-from graphspec.train.trainer import Trainer, ArrayData
+from graphspec.data import ArrayData
+from graphspec.train.trainer import Trainer
 from graphspec.train.recipe import Recipe
 from graphspec.data.preprocessing import Preprocessing
 torch.set_num_threads(1)

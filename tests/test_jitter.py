@@ -13,8 +13,9 @@ from graphspec.data.augment import Jitter
 from graphspec.data.preprocessing import Preprocessing
 from graphspec.errors import SpecError
 from graphspec.train.losses import per_example
-from graphspec.train.recipe import Augmentation, Recipe, load_recipe
-from graphspec.train.trainer import ArrayData, Trainer
+from graphspec.data import ArrayData
+from graphspec.train.recipe import AugmentationRecipe, Recipe, load_recipe
+from graphspec.train.trainer import Trainer
 from specs_tiny import tiny_conv
 
 
@@ -70,7 +71,7 @@ def test_draws_stay_in_range_and_depend_only_on_the_generator():
     assert not Jitter().active and Jitter(contrast=0.1).active
 
 
-def _trainer(aug: Augmentation) -> Trainer:
+def _trainer(aug: AugmentationRecipe) -> Trainer:
     rs = np.random.RandomState(0)
     data = ArrayData(rs.randint(0, 256, (12, 3, 14, 14), dtype=np.uint8), np.arange(12) % 3, ["a", "b", "c"])
     r = Recipe(semantics="pytorch", batch_size=6, seed=5, augmentation=aug)
@@ -79,18 +80,17 @@ def _trainer(aug: Augmentation) -> Trainer:
 
 
 def test_trainer_batches_are_jittered_seeded_and_the_same_split_across_ranks():
-    jittered = _trainer(Augmentation(flip=True, rotate=15, zoom=(0.8, 1.2), brightness=0.3, contrast=0.3))
-    plain = _trainer(Augmentation(flip=True))
-    idx = np.arange(6)
-    g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
-    whole, _ = jittered._batch(jittered.train_data, idx, g())
-    again, _ = jittered._batch(jittered.train_data, idx, g())
+    jittered = _trainer(AugmentationRecipe(flip=True, rotate=15, zoom=(0.8, 1.2), brightness=0.3, contrast=0.3))
+    plain = _trainer(AugmentationRecipe(flip=True))
+    whole, _ = jittered.batches.batch(0, 1)
+    again, _ = jittered.batches.batch(0, 1)
     torch.testing.assert_close(whole, again, rtol=0, atol=0)
-    assert not torch.equal(whole, plain._batch(plain.train_data, idx, g())[0])
-    halves = [jittered._batch(jittered.train_data, idx, g(), part)[0] for part in (slice(0, 3), slice(3, 6))]
+    assert not torch.equal(whole, plain.batches.batch(0, 1)[0])
+    assert not torch.equal(whole, jittered.batches.batch(1, 1)[0])  # another epoch, other draws
+    halves = [jittered.batches.batch(0, 1, part)[0] for part in (slice(0, 3), slice(3, 6))]
     torch.testing.assert_close(torch.cat(halves), whole, rtol=0, atol=0)
-    # evaluation batches (no generator) are never jittered: the centre crop exactly
-    centre, _ = jittered._batch(jittered.train_data, idx, None)
+    # evaluation batches are never jittered: the centre crop exactly, in dataset order
+    centre, _ = next(jittered.batches.evaluation())
     want = torch.from_numpy(jittered.train_data.images[:6, :, 1:13, 1:13].astype(np.float32))
     torch.testing.assert_close(centre.contiguous(), want, rtol=0, atol=0)
 

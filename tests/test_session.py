@@ -7,7 +7,7 @@ import yaml
 import graphspec
 from graphspec.train.recipe import Recipe
 from graphspec.train.session import run_session
-from graphspec.train.trainer import ArrayData
+from graphspec.data import ArrayData
 from specs_tiny import tiny_conv
 
 

@@ -17,9 +17,10 @@ import graphspec
 from graphspec.data.preprocessing import Preprocessing
 from graphspec.train.checkpoint import checkpoints, load_checkpoint
 from graphspec.train.evaluation import classification_metrics
-from graphspec.train.recipe import Augmentation, DataRecipe, OptimizerRecipe, Recipe, Schedule
+from graphspec.train.recipe import AugmentationRecipe, DataRecipe, OptimizerRecipe, Recipe, Schedule
 from graphspec.train.steps import TorchStep
-from graphspec.train.trainer import ArrayData, Interrupted, Listener, Trainer, TrainingError
+from graphspec.data import ArrayData
+from graphspec.train.trainer import Interrupted, Listener, Trainer, TrainingError
 from specs_tiny import tiny_conv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +39,7 @@ EVAL = ArrayData(_rs.randint(0, 256, (10, 3, 14, 14), dtype=np.uint8), np.arange
 
 def recipe(semantics="dl4j", **kw) -> Recipe:
     base = dict(semantics=semantics, epochs=2, batch_size=BATCH, seed=5, data=DataRecipe(shuffle=True),
-                augmentation=Augmentation(flip=True), optimizer=OptimizerRecipe(type="adamw", lr=0.01),
+                augmentation=AugmentationRecipe(flip=True), optimizer=OptimizerRecipe(type="adamw", lr=0.01),
                 schedule=Schedule(type="cosine", warmup_epochs=0.5), print_every=1)
     base.update(kw)
     return Recipe(**base)
@@ -152,16 +153,16 @@ def test_nan_raises_training_error_naming_last_good_checkpoint(semantics, tmp_pa
     t.fit(1)
     (good,) = checkpoints(tmp_path)
     good_bytes = good.read_bytes()
-    clean_batch = t._batch
+    clean_batch = t.batches.batch
 
-    def poisoned(data, idx, generator, part=slice(None)):
-        x, y = clean_batch(data, idx, generator, part)
-        if generator is not None and t.iteration == PER_EPOCH + 1:  # second batch of epoch 2
+    def poisoned(epoch, step, part=slice(None), **kw):
+        x, y = clean_batch(epoch, step, part, **kw)
+        if t.iteration == PER_EPOCH + 1:  # second batch of epoch 2
             x = x.clone()
             x[0, 0, 0, 0] = float("nan")
         return x, y
 
-    t._batch = poisoned
+    t.batches.batch = poisoned
     with pytest.raises(TrainingError) as ei:
         t.fit()
     message = str(ei.value)

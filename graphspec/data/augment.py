@@ -1,4 +1,4 @@
-"""Training-time augmentation on uint8 batches: random crop and horizontal flip, seeded.
+"""Training-time augmentation on uint8 batches: random crop, horizontal flip and jitter, seeded.
 
 Augmentation is not part of :class:`~graphspec.data.Preprocessing` (a model file never records it): at
 evaluation time images go through the preprocessing alone. Two ways to crop:
@@ -6,14 +6,15 @@ evaluation time images go through the preprocessing alone. Two ways to crop:
 * ``padding=p``: pad the cached image by ``p`` pixels, then cut a random crop of the original size (the image
   seen at evaluation has exactly the training geometry, so the recorded preprocessing stays valid);
 * ``size=(h, w)`` smaller than the cached images: cut a random ``h x w`` window (cache at e.g. 104x104 and train
-  at 96x96); evaluation must then use :meth:`Augmentation.center`.
+  at 96x96); evaluation then uses :meth:`Augmentation.center`.
 
-The randomness of a batch is a function of ``(seed, epoch, step)`` only, so runs repeat exactly whatever the
-number of loader workers.
+Then a horizontal flip with probability ``flip`` and a :class:`Jitter` (rotation, zoom, brightness, contrast).
+The randomness of a batch is a function of ``(seed, epoch, step)`` only, drawn for the whole (global) batch, so
+runs repeat exactly whatever the number of loader workers or of distributed processes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -22,8 +23,23 @@ import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
+class Draws:
+    """The random choices for the images of one batch (see :meth:`Augmentation.draw`)."""
+
+    tops: np.ndarray
+    lefts: np.ndarray
+    flips: np.ndarray
+    jitter: np.ndarray | None = None
+
+    def __getitem__(self, part: slice) -> "Draws":
+        """The draws of a slice of the batch (a distributed rank's share)."""
+        return Draws(self.tops[part], self.lefts[part], self.flips[part],
+                     None if self.jitter is None else self.jitter[part])
+
+
+@dataclass(frozen=True)
 class Augmentation:
-    """Random crop (see module doc) and horizontal flip with probability ``flip``.
+    """Random crop (see module doc), horizontal flip with probability ``flip``, then ``jitter``.
 
     >>> aug = Augmentation(padding=4, flip=0.5, seed=1)
     >>> aug(torch.zeros(2, 3, 96, 96, dtype=torch.uint8), epoch=0, step=0).shape
@@ -35,6 +51,7 @@ class Augmentation:
     pad_mode: Literal["zeros", "reflect", "replicate"] = "reflect"
     flip: float = 0.5
     seed: int = 0
+    jitter: "Jitter" = field(default_factory=lambda: Jitter())
 
     def __post_init__(self):
         if self.padding < 0 or not 0.0 <= self.flip <= 1.0:
@@ -45,32 +62,50 @@ class Augmentation:
         state = np.random.SeedSequence([self.seed, epoch, step]).generate_state(1, np.uint64)[0]
         return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
-    def __call__(self, batch: "torch.Tensor | np.ndarray", *, epoch: int = 0, step: int = 0,
-                 generator: torch.Generator | None = None) -> "torch.Tensor | np.ndarray":
-        """Augment a ``[N, C, H, W]`` batch; returns a new array of the input's kind (torch or numpy).
+    def crop_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The (height, width) of the augmented images, for images of ``image_size``."""
+        h, w = self.size or image_size
+        if image_size[0] + 2 * self.padding < h or image_size[1] + 2 * self.padding < w:
+            raise ValueError(f"images are {image_size[0]}x{image_size[1]} but the crop needs {h}x{w}")
+        return h, w
+
+    def draw(self, n: int, image_size: tuple[int, int], generator: torch.Generator) -> Draws:
+        """Crop offsets, flips and jitter for ``n`` images of ``image_size``, in a fixed order of draws."""
+        h, w = self.crop_size(image_size)
+        ph, pw = image_size[0] + 2 * self.padding, image_size[1] + 2 * self.padding
+        tops = torch.randint(0, ph - h + 1, (n,), generator=generator).numpy()
+        lefts = torch.randint(0, pw - w + 1, (n,), generator=generator).numpy()
+        flips = (torch.rand(n, generator=generator) < self.flip).numpy()
+        jitter = self.jitter.draw(n, generator) if self.jitter.active else None
+        return Draws(tops, lefts, flips, jitter)
+
+    def apply(self, batch: np.ndarray, draws: Draws) -> np.ndarray:
+        """Augment a uint8 ``[N, C, H, W]`` batch with ``draws``; a new array.
 
         Works in numpy on purpose: small torch ops pay for waking the intra-op thread pool, which on a
         busy machine costs milliseconds per call.
         """
-        g = generator or self.generator(epoch, step)
+        h, w = self.crop_size(batch.shape[-2:])
+        x = self._pad(np.asarray(batch))
+        out = np.empty((x.shape[0], *x.shape[1:-2], h, w), dtype=x.dtype)
+        for i in range(x.shape[0]):
+            crop = x[i, ..., draws.tops[i]:draws.tops[i] + h, draws.lefts[i]:draws.lefts[i] + w]
+            out[i] = crop[..., ::-1] if draws.flips[i] else crop
+        return out if draws.jitter is None else self.jitter.apply(out, draws.jitter)
+
+    def __call__(self, batch: "torch.Tensor | np.ndarray", *, epoch: int = 0, step: int = 0,
+                 generator: torch.Generator | None = None) -> "torch.Tensor | np.ndarray":
+        """Augment a ``[N, C, H, W]`` batch; returns a new array of the input's kind (torch or numpy)."""
         x = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
-        n = x.shape[0]
-        h, w = self.size or x.shape[-2:]
-        x = self._pad(x)
-        if x.shape[-2] < h or x.shape[-1] < w:
-            raise ValueError(f"crop {h}x{w} is larger than the (padded) image {x.shape[-2]}x{x.shape[-1]}")
-        tops = torch.randint(0, x.shape[-2] - h + 1, (n,), generator=g).tolist()
-        lefts = torch.randint(0, x.shape[-1] - w + 1, (n,), generator=g).tolist()
-        flips = (torch.rand(n, generator=g) < self.flip).tolist()
-        out = np.empty((n, *x.shape[1:-2], h, w), dtype=x.dtype)
-        for i in range(n):
-            crop = x[i, ..., tops[i]:tops[i] + h, lefts[i]:lefts[i] + w]
-            out[i] = crop[..., ::-1] if flips[i] else crop
+        draws = self.draw(x.shape[0], x.shape[-2:], generator or self.generator(epoch, step))
+        out = self.apply(x, draws)
         return torch.from_numpy(out) if isinstance(batch, torch.Tensor) else out
 
     def center(self, batch: "torch.Tensor | np.ndarray") -> "torch.Tensor | np.ndarray":
-        """The deterministic evaluation counterpart: the central ``size`` window, no flip."""
+        """The deterministic evaluation counterpart: the central ``size`` window, no flip, no jitter."""
         h, w = self.size or batch.shape[-2:]
+        if batch.shape[-2] < h or batch.shape[-1] < w:
+            raise ValueError(f"images are {batch.shape[-2]}x{batch.shape[-1]} but the crop needs {h}x{w}")
         top, left = (batch.shape[-2] - h) // 2, (batch.shape[-1] - w) // 2
         window = batch[..., top:top + h, left:left + w]
         return window.clone() if isinstance(window, torch.Tensor) else window.copy()

@@ -23,7 +23,9 @@ class DataRecipe(_Model):
     shuffle: Optional[bool] = None  # default: False in dl4j mode (DL4J's fixed order), True otherwise
 
 
-class Augmentation(_Model):
+class AugmentationRecipe(_Model):
+    """Training-time augmentation settings; :meth:`pipeline` turns them into the data layer's Augmentation."""
+
     load_size: Optional[int] = Field(None, ge=1)  # decode to this size, then random-crop to the input size
     flip: bool = False  # random horizontal flip
     rotate: float = Field(0.0, ge=0.0, le=180.0)  # random rotation, uniform in ±rotate degrees
@@ -39,10 +41,12 @@ class Augmentation(_Model):
             raise ValueError(f"zoom must be [low, high] with 0 < low <= high; received [{lo:g}, {hi:g}]")
         return zoom
 
-    def jitter(self):
-        """The per-image rotation/zoom/brightness/contrast of these settings (graphspec.data.augment.Jitter)."""
-        from ..data.augment import Jitter
-        return Jitter(self.rotate, tuple(self.zoom), self.brightness, self.contrast)
+    def pipeline(self, size: tuple[int, int] | None, seed: int):
+        """The :class:`graphspec.data.Augmentation` of these settings, cropping at random to ``size`` (the
+        network's input; images decoded at ``load_size`` are larger)."""
+        from ..data.augment import Augmentation, Jitter
+        return Augmentation(size=size, flip=0.5 if self.flip else 0.0, seed=seed,
+                            jitter=Jitter(self.rotate, tuple(self.zoom), self.brightness, self.contrast))
 
 
 class OptimizerRecipe(_Model):
@@ -75,7 +79,7 @@ class Recipe(_Model):
     seed: int = 123
     data: DataRecipe = DataRecipe()
     preprocessing: Optional[dict[str, Any]] = None  # graphspec.data.Preprocessing fields; default: DL4J's
-    augmentation: Augmentation = Augmentation()
+    augmentation: AugmentationRecipe = AugmentationRecipe()
     optimizer: OptimizerRecipe = OptimizerRecipe()
     schedule: Schedule = Schedule()
     clip_grad_norm: Optional[float] = Field(None, gt=0)

@@ -41,7 +41,7 @@ def adapt_head(model, n_classes: int, console) -> Any:
     builder = GraphBuilder(model)
     for h in heads:
         if console is not None:
-            console.print(f"{h.name}: out {h.module.weight.shape[0]} -> {n_classes} (the number of people in the "
+            console.print(f"{h.name}: out {h.module.weight.shape[0]} -> {n_classes} (the number of classes in the "
                           "training data)")
         builder.n_out_replace(h.name, n_classes)
     return builder.build()

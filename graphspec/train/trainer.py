@@ -3,9 +3,9 @@
 >>> trainer = Trainer(model, recipe, train_data, eval_data, run_dir="runs/x")   # doctest: +SKIP
 >>> trainer.fit()                                                                 # doctest: +SKIP
 
-Data are uint8 image arrays (a memory-mapped cache) with integer labels; batches are read, augmented and
-scaled in the main process. Batch order and augmentation are derived from (seed, epoch, batch), and RNG state is
-checkpointed, so a run interrupted at any iteration and resumed ends bit-identical to an uninterrupted one.
+The trainer consumes batches: the data layer's pipeline (:class:`graphspec.data.Batches`) reads, augments and
+scales them from (seed, epoch, batch) alone, and the RNG state is checkpointed, so a run interrupted at any
+iteration and resumed ends bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -40,29 +40,6 @@ class Interrupted(GraphspecError):
 
 
 @dataclass
-class ArrayData:
-    """Images as uint8 [N, 3, H, W] (numpy, memmap allowed) and integer labels [N].
-
-    Any object with ``len()``, ``labels``, ``classes`` and ``batch(indices) -> (uint8 images, int64 labels)``
-    works as training data; :class:`graphspec.data.LFWDataset` is one.
-    """
-
-    images: Any
-    labels: np.ndarray
-    classes: Sequence[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")  # memmap reads are faster in ascending order
-        images = np.empty((len(idx), *self.images.shape[1:]), dtype=np.uint8)
-        images[order] = self.images[idx[order]]
-        return torch.from_numpy(images), torch.from_numpy(np.asarray(self.labels)[idx].astype(np.int64))
-
-
-@dataclass
 class Listener:
     """Callbacks, like DL4J's TrainingListener; override what you need."""
 
@@ -75,14 +52,6 @@ class Listener:
 class _Clock:
     start: float = field(default_factory=time.perf_counter)
     images: int = 0
-
-
-def data_size(data) -> tuple[int, int]:
-    """(height, width) of the images of a training-data object."""
-    images = getattr(data, "images", None)
-    if images is not None:
-        return tuple(images.shape[-2:])
-    return tuple(data.preprocessing.size)
 
 
 def java_double(x: float) -> str:
@@ -99,15 +68,8 @@ def java_double(x: float) -> str:
     return f"{mantissa}E{int(exponent)}"
 
 
-def _seed_for(*parts: int) -> int:
-    h = 1469598103934665603
-    for p in parts:  # FNV-1a over the parts: independent streams per (seed, epoch, batch)
-        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
 class Trainer:
-    def __init__(self, model: torch.nn.Module, recipe: Recipe, train: ArrayData, evaluation: ArrayData | None = None,
+    def __init__(self, model: torch.nn.Module, recipe: Recipe, train, evaluation=None,
                  *, run_dir: str | Path | None = None, preprocessing: Any = None,
                  listeners: Sequence[Listener] = (), console=None, progress: bool = True, ctx=None):
         from ..data.preprocessing import Preprocessing
@@ -131,6 +93,7 @@ class Trainer:
             for m in model.modules():
                 if isinstance(m, BatchNorm):
                     m.sync = True
+        self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle)
         self.step = self._make_step()
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -155,7 +118,7 @@ class Trainer:
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train_data) / self.recipe.batch_size)
+        return len(self.batches)
 
     def _lr_factor(self, iteration: int) -> float:
         s, per = self.recipe.schedule, self.batches_per_epoch
@@ -175,47 +138,20 @@ class Trainer:
 
     # --- data ----------------------------------------------------------------------------------------------
 
-    def _order(self, epoch: int) -> np.ndarray:
-        n = len(self.train_data)
-        shuffle = self.recipe.data.shuffle
-        if shuffle is None:
-            shuffle = not self.recipe.data.dl4j
-        if not shuffle:
-            return np.arange(n)
-        g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, epoch, 0xDA7A))
-        return torch.randperm(n, generator=g).numpy()
+    def _batches(self, data, batch_size: int, shuffle: bool | None = None):
+        """The data layer's pipeline over ``data``: this recipe's order and augmentation, cropping at random to
+        the network's input size (evaluation: the centre window)."""
+        from ..data.batches import Batches
+        size = tuple(self.input_shape[-2:]) if len(self.input_shape) == 3 else None
+        augmentation = self.recipe.augmentation.pipeline(size, self.recipe.seed)
+        try:
+            return Batches(data, batch_size, shuffle=shuffle, augmentation=augmentation,
+                           preprocessing=self.preprocessing, seed=self.recipe.seed)
+        except ValueError as e:
+            raise TrainingError(f"{e} (the network's input)") from e
 
-    def _batch(self, data, idx: np.ndarray, generator: torch.Generator | None, part: slice = slice(None)):
-        """Read, crop, flip and jitter a batch (a few large numpy operations: small torch ops are slow on busy CPUs).
-
-        The random crops and flips are drawn for the whole (global) batch, then ``part`` (this rank's share) is
-        taken, so any number of processes sees exactly what one process would."""
-        n = len(idx)
-        _, h, w = self.input_shape
-        H, W = data_size(data)
-        if H < h or W < w:
-            raise TrainingError(f"images are {H}x{W} but the network needs {h}x{w}")
-        if generator is None:  # evaluation: centre crop
-            tops, lefts = np.full(n, (H - h) // 2), np.full(n, (W - w) // 2)
-            flips = np.zeros(n, dtype=bool)
-        else:
-            tops = torch.randint(0, H - h + 1, (n,), generator=generator).numpy()
-            lefts = torch.randint(0, W - w + 1, (n,), generator=generator).numpy()
-            flips = (torch.rand(n, generator=generator) < 0.5).numpy() & self.recipe.augmentation.flip
-        jitter = self.recipe.augmentation.jitter()
-        jitter = jitter if generator is not None and jitter.active else None
-        jitter_params = jitter.draw(n, generator)[part] if jitter else None  # global batch too, after the crops
-        idx, tops, lefts, flips = idx[part], tops[part], lefts[part], flips[part]
-        images, labels = data.batch(idx)
-        images = np.asarray(images)
-        out = np.empty((len(idx), images.shape[1], h, w), dtype=np.uint8)
-        for i in range(len(idx)):
-            crop = images[i, :, tops[i]:tops[i] + h, lefts[i]:lefts[i] + w]
-            out[i] = crop[:, :, ::-1] if flips[i] else crop
-        if jitter:
-            out = jitter.apply(out, jitter_params)
-        x = self.preprocessing.to_tensor(out)
-        return x.contiguous(memory_format=self._memory_format), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self._memory_format)
 
     # --- loop ----------------------------------------------------------------------------------------------
 
@@ -247,19 +183,17 @@ class Trainer:
         return self.model
 
     def _run_epoch(self, bar) -> None:
-        order = self._order(self.epoch)
-        bs = self.recipe.batch_size
+        order = self.batches.order(self.epoch)
         clock = _Clock()
         for b in range(self.batch_in_epoch, self.batches_per_epoch):
             if self._out_of_time():
                 self._print(f"time budget of {self.recipe.max_minutes:g} minutes used up")
                 self._stop = self.timed_out = True
                 return
-            idx = order[b * bs:(b + 1) * bs]
-            g = torch.Generator().manual_seed(_seed_for(self.recipe.seed, self.epoch, b + 1))
-            x, y = self._batch(self.train_data, idx, g, self.ctx.part(len(idx)))
+            n = len(self.batches.indices(self.epoch, b, order=order))  # the global batch
+            x, y = self.batches.batch(self.epoch, b, self.ctx.part(n), order=order)
             lr = self._lr()  # the rate this step uses (the scheduler moves it afterwards)
-            score = self.step(x, y, len(idx))
+            score = self.step(self._to_model(x), y, n)
             if not math.isfinite(score):
                 last = checkpoints(self.run_dir)[-1] if self.run_dir and checkpoints(self.run_dir) else None
                 where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -270,7 +204,7 @@ class Trainer:
             self.iteration += 1
             self.batch_in_epoch = b + 1
             self.last_score = score
-            clock.images += len(idx)
+            clock.images += n
             self._after_iteration(score, lr, clock, bar)
             self._stop = self.ctx.any(self._stop)  # every rank stops at the same iteration
             if self._stop:
@@ -298,7 +232,7 @@ class Trainer:
         return float(self.model.graphspec.spec.defaults.updater.lr)
 
     @torch.no_grad()
-    def evaluate(self, data: ArrayData | None = None, batch_size: int = 128) -> dict:
+    def evaluate(self, data=None, batch_size: int = 128) -> dict:
         data = data if data is not None else self.eval_data
         if data is None or len(data) == 0 or not self.ctx.is_main:
             return {}
@@ -309,10 +243,8 @@ class Trainer:
         self.model.eval()
         preds = []
         try:
-            for start in range(0, len(data), batch_size):
-                idx = np.arange(start, min(start + batch_size, len(data)))
-                x, _ = self._batch(data, idx, None)
-                preds.append(trunk(x)[head.name].argmax(1))
+            for x, _ in self._batches(data, batch_size, shuffle=False).evaluation():
+                preds.append(trunk(self._to_model(x))[head.name].argmax(1))
         finally:
             self.model.train(was)
         return classification_metrics(torch.cat(preds), torch.from_numpy(np.asarray(data.labels).astype(np.int64)),

@@ -1,0 +1,161 @@
+"""The data pipeline: a dataset -> ``(x, y)`` batches, the same for training, evaluation and ``make_loader``.
+
+A batch is a function of ``(seed, epoch, step)`` only: the order of an epoch comes from ``(seed, epoch)``, the
+augmentation of a batch from ``(seed, epoch, step)`` (drawn for the whole global batch, then a distributed rank
+takes its share), so a run resumed at any step, or split over any number of processes or loader workers, sees
+exactly the same batches. Each item is float32 ``[B, C, H, W]`` after augmentation (on uint8) and the
+preprocessing's scaling, and int64 labels ``[B]``. A batch is fetched in one call (one fancy index into a
+memory-mapped cache), so the cached path needs no workers.
+
+Order: ``shuffle=False`` keeps the dataset order every epoch (DL4J's iterator: the tutorial's 120 batches are the
+same each epoch); ``shuffle=True`` draws a new permutation each epoch.
+
+A dataset is anything with ``len()``, ``labels``, ``classes`` and ``batch(indices) -> (uint8 images, labels)``:
+:class:`ArrayData` for arrays in memory, the face application's LFW-layout datasets for image folders.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .augment import Augmentation
+
+ORDER_STREAM = 0xDA7A  # keeps the epoch order's random stream apart from the augmentation's
+
+
+@dataclass
+class ArrayData:
+    """Images as uint8 ``[N, C, H, W]`` (numpy, memmap allowed) and integer labels ``[N]``."""
+
+    images: Any
+    labels: np.ndarray
+    classes: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")  # memmap reads are faster in ascending order
+        images = np.empty((len(idx), *self.images.shape[1:]), dtype=np.uint8)
+        images[order] = self.images[idx[order]]
+        return torch.from_numpy(images), torch.from_numpy(np.asarray(self.labels)[idx].astype(np.int64))
+
+
+def image_size(dataset) -> tuple[int, int]:
+    """(height, width) of a dataset's images: its arrays', or what its preprocessing decodes to."""
+    images = getattr(dataset, "images", None)
+    return tuple(images.shape[-2:]) if images is not None else tuple(dataset.preprocessing.size)
+
+
+class Batches:
+    """Batches of ``dataset`` for ``(epoch, step)``: the one pipeline (see the module doc).
+
+    ``preprocessing`` (default: the dataset's) scales uint8 images to the network's input; ``augmentation``
+    (default: none) crops, flips and jitters training batches and gives :meth:`evaluation` its centre window.
+    ``shuffle`` None: False for a DL4J-mode dataset (fixed order), True otherwise.
+    """
+
+    def __init__(self, dataset, batch_size: int, *, shuffle: bool | None = None, drop_last: bool = False,
+                 augmentation: Augmentation | None = None, preprocessing=None, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; received {batch_size}")
+        self.dataset, self.batch_size, self.drop_last, self.seed = dataset, batch_size, drop_last, seed
+        self.shuffle = not getattr(dataset, "dl4j", False) if shuffle is None else shuffle
+        self.augmentation = augmentation
+        self.preprocessing = preprocessing if preprocessing is not None else dataset.preprocessing
+        if augmentation is not None and len(dataset):
+            augmentation.crop_size(image_size(dataset))  # refuse a crop larger than the images before any work
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, epoch, ORDER_STREAM]).permutation(n)
+
+    def indices(self, epoch: int, step: int, *, order: np.ndarray | None = None) -> np.ndarray:
+        """The dataset indices of the global batch ``step`` of ``epoch``."""
+        order = self.order(epoch) if order is None else order
+        return order[step * self.batch_size:(step + 1) * self.batch_size]
+
+    def batch(self, epoch: int, step: int, part: slice = slice(None), *, order: np.ndarray | None = None):
+        """Training batch ``step`` of ``epoch`` (``part``: this rank's share of the global batch). Pass the
+        epoch's ``order`` when asking for many steps of one epoch, to compute it once."""
+        idx = self.indices(epoch, step, order=order)
+        images, labels = self.dataset.batch(idx[part]) if self.augmentation is None else \
+            self._augmented(idx, epoch, step, part)
+        return self.preprocessing.to_tensor(np.asarray(images)), _labels(labels)
+
+    def _augmented(self, idx: np.ndarray, epoch: int, step: int, part: slice):
+        aug = self.augmentation
+        draws = aug.draw(len(idx), image_size(self.dataset), aug.generator(epoch, step))
+        images, labels = self.dataset.batch(idx[part])
+        return aug.apply(np.asarray(images), draws[part]), labels
+
+    def evaluation(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every example once, in dataset order, un-augmented (the augmentation's centre window)."""
+        for start in range(0, len(self.dataset), self.batch_size):
+            images, labels = self.dataset.batch(np.arange(start, min(start + self.batch_size, len(self.dataset))))
+            images = np.asarray(images)
+            if self.augmentation is not None:
+                images = self.augmentation.center(images)
+            yield self.preprocessing.to_tensor(images), _labels(labels)
+
+
+def _labels(labels) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+
+
+class EpochBatches(Sampler):
+    """Yields ``(epoch, step)`` for each batch of a :class:`Batches`; the epoch advances at every pass."""
+
+    def __init__(self, batches: Batches):
+        self.batches, self.epoch = batches, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        for step in range(len(self)):
+            yield epoch, step
+
+
+class _Items(Dataset):
+    """Maps a sampler item to a finished batch (runs in the worker processes when there are any)."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+
+    def __getitem__(self, item):
+        return self.batches.batch(*item)
+
+
+def make_loader(dataset, batch_size: int = 48, *, shuffle: bool | None = None, drop_last: bool = False,
+                augmentation: Augmentation | None = None, preprocessing=None, seed: int = 0,
+                workers: int | None = None) -> DataLoader:
+    """A ``torch.utils.data.DataLoader`` of the pipeline's ``(x, y)`` batches (see :class:`Batches`).
+
+    ``workers`` None: 0 for a cached dataset (or arrays), else ``min(4, CPUs - 1)``.
+
+    >>> loader = make_loader(ds, 48)                 # doctest: +SKIP
+    >>> len(loader)                                   # doctest: +SKIP  (DL4J mode on LFW: 5749 images)
+    120
+    """
+    if workers is None:
+        workers = 0 if getattr(dataset, "cached", True) else max(0, min(4, (os.cpu_count() or 1) - 1))
+    batches = Batches(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, augmentation=augmentation,
+                      preprocessing=preprocessing, seed=seed)
+    return DataLoader(_Items(batches), batch_size=None, sampler=EpochBatches(batches), num_workers=workers,
+                      persistent_workers=False)
