@@ -613,3 +613,34 @@ def test_unknown_parameter_is_rejected_with_location(name, case):
     assert p.vertex == V
     assert p.message.startswith("unknown key 'bogus_key'")
     assert p.location.line == _line_of(text, "    bogus_key:")
+
+
+# --- the facts tools read from the registry (nothing outside it names a type) ------------------------------------
+
+
+def test_width_following_types_are_those_without_their_own_width():
+    follow = {name for name, entry in TYPES.items() if entry.width_follows_input}
+    assert follow == {"batchnorm", "activation", "subsampling", "lrn", "dropout", "merge", "l2_normalize", "scale",
+                      "shift", "global_pool", "pool_helper", "elementwise"}
+    # a width is either a parameter (the layers n_out_replace edits) or follows the inputs, never both
+    assert not follow & {name for name, entry in TYPES.items() if entry.weight_params}
+
+
+def test_in_place_facts():
+    def overwritable(type_name, **params):
+        case = {"id": "x", "params": params, "inputs": [(3, 6, 6)]}
+        v = load_spec(example_doc(type_name, case)).vertices[V]
+        return v.entry.output_overwritable(v.cfg)
+
+    assert {name for name, entry in TYPES.items() if entry.computes_in_place} == {"activation"}
+    assert overwritable("conv", out=2, kernel=3, activation="identity") and overwritable("batchnorm")
+    assert not overwritable("conv", out=2, kernel=3, activation="relu")  # its backward needs the relu's output
+    assert overwritable("dense", out=2, activation="identity") and not overwritable("dense", out=2, activation="tanh")
+    assert not overwritable("output", out=2, activation="identity", loss="mse")
+    assert not overwritable("subsampling") and not overwritable("lrn")
+
+
+def test_training_facts():
+    assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output"}
+    assert {n for n, e in TYPES.items() if e.center_loss} == {"center_loss_output"}
+    assert {n for n, e in TYPES.items() if e.batch_statistics} == {"batchnorm"}

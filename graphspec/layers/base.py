@@ -102,6 +102,12 @@ class VertexType:
     # An output layer trained with a loss: training attaches its loss to it, and its rows are predictions (class
     # scores), not features, which `embed` and `verify` warn about.
     loss_head: ClassVar[bool] = False
+    # A loss head that also keeps per-class centers of its input (DL4J's center loss): training adds the center
+    # term and moves ``module.centers`` by the center rule (the module has ``centers``, ``alpha``, ``lambda_``).
+    center_loss: ClassVar[bool] = False
+    # Its training-mode output uses the batch's statistics (``module.sync = True`` makes a distributed run
+    # compute them over every rank's share: ``sync_batchnorm``).
+    batch_statistics: ClassVar[bool] = False
     # Its output's channels/features follow from its inputs' (re-inferred, not a parameter): a width changed by
     # graph surgery (`n_out_replace`) flows through it to the next layer with parameters.
     width_follows_input: ClassVar[bool] = False

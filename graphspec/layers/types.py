@@ -168,7 +168,7 @@ class BNParams(Params):
 class BatchNormalization(VertexType):
     name, dl4j = "batchnorm", "BatchNormalization"
     Params = BNParams
-    width_follows_input = True
+    width_follows_input = batch_statistics = True
     doc = "Batch normalisation with DL4J's running statistics (eps folded into the variance, none at inference)."
 
     def infer(self, p, in_shapes):
@@ -324,7 +324,7 @@ class CenterLossParams(OutputParams):
 @builtin
 class CenterLossOutputLayer(_DenseLike):
     name, dl4j = "center_loss_output", "CenterLossOutputLayer"
-    loss_head = True
+    loss_head = center_loss = True
     Params = CenterLossParams
     doc = "Output layer with center loss: per-class centers of its input (state updated by rule, not gradient)."
 

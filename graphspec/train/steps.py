@@ -16,6 +16,7 @@ import torch
 
 from ..compiler import subgraph
 from ..errors import GraphspecError
+from ..registry import all_types
 from .losses import per_example
 from .updaters import DL4JUpdater
 
@@ -31,7 +32,7 @@ class Head:
 
     @property
     def is_center(self) -> bool:
-        return self.vertex.type == "center_loss_output"
+        return self.vertex.entry.center_loss
 
 
 @dataclass
@@ -49,8 +50,9 @@ def heads_of(model) -> list[Head]:
     heads = [Head(n, spec.vertices[n].inputs[0], model.get_submodule(n), spec.vertices[n])
              for n in spec.outputs if spec.vertices[n].entry.loss_head]
     if not heads:
+        kinds = " or ".join(sorted(name for name, entry in all_types().items() if entry.loss_head))
         raise GraphspecError(f"cannot train '{spec.name}': none of its outputs ({', '.join(spec.outputs)}) is an "
-                             "output layer (output or center_loss_output) with a loss")
+                             f"output layer ({kinds}) with a loss")
     return heads
 
 

@@ -89,10 +89,9 @@ class Trainer:
         if nhwc:
             model.to(memory_format=torch.channels_last)
         if recipe.sync_batchnorm and self.ctx.active:
-            from ..layers.modules import BatchNorm
-            for m in model.modules():
-                if isinstance(m, BatchNorm):
-                    m.sync = True
+            for name, v in model.graphspec.spec.vertices.items():
+                if v.entry.batch_statistics:
+                    model.get_submodule(name).sync = True
         self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle)
         self.step = self._make_step()
 
