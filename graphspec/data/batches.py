@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import Augmentation
+from .preprocessing import Preprocessing
 
 ORDER_STREAM = 0xDA7A  # keeps the epoch order's random stream apart from the augmentation's
 
@@ -57,7 +58,8 @@ def image_size(dataset) -> tuple[int, int]:
 class Batches:
     """Batches of ``dataset`` for ``(epoch, step)``: the one pipeline (see the module doc).
 
-    ``preprocessing`` (default: the dataset's) scales uint8 images to the network's input; ``augmentation``
+    ``preprocessing`` (default: the dataset's, else DL4J's raw 0..255 floats) scales uint8 images to the
+    network's input; ``augmentation``
     (default: none) crops, flips and jitters training batches and gives :meth:`evaluation` its centre window.
     ``shuffle`` None: False for a DL4J-mode dataset (fixed order), True otherwise.
     """
@@ -69,7 +71,7 @@ class Batches:
         self.dataset, self.batch_size, self.drop_last, self.seed = dataset, batch_size, drop_last, seed
         self.shuffle = not getattr(dataset, "dl4j", False) if shuffle is None else shuffle
         self.augmentation = augmentation
-        self.preprocessing = preprocessing if preprocessing is not None else dataset.preprocessing
+        self.preprocessing = preprocessing or getattr(dataset, "preprocessing", None) or Preprocessing.dl4j()
         if augmentation is not None and len(dataset):
             augmentation.crop_size(image_size(dataset))  # refuse a crop larger than the images before any work
 

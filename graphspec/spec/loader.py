@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import GraphspecError, Problem, SpecError, did_you_mean
+from ..errors import GraphspecError, Problem, SpecError
 from ..registry import lookup
 from .yaml_source import Source, load_yaml
 from . import blocks as _blocks

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -72,12 +72,11 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, recipe: Recipe, train, evaluation=None,
                  *, run_dir: str | Path | None = None, preprocessing: Any = None,
                  listeners: Sequence[Listener] = (), console=None, progress: bool = True, ctx=None):
-        from ..data.preprocessing import Preprocessing
         from .distributed import Context
         self.ctx = ctx or Context()
         self.model, self.recipe, self.train_data, self.eval_data = model, recipe, train, evaluation
         self.run_dir = Path(run_dir) if run_dir else None
-        self.preprocessing = preprocessing or model.graphspec.preprocessing or Preprocessing.dl4j()
+        self.preprocessing = preprocessing or model.graphspec.preprocessing  # None: the data layer's default
         self.listeners, self.console, self.show_progress = list(listeners), console, progress
         self.input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
         self.epoch, self.batch_in_epoch, self.iteration = 0, 0, 0
