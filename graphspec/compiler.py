@@ -53,6 +53,8 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
     generator = _generator(seed if seed is not None else spec.seed)
     for name in analysis.order:
         v = spec.vertices[name]
+        if v.shares:
+            continue  # computed by the module of the vertex it shares
         inf = analysis.inference[name]
         module = v.entry.build(v.cfg, inf)
         v.entry.init(module, v.cfg, inf, generator)
@@ -65,8 +67,9 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
     if unknown:
         from .errors import GraphspecError, did_you_mean
         raise GraphspecError(f"cannot freeze unknown vertex '{unknown[0]}'{did_you_mean(unknown[0], spec.vertices)}")
+    frozen = frozenset(use for name in frozen for use in spec.uses(name))  # one module: every use is frozen
     for name in frozen:
-        freeze_module(gm.get_submodule(name))
+        freeze_module(gm.get_submodule(spec.vertices[name].module))
     gm.graphspec = GraphInfo(spec, analysis, frozen, preprocessing)
     return gm
 
@@ -77,12 +80,15 @@ def _inplace_activations(spec: Spec, analysis: Analysis, root: nn.Module) -> Non
     activation, batch norm), it is the only reader, and the input is not a network output. This saves one
     activation-sized tensor per such vertex (what hand-written modules get from ``relu_``)."""
     readers: dict[str, int] = {}
+    shared = {v.shares for v in spec.vertices.values() if v.shares}
     for v in spec.vertices.values():
         for i in v.inputs:
             readers[i] = readers.get(i, 0) + 1
     for name, v in spec.vertices.items():
         if not v.entry.computes_in_place or len(v.inputs) != 1 or v.inputs[0] not in spec.vertices:
             continue
+        if v.shares or name in shared:
+            continue  # one module at several places: whether to overwrite is a per-place decision
         src = spec.vertices[v.inputs[0]]
         if src.entry.output_overwritable(src.cfg) and readers.get(src.name) == 1 and src.name not in spec.outputs:
             root.get_submodule(name).set_inplace(root.get_submodule(src.name))
@@ -106,7 +112,7 @@ def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None) 
         if name not in needed:
             continue  # reaches no output (analyze warned); its module still exists for its weights
         v = spec.vertices[name]
-        nodes[name] = graph.call_module(name, tuple(nodes[i] for i in v.inputs))
+        nodes[name] = graph.create_node("call_module", v.module, tuple(nodes[i] for i in v.inputs), name=_ident(name))
     graph.output({o: nodes[o] for o in outputs} if as_dict else nodes[outputs[0]])
     graph.lint()
     return graph

@@ -27,6 +27,7 @@ class Drawing:
     nodes: dict[str, Node] = field(default_factory=dict)
     edges: list[tuple[str, str, str]] = field(default_factory=list)  # (from, to, label)
     outputs: list[str] = field(default_factory=list)
+    shares: list[tuple[str, str]] = field(default_factory=list)  # (owner, user) of a shared layer: a dashed link
 
 
 def _shape(shape) -> str:
@@ -50,7 +51,8 @@ def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
         v = spec.vertices[name]
         node_id = owner(name)
         if node_id == name:
-            d.nodes[name] = Node(name, f"{name}\\n{v.type}", v.entry.kind, v.group, name in frozen)
+            kind = f"{v.type} (shares {v.shares})" if v.shares else v.type
+            d.nodes[name] = Node(name, f"{name}\\n{kind}", v.entry.kind, v.group, name in frozen)
         elif node_id not in d.nodes:
             group = v.group[:depth + 1]
             d.nodes[node_id] = Node(node_id, f"{group[-1]}\\n(block)", "block", group[:-1], name in frozen)
@@ -62,6 +64,10 @@ def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
             if origin != target and (origin, target) not in seen:
                 seen.add((origin, target))
                 d.edges.append((origin, target, _shape(a.shapes[src])))
+        v = spec.vertices[name]
+        link = (owner(v.shares), target) if v.shares else None
+        if link and link[0] != link[1] and link not in d.shares:
+            d.shares.append(link)
     return d
 
 
@@ -109,6 +115,9 @@ def to_dot(d: Drawing, title: str) -> str:
     emit((), "  ")
     for a, b, label in d.edges:
         lines.append(f'  {_dot_id(a)} -> {_dot_id(b)} [label="{label}"];')
+    for a, b in d.shares:
+        lines.append(f'  {_dot_id(a)} -> {_dot_id(b)} [label="shares", style=dashed, arrowhead=none, '
+                     'color="#b05f00", fontcolor="#b05f00", constraint=false];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -134,6 +143,8 @@ def to_mermaid(d: Drawing, title: str) -> str:
     emit((), "  ")
     for a, b, label in d.edges:
         lines.append(f'  {_mermaid_id(a)} -- "{label}" --> {_mermaid_id(b)}')
+    for a, b in d.shares:
+        lines.append(f"  {_mermaid_id(a)} -. shares .- {_mermaid_id(b)}")
     frozen = [_mermaid_id(n.id) for n in d.nodes.values() if n.frozen]
     if frozen:
         lines.append("  classDef frozen fill:#ddd,stroke-dasharray: 4 2,color:#555")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Iterable
 
 import networkx as nx
@@ -26,6 +27,8 @@ class Analysis:
     in_shapes: dict[str, list[Shape]]
     graph: nx.DiGraph = field(repr=False)
     warnings: list[Problem] = field(default_factory=list)
+    # each input's and vertex's batch as a multiple of the network's (1 unless a stack/unstack vertex changed it)
+    batch: dict[str, Fraction] = field(default_factory=dict)
 
     # The one implementation of the graph queries that compiling, probing, freezing and surgery need.
 
@@ -143,6 +146,7 @@ def _order(spec: Spec, g: nx.DiGraph) -> list[str]:
 
 def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem]) -> Analysis:
     shapes: dict[str, Shape] = {n: tuple(spec.input_shape(n)) for n in spec.inputs}
+    batch = {n: Fraction(1) for n in spec.inputs}
     inference, in_shapes = {}, {}
     for name in order:
         v = spec.vertices[name]
@@ -152,12 +156,37 @@ def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem]
         ins = [shapes[i] for i in v.inputs]
         try:
             inf = v.entry.infer(v.cfg, ins)
+            batch[name] = v.entry.batch(v.cfg, [batch[i] for i in v.inputs])
         except ShapeError as e:
             where = v.path + ((e.key,) if e.key else ())
             problems.append(_problem(spec, f"{e}; input shapes: {_fmt_inputs(v.inputs, ins)}", name, where))
             continue
         inference[name], in_shapes[name], shapes[name] = inf, ins, tuple(inf.out_shape)
-    return Analysis(order, shapes, inference, in_shapes, g)
+    _check_shared(spec, inference, in_shapes, problems)
+    return Analysis(order, shapes, inference, in_shapes, g, batch=batch)
+
+
+def _check_shared(spec: Spec, inference: dict, in_shapes: dict, problems: list[Problem]) -> None:
+    """Every use of a shared layer must be the same layer: the same parameter shapes and the same configuration
+    derived from its inputs (e.g. `same` padding), since one module computes them all."""
+    for name, v in spec.vertices.items():
+        if not v.shares or name not in inference or v.shares not in inference:
+            continue
+        mine, theirs = inference[name], inference[v.shares]
+        entry = v.entry
+        own = {p.name: p.shape for p in entry.param_shapes(v.cfg, mine)}
+        owner = {p.name: p.shape for p in entry.param_shapes(v.cfg, theirs)}
+        if own != owner or (mine.n_in, mine.n_out, mine.info) != (theirs.n_in, theirs.n_out, theirs.info):
+            what = (f"parameters {_fmt_params(own)} where '{v.shares}' has {_fmt_params(owner)}" if own != owner
+                    else f"another configuration ({_fmt_inputs(v.inputs, in_shapes[name])} vs "
+                         f"{_fmt_inputs(spec.vertices[v.shares].inputs, in_shapes[v.shares])})")
+            problems.append(_problem(spec, f"shares '{v.shares}', but its inputs would give the layer {what}; "
+                                           "every use of a shared layer needs inputs it fits the same way",
+                                     name, v.path + ("inputs",)))
+
+
+def _fmt_params(shapes: dict) -> str:
+    return ", ".join(f"{k} [{', '.join(map(str, s))}]" for k, s in shapes.items()) or "none"
 
 
 def _fmt_inputs(names, shapes) -> str:

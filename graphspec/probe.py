@@ -31,7 +31,7 @@ def feed_forward(model: torch.nn.Module, *inputs: torch.Tensor, vertices: list[s
         with no_inplace():  # every activation returned must stay what that vertex computed
             for name in analysis.order:
                 if name in needed:
-                    module = model.get_submodule(name)
+                    module = model.get_submodule(spec.vertices[name].module)  # a shared layer: each use by name
                     acts[name] = module(*(acts[i] for i in spec.vertices[name].inputs))
     finally:
         model.train(was_training)

@@ -28,6 +28,8 @@ class Row:
     macs: int | None  # multiply-accumulates per example (None: the type does not say; shown as '?')
     group: str = ""
     frozen: bool = False
+    shares: str | None = None  # the vertex whose layer (and parameters, counted there once) this one uses
+    batch: float = 1.0  # its batch as a multiple of the network's (stack/unstack vertices change it)
 
     @property
     def n_in_out(self) -> str:
@@ -82,8 +84,8 @@ class Summary:
     @property
     def activation_bytes(self) -> int:
         """Memory of every vertex output for one forward pass at ``batch_size`` (float32)."""
-        per_example = sum(_numel(r.out_shape) for r in self.rows)
-        return per_example * self.batch_size * BYTES_PER_VALUE
+        per_example = sum(_numel(r.out_shape) * r.batch for r in self.rows)
+        return round(per_example * self.batch_size) * BYTES_PER_VALUE
 
     def totals(self) -> dict:
         return {"total": self.total, "trainable": self.trainable, "frozen": self.frozen, "state": self.state,
@@ -119,15 +121,16 @@ def summarize(spec_or_path, batch_size: int = 1, frozen: set[str] | None = None)
     for name in a.order:
         v = spec.vertices[name]
         entry, inf = v.entry, a.inference[name]
-        shapes = entry.param_shapes(v.cfg, inf)
+        has_params = bool(entry.param_shapes(v.cfg, inf))
+        shapes = [] if v.shares else entry.param_shapes(v.cfg, inf)  # a shared layer's are counted at its owner
         trainable = sum(p.numel for p in shapes if p.trainable)
         total = sum(p.numel for p in shapes)
         given_in = v.params.get("in") is not None
         rows.append(Row(name, entry.name, entry.dl4j, entry.kind, list(v.inputs),
-                        inf.n_in if shapes else None, inf.n_out if shapes else None,
-                        bool(shapes) and inf.n_in is not None and not given_in, tuple(inf.out_shape), total,
+                        inf.n_in if has_params else None, inf.n_out if has_params else None,
+                        has_params and inf.n_in is not None and not given_in, tuple(inf.out_shape), total,
                         trainable, total - trainable, shapes, entry.macs(v.cfg, inf), "/".join(v.group),
-                        name in frozen))
+                        name in frozen, v.shares, float(a.batch[name])))
     return Summary(spec.name, batch_size, {k: tuple(spec.input_shape(k)) for k in spec.inputs}, rows,
                    list(spec.outputs), [str(w) for w in a.warnings])
 
@@ -148,6 +151,8 @@ def _bytes(n: int) -> str:
 
 
 def _trainable_cell(r: Row) -> str:
+    if r.shares:
+        return f"shares {r.shares}"
     if not r.params:
         return "-"
     if r.frozen:

@@ -63,6 +63,7 @@ class GraphBuilder:
         self._doc = copy.deepcopy(spec.to_dict())
         self._feature_extractor: list[str] = []
         self._edited: set[str] = set()
+        self._moved: dict[str, str] = {}  # new owner of a shared layer -> the removed owner whose weights it keeps
         self._seed: int | None = None
 
     # --- helpers -------------------------------------------------------------------------------------------
@@ -80,22 +81,39 @@ class GraphBuilder:
     def _consumers(self, name: str) -> list[str]:
         return [n for n, v in self._vertices.items() if name in v.get("inputs", [])]
 
+    def _owner(self, name: str) -> str:
+        """The vertex that owns ``name``'s layer (itself unless it shares another's)."""
+        return self._vertices[name].get("shares", name)
+
+    def _users(self, owner: str) -> list[str]:
+        return [n for n, v in self._vertices.items() if v.get("shares") == owner]
+
+    def _type(self, name: str) -> str:
+        return self._vertices[self._owner(name)]["type"]
+
     def _check_new(self, op: str, name: str, body: Any, kind: str, inputs) -> dict:
         if isinstance(body, str):
             import yaml
             body = yaml.safe_load(body)
-        if not isinstance(body, dict) or "type" not in body:
-            raise SurgeryError(f"{op}: '{name}' needs a mapping with a 'type', e.g. {{'type': 'dense', 'out': 10}}",
-                               vertex=name)
+        if not isinstance(body, dict) or ("type" not in body and "shares" not in body):
+            raise SurgeryError(f"{op}: '{name}' needs a mapping with a 'type', e.g. {{'type': 'dense', 'out': 10}}, "
+                               "or with 'shares', e.g. {'shares': 'tower'}", vertex=name)
+        if "shares" in body:
+            self._require(op, str(body["shares"]))
+            type_name = self._type(str(body["shares"]))
+        else:
+            type_name = body["type"]
         try:
-            entry = lookup(body["type"])
+            entry = lookup(type_name)
         except KeyError as e:
             raise SurgeryError(f"{op}: {e.args[0]}", vertex=name) from None
         if entry.kind != kind:
             other = "add_vertex" if kind == "layer" else "add_layer"
-            raise SurgeryError(f"{op}: '{body['type']}' is a {entry.kind}, not a {kind}; use {other}", vertex=name)
+            raise SurgeryError(f"{op}: '{type_name}' is a {entry.kind}, not a {kind}; use {other}", vertex=name)
         if not inputs:
             raise SurgeryError(f"{op}: '{name}' needs at least one input", vertex=name)
+        if "shares" in body:
+            return {**body, "inputs": list(inputs)}
         return {**body, "type": entry.name, "inputs": list(inputs)}
 
     # --- edits (each returns self, like DL4J's builder) -------------------------------------------------------
@@ -110,12 +128,28 @@ class GraphBuilder:
     def remove_vertex_and_connections(self, name: str) -> "GraphBuilder":
         """Remove a vertex, its use as an input of other vertices and as an output."""
         self._require("remove_vertex_and_connections", name)
+        self._hand_over(name)
         del self._vertices[name]
         for v in self._vertices.values():
             v["inputs"] = [i for i in v.get("inputs", []) if i != name]
         self._doc["outputs"] = [o for o in self._doc["outputs"] if o != name]
         self._feature_extractor = [n for n in self._feature_extractor if n != name]
         return self
+
+    def _hand_over(self, name: str) -> None:
+        """Before ``name`` goes: if others share its layer, the first of them becomes the layer's owner (with its
+        configuration and, in build(), its weights) and the others share that one instead."""
+        users = self._users(name)
+        if not users:
+            return
+        heir, body = users[0], self._vertices[name]
+        kept = {k: v for k, v in self._vertices[heir].items() if k in ("inputs", "group")}
+        self._vertices[heir] = {**{k: v for k, v in body.items() if k not in ("inputs", "group")}, **kept}
+        for other in users[1:]:
+            self._vertices[other]["shares"] = heir
+        self._moved[heir] = self._moved.get(name, name)
+        if name in self._edited:
+            self._edited.add(heir)
 
     def remove_vertex_keep_connections(self, name: str) -> "GraphBuilder":
         """Remove a vertex but keep references to it; add a vertex of the same name before build()."""
@@ -143,7 +177,9 @@ class GraphBuilder:
         """Change a layer's ``out``; the change flows through shape-preserving vertices (pooling, BN, activation,
         merge, ...) to the next layers with parameters, which get the new ``in``. All of them are re-initialised.
         The edit is all or nothing: if it cannot be applied, the builder is unchanged."""
-        v = self._require("n_out_replace", name)
+        self._require("n_out_replace", name)
+        name = self._owner(name)  # a shared layer changes at every use
+        v = self._vertices[name]
         if not lookup(v["type"]).weight_params:
             raise SurgeryError(f"n_out_replace: '{name}' is a {v['type']}, which has no 'out'; it applies to conv, "
                                "dense, output and center_loss_output layers", vertex=name)
@@ -163,24 +199,25 @@ class GraphBuilder:
         return self
 
     def _propagate_width(self, start: str, weight_init_next: str | None) -> None:
-        todo, seen = self._consumers(start), set()
+        todo, seen = [c for use in [start, *self._users(start)] for c in self._consumers(use)], set()
         while todo:
             name = todo.pop()
             if name in seen:
                 continue
             seen.add(name)
-            v = self._vertices[name]
-            v.pop("in", None)  # re-inferred from the new width
-            self._edited.add(name)
-            if lookup(v["type"]).weight_params:
+            owner = self._vertices[self._owner(name)]  # where a shared layer's configuration lives
+            owner.pop("in", None)  # re-inferred from the new width
+            self._edited.update({name, self._owner(name)})
+            entry = lookup(self._type(name))
+            if entry.weight_params:
                 if weight_init_next:
-                    v["weight_init"] = weight_init_next
+                    owner["weight_init"] = weight_init_next
                 continue  # the next layer with parameters absorbs the change
-            if not lookup(v["type"]).width_follows_input:
+            if not entry.width_follows_input:
                 raise SurgeryError(f"n_out_replace: the new width of '{start}' cannot flow through '{name}' "
-                                   f"(a {v['type']}); replace it with remove_vertex_keep_connections + add_vertex",
+                                   f"(a {entry.name}); replace it with remove_vertex_keep_connections + add_vertex",
                                    vertex=name)
-            v.pop("out", None)
+            owner.pop("out", None)
             todo.extend(self._consumers(name))
 
     def set_outputs(self, *names: str) -> "GraphBuilder":
@@ -235,13 +272,9 @@ class GraphBuilder:
         spec = self.spec()
         frozen = spec.analysis.closure(self._feature_extractor)
         frozen |= {n for n in self._frozen_before if n in spec.vertices and n not in self._edited}
-        new = build(spec, seed=self._seed, frozen=(), preprocessing=self._preprocessing)
+        new = build(spec, seed=self._seed, frozen=frozen, preprocessing=self._preprocessing)  # shared: every use
         report = self._copy_weights(new, spec)
-        from .freeze import freeze_module
-        for name in frozen:
-            freeze_module(new.get_submodule(name))
-        new.graphspec.frozen = frozenset(frozen)
-        report.frozen = [n for n in spec.analysis.order if n in frozen]
+        report.frozen = [n for n in spec.analysis.order if n in new.graphspec.frozen]
         new.graphspec.surgery = report
         return new
 
@@ -254,12 +287,14 @@ class GraphBuilder:
             for name in spec.analysis.order:
                 keys = [k for k in new_state if k.split(".", 1)[0] == name]
                 if not keys:
-                    continue  # nothing stored: neither kept nor re-initialised
-                fits = name in old_names and name not in self._edited and all(
-                    k in old_state and old_state[k].shape == new_state[k].shape for k in keys)
+                    continue  # nothing stored (or a shared layer, stored at its owner): neither kept nor re-initialised
+                source = self._moved.get(name, name)  # a shared layer's new owner keeps its old owner's weights
+                old_keys = {k: source + k[len(name):] for k in keys}
+                fits = source in old_names and name not in self._edited and all(
+                    old_keys[k] in old_state and old_state[old_keys[k]].shape == new_state[k].shape for k in keys)
                 if fits:
                     for k in keys:
-                        new_state[k].copy_(old_state[k])
+                        new_state[k].copy_(old_state[old_keys[k]])
                     report.kept.append(name)
                 else:
                     report.reinitialised.append(name)

@@ -77,12 +77,24 @@ EXAMPLES: dict[str, list[dict]] = {
         dict(id="conv", params={}, inputs=[(3, 4, 4), (5, 4, 4), (1, 4, 4)]),
         dict(id="ff", params={}, inputs=[(3,), (4,)]),
         dict(id="single", params={}, inputs=[(2, 3, 3)]),
+        dict(id="width-axis", params={"axis": -1}, inputs=[(2, 3, 4), (2, 3, 1)]),
+        dict(id="height-axis", params={"axis": 2}, inputs=[(2, 3, 4), (2, 5, 4)]),
     ],
     "elementwise": [
         dict(id="add3", params={"op": "add"}, inputs=[(2, 3, 3)] * 3),
         dict(id="subtract", params={"op": "subtract"}, inputs=[(5,), (5,)]),
         dict(id="max", params={"op": "max"}, inputs=[(4,), (4,)]),
+        dict(id="min3", params={"op": "min"}, inputs=[(4,)] * 3),
+        dict(id="divide", params={"op": "divide"}, inputs=[(2, 2, 2), (2, 2, 2)]),
     ],
+    "cosine_similarity": [dict(id="ff", params={}, inputs=[(5,), (5,)]),
+                          dict(id="conv", params={"eps": 1e-6}, inputs=[(2, 3, 3), (2, 3, 3)])],
+    "identity": [dict(id="conv", params={}, inputs=[(2, 3, 3)]), dict(id="ff", params={}, inputs=[(4,)])],
+    "preprocessor": [dict(id="flatten", params={"preprocessor": "cnn_to_feed_forward"}, inputs=[(2, 3, 4)]),
+                     dict(id="unflatten", params={"preprocessor": "feed_forward_to_cnn", "channels": 2, "height": 3,
+                                                  "width": 2}, inputs=[(12,)])],
+    "stack": [dict(id="two", params={}, inputs=[(3,), (3,)]), dict(id="one-conv", params={}, inputs=[(2, 3, 3)])],
+    "unstack": [dict(id="second", params={"from": 1, "stack_size": 2}, inputs=[(3,)])],
     "l2_normalize": [dict(id="ff", params={"eps": 1e-6}, inputs=[(5,)]),
                      dict(id="conv-dims", params={"dims": [2, 3]}, inputs=[(2, 3, 4)])],
     "subset": [dict(id="conv", params={"from": 1, "to": 2}, inputs=[(4, 3, 3)]),
@@ -185,13 +197,13 @@ def test_static_shape_equals_forward_shape(name, case):
     _need(case, name)
     module = build(example_doc(name, case))
     analysis = module.graphspec.analysis
-    static = analysis.shapes[V]
+    static, batch = analysis.shapes[V], 2 * analysis.batch[V]  # stack/unstack change the batch, statically known
     xs = example_inputs(case)
     for mode in ("train", "eval"):
         module.train(mode == "train")
         with torch.no_grad():
             y = module(*xs)
-        assert tuple(y.shape) == (2, *static), f"{mode} mode: forward {tuple(y.shape)} vs static (2, {static})"
+        assert tuple(y.shape) == (batch, *static), f"{mode} mode: forward {tuple(y.shape)} vs ({batch}, {static})"
         assert torch.isfinite(y).all()
 
 
@@ -465,7 +477,9 @@ MACS_BY_HAND = {
     "scale": lambda case, out: math.prod(out),
     "shift": lambda case, out: math.prod(out),
     "l2_distance": lambda case, out: math.prod(case["inputs"][0]),
-    **{t: (lambda case, out: 0) for t in ("activation", "dropout", "merge", "subset", "reshape", "pool_helper")},
+    "cosine_similarity": lambda case, out: 3 * math.prod(case["inputs"][0]),
+    **{t: (lambda case, out: 0) for t in ("activation", "dropout", "merge", "subset", "reshape", "pool_helper",
+                                          "identity", "preprocessor", "stack", "unstack")},
 }
 
 
@@ -621,7 +635,7 @@ def test_unknown_parameter_is_rejected_with_location(name, case):
 def test_width_following_types_are_those_without_their_own_width():
     follow = {name for name, entry in TYPES.items() if entry.width_follows_input}
     assert follow == {"batchnorm", "activation", "subsampling", "lrn", "dropout", "merge", "l2_normalize", "scale",
-                      "shift", "global_pool", "pool_helper", "elementwise"}
+                      "shift", "global_pool", "pool_helper", "elementwise", "identity", "stack", "unstack"}
     # a width is either a parameter (the layers n_out_replace edits) or follows the inputs, never both
     assert not follow & {name for name, entry in TYPES.items() if entry.weight_params}
 

@@ -475,7 +475,8 @@ def test_add_errors(base):
     surgery_error(lambda: b.add_vertex("x", {"type": "dense", "out": 3}, "embeddings"),
                   "add_vertex: 'dense' is a layer, not a vertex; use add_layer", "x")
     surgery_error(lambda: b.add_layer("x", {"out": 3}, "embeddings"),
-                  "add_layer: 'x' needs a mapping with a 'type', e.g. {'type': 'dense', 'out': 10}", "x")
+                  "add_layer: 'x' needs a mapping with a 'type', e.g. {'type': 'dense', 'out': 10}, or with "
+                  "'shares', e.g. {'shares': 'tower'}", "x")
     surgery_error(lambda: b.add_layer("x", {"type": "dense", "out": 3}),
                   "add_layer: 'x' needs at least one input", "x")
     surgery_error(lambda: b.add_layer("bottleneck", {"type": "dense", "out": 3}, "avgpool"),

@@ -25,6 +25,7 @@ ACTIVATIONS = {
     "softplus": F.softplus,
     "softsign": F.softsign,
     "cube": lambda x: x * x * x,
+    "abs": torch.abs,  # not in DL4J 0.9's Activation enum: |x|, e.g. after a subtract for |a - b|
     "softmax": lambda x: torch.softmax(x, dim=1),
 }
 

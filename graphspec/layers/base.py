@@ -127,6 +127,15 @@ class VertexType:
         data movement (concatenation, reshapes, slices) counts 0. See docs/spec.md, 'MACs'."""
         return None
 
+    def batch(self, p: Any, in_batches: list) -> Any:
+        """The output's batch as a multiple of the network's (a ``fractions.Fraction``), from the inputs'. Default:
+        the inputs' common batch; inputs whose batches differ cannot be combined."""
+        if len(set(in_batches)) > 1:
+            raise ShapeError("inputs have different batch sizes (" + ", ".join(f"{b}×" for b in in_batches) +
+                             " the network's batch, after stack/unstack vertices); they cannot be combined",
+                             key="inputs")
+        return in_batches[0]
+
     def output_overwritable(self, p: Any) -> bool:
         """Whether a reader may overwrite this vertex's output in place: true when the backward pass does not
         need the output (a linear layer without activation, batch normalisation)."""

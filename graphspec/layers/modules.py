@@ -292,10 +292,17 @@ class GlobalPooling(nn.Module):
 
 
 class Merge(nn.Module):
-    """Concatenation along dim 1, in the order the inputs are listed."""
+    """Concatenation along ``axis`` (dim 1, channels/features, by default), in the order the inputs are listed."""
+
+    def __init__(self, axis: int = 1):
+        super().__init__()
+        self.axis = axis
 
     def forward(self, *xs):
-        return xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+        return xs[0] if len(xs) == 1 else torch.cat(xs, dim=self.axis)
+
+    def extra_repr(self):
+        return "" if self.axis == 1 else f"axis={self.axis}"
 
 
 class ElementWise(nn.Module):
@@ -306,12 +313,16 @@ class ElementWise(nn.Module):
     def forward(self, *xs):
         if self.op == "subtract":
             return xs[0] - xs[1]
+        if self.op == "divide":
+            return xs[0] / xs[1]
         out = xs[0]
         for x in xs[1:]:
             if self.op in ("add", "average"):
                 out = out + x
             elif self.op == "product":
                 out = out * x
+            elif self.op == "min":
+                out = torch.minimum(out, x)
             else:
                 out = torch.maximum(out, x)
         return out / len(xs) if self.op == "average" else out
@@ -391,6 +402,66 @@ class L2Distance(nn.Module):
 
     def forward(self, a, b):
         return torch.linalg.vector_norm((a - b).flatten(1), 2, dim=1, keepdim=True)
+
+
+class CosineSimilarity(nn.Module):
+    """Per-example cosine similarity of two inputs over all their values, shape [N, 1]:
+    ``a·b / max(||a||·||b||, eps)`` (torch.nn.functional.cosine_similarity's definition)."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, a, b):
+        return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=self.eps).unsqueeze(1)
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Flatten(nn.Module):
+    """DL4J CnnToFeedForwardPreProcessor: [N, C, H, W] -> [N, C·H·W] in C order."""
+
+    def forward(self, x):
+        return torch.flatten(x, 1)
+
+
+class Unflatten(nn.Module):
+    """DL4J FeedForwardToCnnPreProcessor: [N, C·H·W] -> [N, C, H, W] in C order."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self):
+        return str(list(self.shape))
+
+
+class Stack(nn.Module):
+    """DL4J StackVertex: the inputs one after another along the batch dimension ([k·N, ...])."""
+
+    def forward(self, *xs):
+        return torch.cat(xs, dim=0)
+
+
+class Unstack(nn.Module):
+    """DL4J UnstackVertex(from, stackSize): the ``index``-th of ``count`` equal slices along the batch dimension."""
+
+    def __init__(self, index: int, count: int):
+        super().__init__()
+        self.index, self.count = index, count
+
+    def forward(self, x):
+        n = x.shape[0] // self.count
+        return x[self.index * n:(self.index + 1) * n]
+
+    def extra_repr(self):
+        return f"{self.index} of {self.count}"
 
 
 class PoolHelper(nn.Module):

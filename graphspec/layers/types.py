@@ -392,31 +392,49 @@ def _same_rank(in_shapes):
                          + ", ".join(_fmt(s) for s in in_shapes))
 
 
+class MergeParams(Params):
+    axis: int = Field(1, ge=-8, le=8, description="the dimension to concatenate along, counting the batch as 0 "
+                                                  "(1: channels/features, DL4J's default; -1: the last)")
+
+
+def _axis(axis: int, rank: int) -> int:
+    """A batch-inclusive dimension index (negative from the end) for tensors of ``rank`` dims, never the batch."""
+    a = axis + rank if axis < 0 else axis
+    if not 1 <= a < rank:
+        raise ShapeError(f"'axis' must be in 1..{rank - 1} or -{rank - 1}..-1 for inputs of rank {rank} (the batch, "
+                         f"dimension 0, cannot be merged); received {axis}", key="axis")
+    return a
+
+
 @builtin
 class MergeVertex(VertexType):
     name, dl4j, kind = "merge", "MergeVertex", "vertex"
-    Params = NoParams
+    Params = MergeParams
     arity = (1, None)
     width_follows_input = True
-    doc = "Concatenates its inputs along channels/features, in the order listed."
+    doc = "Concatenates its inputs along `axis` (channels/features by default), in the order listed."
 
     def infer(self, p, in_shapes):
         _same_rank(in_shapes)
-        rest = {tuple(s[1:]) for s in in_shapes}
+        d = _axis(p.axis, len(in_shapes[0]) + 1) - 1  # per-example index
+        rest = {tuple(s[:d]) + tuple(s[d + 1:]) for s in in_shapes}
         if len(rest) > 1:
-            raise ShapeError("inputs must agree on every dimension but the first (spatial sizes differ); "
+            what = "the first (spatial sizes differ)" if d == 0 else f"dimension {d + 1}, the one merged"
+            raise ShapeError(f"inputs must agree on every dimension but {what}; "
                              "received " + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
-        return Inferred((sum(s[0] for s in in_shapes), *in_shapes[0][1:]))
+        shape = list(in_shapes[0])
+        shape[d] = sum(s[d] for s in in_shapes)
+        return Inferred(tuple(shape), info={"axis": d + 1})
 
     def macs(self, p, inf):
         return 0  # data movement
 
     def build(self, p, inf):
-        return M.Merge()
+        return M.Merge(inf.info["axis"])
 
 
 class ElementWiseParams(Params):
-    op: Literal["add", "subtract", "product", "average", "max"]
+    op: Literal["add", "subtract", "product", "average", "max", "min", "divide"]  # min, divide: not in DL4J 0.9
 
 
 @builtin
@@ -425,11 +443,12 @@ class ElementWiseVertex(VertexType):
     Params = ElementWiseParams
     arity = (1, None)
     width_follows_input = True
-    doc = "Element-wise add, subtract (exactly two inputs), product, average or max of same-shape inputs."
+    doc = ("Element-wise add, subtract and divide (exactly two inputs), product, average, max or min of same-shape "
+           "inputs.")
 
     def infer(self, p, in_shapes):
-        if p.op == "subtract" and len(in_shapes) != 2:
-            raise ShapeError(f"op 'subtract' needs exactly 2 inputs; received {len(in_shapes)}", key="inputs")
+        if p.op in ("subtract", "divide") and len(in_shapes) != 2:
+            raise ShapeError(f"op '{p.op}' needs exactly 2 inputs; received {len(in_shapes)}", key="inputs")
         if len({tuple(s) for s in in_shapes}) > 1:
             raise ShapeError("inputs must have identical shapes; received "
                              + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
@@ -585,6 +604,136 @@ class L2Vertex(VertexType):
 
     def build(self, p, inf):
         return M.L2Distance(p.eps)
+
+
+class CosineParams(Params):
+    eps: float = Field(1e-8, gt=0.0)
+
+
+@builtin
+class CosineSimilarityVertex(VertexType):
+    name, dl4j, kind = "cosine_similarity", "CosineSimilarityVertex", "vertex"  # not in DL4J: an extension
+    Params = CosineParams
+    arity = (2, 2)
+    doc = "Per-example cosine similarity of two same-shape inputs over all their values: [1] (not in DL4J)."
+
+    def infer(self, p, in_shapes):
+        if tuple(in_shapes[0]) != tuple(in_shapes[1]):
+            raise ShapeError(f"inputs must have identical shapes; received {_fmt(in_shapes[0])}, "
+                             f"{_fmt(in_shapes[1])}", key="inputs")
+        return Inferred((1,), info={"values": _prod(in_shapes[0])})
+
+    def macs(self, p, inf):
+        return 3 * inf.info["values"]  # the dot product and the two squared norms
+
+    def build(self, p, inf):
+        return M.CosineSimilarity(p.eps)
+
+
+@builtin
+class IdentityVertex(VertexType):
+    name, dl4j, kind = "identity", "IdentityVertex", "vertex"  # not in DL4J: an extension
+    Params = NoParams
+    width_follows_input = True
+    doc = "Passes its input through unchanged: a named point in the graph (to cut at, share, or feed several)."
+
+    def macs(self, p, inf):
+        return 0
+
+    def build(self, p, inf):
+        return M.Identity()
+
+
+class PreprocessorParams(Params):
+    preprocessor: Literal["cnn_to_feed_forward", "feed_forward_to_cnn"]
+    channels: Optional[Size] = None  # feed_forward_to_cnn: the image shape to unflatten to
+    height: Optional[Size] = None
+    width: Optional[Size] = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        given = [k for k in ("channels", "height", "width") if getattr(self, k) is not None]
+        if self.preprocessor == "feed_forward_to_cnn" and len(given) != 3:
+            raise ValueError("'feed_forward_to_cnn' needs 'channels', 'height' and 'width'")
+        if self.preprocessor == "cnn_to_feed_forward" and given:
+            raise ValueError(f"'cnn_to_feed_forward' takes no '{given[0]}': the shape comes from its input")
+        return self
+
+
+@builtin
+class PreprocessorVertex(VertexType):
+    name, dl4j, kind = "preprocessor", "PreprocessorVertex", "vertex"
+    Params = PreprocessorParams
+    doc = ("DL4J's preprocessors as a vertex: `cnn_to_feed_forward` flattens [C, H, W] to [C·H·W] (C order), "
+           "`feed_forward_to_cnn` unflattens to [channels, height, width].")
+
+    def infer(self, p, in_shapes):
+        if p.preprocessor == "cnn_to_feed_forward":
+            return Inferred((_prod(_need_rank3(in_shapes[0])),))
+        shape = (p.channels, p.height, p.width)
+        if len(in_shapes[0]) != 1 or in_shapes[0][0] != _prod(shape):
+            raise ShapeError(f"expected [{_prod(shape)}] features to unflatten to {_fmt(shape)}; received "
+                             f"{_fmt(in_shapes[0])}", key="preprocessor")
+        return Inferred(shape)
+
+    def macs(self, p, inf):
+        return 0
+
+    def build(self, p, inf):
+        return M.Flatten() if p.preprocessor == "cnn_to_feed_forward" else M.Unflatten(inf.out_shape)
+
+
+@builtin
+class StackVertex(VertexType):
+    name, dl4j, kind = "stack", "StackVertex", "vertex"
+    Params = NoParams
+    arity = (1, None)
+    width_follows_input = True
+    doc = ("Stacks same-shape inputs along the batch dimension (k inputs of N examples: k·N examples), so one "
+           "branch runs them as one batch; `unstack` takes them apart.")
+
+    def infer(self, p, in_shapes):
+        if len({tuple(s) for s in in_shapes}) > 1:
+            raise ShapeError("inputs must have identical shapes; received "
+                             + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
+        return Inferred(in_shapes[0])
+
+    def batch(self, p, in_batches):
+        return super().batch(p, in_batches) * len(in_batches)
+
+    def macs(self, p, inf):
+        return 0
+
+    def build(self, p, inf):
+        return M.Stack()
+
+
+class UnstackParams(Params):
+    index: int = Field(alias="from", ge=0)
+    count: Size = Field(alias="stack_size")
+
+    @model_validator(mode="after")
+    def _index(self):
+        if self.index >= self.count:
+            raise ValueError(f"'from' must be below 'stack_size' ({self.count}); received {self.index}")
+        return self
+
+
+@builtin
+class UnstackVertex(VertexType):
+    name, dl4j, kind = "unstack", "UnstackVertex", "vertex"
+    Params = UnstackParams
+    width_follows_input = True
+    doc = "The `from`-th of `stack_size` equal slices along the batch dimension (undoes `stack`)."
+
+    def batch(self, p, in_batches):
+        return in_batches[0] / p.count
+
+    def macs(self, p, inf):
+        return 0
+
+    def build(self, p, inf):
+        return M.Unstack(p.index, p.count)
 
 
 @builtin

@@ -46,25 +46,58 @@ class _Abort(Exception):
     pass
 
 
+@dataclass
+class _Instance:
+    body: dict  # `block` and the arguments, as written
+    names: list[str]  # the vertices it expanded to, in order
+
+
 class Expander:
     def __init__(self, blocks: dict, source: Source):
         self.blocks, self.source = blocks, source
         self.out = Expansion()
+        self.instances: dict[str, _Instance] = {}
 
     def problem(self, msg: str, path: tuple, vertex: str | None) -> None:
         self.out.problems.append(Problem(msg, self.source.loc(path), vertex, path))
 
     def run(self, vertices: dict[str, dict]) -> Expansion:
+        later = {n for n, b in vertices.items() if isinstance(b, dict) and "block" in b}
         for name, body in vertices.items():
             path = ("vertices", name)
-            if isinstance(body, dict) and "block" in body:
-                try:
+            try:
+                if self.shares_instance(body):
+                    self.shared_instance(name, body, path, ())
+                elif isinstance(body, dict) and "block" in body:
                     self.instance(name, body, path, ())
-                except _Abort:
-                    pass
-            else:
-                self.emit(RawVertex(str(name), body, path))
+                elif isinstance(body, dict) and body.get("shares") in later:
+                    self.problem(f"'shares': block instance '{body['shares']}' is defined after '{name}'; define "
+                                 "the instance it shares first", path + ("shares",), name)
+                else:
+                    self.emit(RawVertex(str(name), body, path))
+            except _Abort:
+                pass
+            later.discard(name)
         return self.out
+
+    def shares_instance(self, body) -> bool:
+        return isinstance(body, dict) and "shares" in body and "block" not in body and \
+            isinstance(body["shares"], str) and body["shares"] in self.instances
+
+    def shared_instance(self, name: str, body: dict, path: tuple, stack: tuple) -> None:
+        """An instance that applies another instance's layers to its own inputs: the same block and arguments,
+        each of its vertices sharing the corresponding vertex of that instance."""
+        target = self.instances[body["shares"]]
+        extra = [k for k in body if k not in ("shares", "inputs")]
+        if extra:
+            self.problem(f"'{extra[0]}' cannot be set on an instance that shares '{body['shares']}': its block and "
+                         "arguments are those of that instance", path + (extra[0],), name)
+            raise _Abort
+        start = len(self.out.vertices)
+        self.instance(name, {**target.body, "inputs": body.get("inputs", [])}, path, stack)
+        for raw, owner in zip(self.out.vertices[start:], target.names):
+            if isinstance(raw.body, dict):
+                raw.body = {"shares": owner, "inputs": raw.body.get("inputs", [])}
 
     def emit(self, raw: RawVertex) -> None:
         if len(self.out.vertices) >= MAX_EXPANDED:
@@ -92,11 +125,16 @@ class Expander:
         origin = f"from block '{block_name}' used at {self.source.loc(path)}"
         group = tuple(instance for _, instance in stack) + (name,)
         bpath = ("blocks", block_name, "vertices")
+        start = len(self.out.vertices)
         for vname, vbody, vpath in self.walk(bdef.vertices, env, bpath, name):
-            if isinstance(vbody, dict) and "block" in vbody:
-                self.instance(vname, vbody, vpath, stack + ((block_name, name),))
+            inner = stack + ((block_name, name),)
+            if self.shares_instance(vbody):
+                self.shared_instance(vname, vbody, vpath, inner)
+            elif isinstance(vbody, dict) and "block" in vbody:
+                self.instance(vname, vbody, vpath, inner)
             else:
                 self.emit(RawVertex(vname, vbody, vpath, group, origin))
+        self.instances[name] = _Instance(body, [v.name for v in self.out.vertices[start:]])
         output = self.subst(bdef.output, env, ("blocks", block_name, "output"), name)
         if output != name:
             self.out.aliases[name] = str(output)

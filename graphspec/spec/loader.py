@@ -6,7 +6,7 @@ import re
 
 from pydantic import ValidationError
 
-from ..errors import GraphspecError, Problem, SpecError
+from ..errors import GraphspecError, Problem, SpecError, did_you_mean
 from ..registry import lookup
 from .yaml_source import Source, load_yaml
 from . import blocks as _blocks
@@ -93,7 +93,8 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
     vertices: dict[str, Vertex] = {}
     broken: set[str] = set()
     for raw in expansion.vertices:
-        vertex = _vertex(raw, doc, src, problems)
+        sharing = isinstance(raw.body, dict) and "shares" in raw.body
+        vertex = _sharer(raw, src, problems) if sharing else _vertex(raw, doc, src, problems)
         if vertex is None:
             broken.add(raw.name)
             continue
@@ -105,6 +106,7 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
                                     raw.path))
             continue
         vertices[raw.name] = vertex
+    broken |= _resolve_shares(vertices, doc.inputs, broken, src, problems)
     # A block instance name refers to the block's output, unless the block made a vertex of that very name.
     aliases = {k: v for k, v in expansion.aliases.items() if k not in vertices}
     for v in vertices.values():
@@ -127,6 +129,79 @@ def check_version(data: dict, src: Source) -> None:
     if version > CURRENT:
         raise GraphspecError(f"spec version {version} is newer than this graphspec understands "
                              f"(up to {CURRENT}); upgrade graphspec", location=src.loc(("version",)))
+
+
+SHARER_KEYS = ("shares", "inputs", "group")
+
+
+def _sharer(raw, src: Source, problems: list[Problem]) -> Vertex | None:
+    """A vertex that applies another vertex's layer to its own inputs; its type, parameters and weights are
+    filled in from that vertex by :func:`_resolve_shares` once every vertex is known."""
+    name, body, path = raw.name, raw.body, raw.path
+    suffix = f" ({raw.origin})" if raw.origin else ""
+    before = len(problems)
+
+    def bad(msg, key=None):
+        p = path + ((key,) if key else ())
+        problems.append(Problem(msg + suffix, src.loc(p), name, p))
+
+    if not _valid_name(name):
+        bad(f"invalid vertex name: '{name}' {_name_reason(name)}")
+    target = body["shares"]
+    if not isinstance(target, str) or not target:
+        bad(f"'shares' must name the vertex whose layer this one uses; received {target!r}", "shares")
+    for key in body:
+        if key not in SHARER_KEYS:
+            bad(f"'{key}' cannot be set on a vertex that shares '{target}': its type, parameters and training "
+                f"settings are those of '{target}' (a shared layer has one configuration)", key)
+    inputs = body.get("inputs", [])
+    inputs = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        bad(f"'inputs' must be a list of vertex or input names; received {inputs!r}", "inputs")
+    if len(problems) > before:
+        return None
+    group = body.get("group")
+    group_path = tuple(str(group).split("/")) if group else raw.group
+    return Vertex(name, "", list(inputs), group=group_path, path=path, origin=raw.origin, shares=target)
+
+
+def _resolve_shares(vertices: dict[str, Vertex], inputs, broken: set[str], src: Source,
+                    problems: list[Problem]) -> set[str]:
+    """Give every sharing vertex its layer's owner (following chains: a shares b shares c -> c) and the owner's
+    type and configuration; returns the sharing vertices refused (removed from ``vertices``)."""
+    refused: set[str] = set()
+    for name, v in list(vertices.items()):
+        if not v.shares:
+            continue
+        chain, target = [name], v.shares
+        while target in vertices and vertices[target].shares and target not in chain:
+            chain.append(target)
+            target = vertices[target].shares
+        problem = _share_problem(target, chain, vertices, inputs, broken)
+        if problem is None and target not in broken:
+            owner = vertices[target]
+            v.type, v.params, v.train = owner.type, owner.params, owner.train
+            v.cfg, v.training, v.shares = owner.cfg, owner.training, owner.name
+            continue
+        if problem:
+            problems.append(Problem(problem + (f" ({v.origin})" if v.origin else ""), src.loc(v.path + ("shares",)),
+                                    name, v.path + ("shares",)))
+        refused.add(name)
+    for name in refused:
+        del vertices[name]
+    return refused
+
+
+def _share_problem(target: str, chain: list[str], vertices, inputs, broken) -> str | None:
+    if target in chain:
+        return "'shares' goes round in a circle: " + " -> ".join(chain + [target]) + "; one vertex must own the layer"
+    if target in broken:
+        return None  # refused already
+    if target in inputs:
+        return f"'shares' names the network input '{target}'; only a vertex has a layer to share"
+    if target not in vertices:
+        return f"'shares': no vertex named '{target}'{did_you_mean(target, list(vertices))}"
+    return None
 
 
 def _valid_name(name: str) -> bool:

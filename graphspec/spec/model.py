@@ -130,15 +130,26 @@ class Vertex:
     origin: str = ""  # e.g. "from block 'inception' used at line 12"
     cfg: Any = None  # the type's validated Params, defaults filled in
     training: TrainConfig | None = None
+    # The vertex whose layer (type, parameters and weights) this one applies to its own inputs: one set of
+    # weights used at several places (Keras's "call the same layer twice"). None: the vertex owns its layer.
+    shares: str | None = None
 
     @property
     def entry(self):
         return lookup(self.type)
 
+    @property
+    def module(self) -> str:
+        """The name of the module that computes this vertex: its own, or the one it shares."""
+        return self.shares or self.name
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": self.type, "inputs": list(self.inputs)}
-        d.update({k: _plain(v) for k, v in self.params.items() if v is not None})  # None means "the default"
-        d.update({k: _plain(v) for k, v in self.train.items()})
+        if self.shares:
+            d: dict[str, Any] = {"shares": self.shares, "inputs": list(self.inputs)}
+        else:
+            d = {"type": self.type, "inputs": list(self.inputs)}
+            d.update({k: _plain(v) for k, v in self.params.items() if v is not None})  # None: "the default"
+            d.update({k: _plain(v) for k, v in self.train.items()})
         if self.group:
             d["group"] = "/".join(self.group)
         return d
@@ -170,6 +181,11 @@ class Spec:
 
     def input_shape(self, name: str) -> tuple[int, ...]:
         return self.inputs[name].shape
+
+    def uses(self, name: str) -> list[str]:
+        """Every vertex that computes with ``name``'s module: its owner first, then the vertices sharing it."""
+        owner = self.vertices[name].module
+        return [owner] + [n for n, v in self.vertices.items() if v.shares == owner]
 
     def to_dict(self) -> dict[str, Any]:
         """The flat (block-expanded) document; loading it gives an equal spec."""

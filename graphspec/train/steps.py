@@ -47,7 +47,7 @@ class Layer:
 
 def heads_of(model) -> list[Head]:
     spec = model.graphspec.spec
-    heads = [Head(n, spec.vertices[n].inputs[0], model.get_submodule(n), spec.vertices[n])
+    heads = [Head(n, spec.vertices[n].inputs[0], model.get_submodule(spec.vertices[n].module), spec.vertices[n])
              for n in spec.outputs if spec.vertices[n].entry.loss_head]
     if not heads:
         kinds = " or ".join(sorted(name for name, entry in all_types().items() if entry.loss_head))
@@ -60,8 +60,8 @@ def layers_of(model) -> list[Layer]:
     info = model.graphspec
     out = []
     for name in info.analysis.order:
-        if name in info.frozen:
-            continue
+        if name in info.frozen or info.spec.vertices[name].shares:
+            continue  # a shared layer is trained once, through its owner, with the gradients of every use
         params = {k: p for k, p in model.get_submodule(name).named_parameters(recurse=False) if p.requires_grad}
         if params:
             out.append(Layer(name, params, info.spec.vertices[name]))
@@ -281,7 +281,7 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     info = model.graphspec
     decay, no_decay = [], []
     for name in info.analysis.order:
-        if name in info.frozen:
+        if name in info.frozen or info.spec.vertices[name].shares:
             continue
         entry = info.spec.vertices[name].entry
         for k, p in model.get_submodule(name).named_parameters(recurse=False):

@@ -90,7 +90,7 @@ class Trainer:
         if recipe.sync_batchnorm and self.ctx.active:
             for name, v in model.graphspec.spec.vertices.items():
                 if v.entry.batch_statistics:
-                    model.get_submodule(name).sync = True
+                    model.get_submodule(v.module).sync = True
         self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle)
         self.step = self._make_step()
 
