@@ -214,8 +214,8 @@ CASES = [
                                           "(did you mean 'relu'?)", At("activation:"), "p"),)),
     Case("enum_convmode_valid.yaml", (E("'convolution_mode': expected 'same', 'truncate' or 'strict'; "
                                         "received 'valid'", At("convolution_mode:"), "p"),)),
-    Case("enum_op_sum.yaml", (E("'op': expected 'add', 'subtract', 'product', 'average' or 'max'; received 'sum'",
-                                At("op:"), "p"),)),
+    Case("enum_op_sum.yaml", (E("'op': expected 'add', 'subtract', 'product', 'average', 'max', 'min' or 'divide'; "
+                                "received 'sum'", At("op:"), "p"),)),
     Case("vertex_not_mapping.yaml", (E("expected a mapping with 'type' and 'inputs'; received 'dense'",
                                        At("h:"), "h"),)),
     Case("inputs_not_list.yaml", (E("'inputs' must be a list of vertex or input names; received 5",

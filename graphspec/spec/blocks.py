@@ -70,7 +70,7 @@ class Expander:
                     self.shared_instance(name, body, path, ())
                 elif isinstance(body, dict) and "block" in body:
                     self.instance(name, body, path, ())
-                elif isinstance(body, dict) and body.get("shares") in later:
+                elif isinstance(body, dict) and isinstance(body.get("shares"), str) and body["shares"] in later:
                     self.problem(f"'shares': block instance '{body['shares']}' is defined after '{name}'; define "
                                  "the instance it shares first", path + ("shares",), name)
                 else:
