@@ -294,3 +294,69 @@ def test_onnx_export_of_a_shared_layer(tmp_path):
     names = [i.name for i in session.get_inputs()]
     got = session.run(None, dict(zip(names, (a.numpy(), b.numpy()))))[0]
     np.testing.assert_allclose(got, net(a, b).detach().numpy(), atol=1e-5)
+
+
+# --- a whole part of the network, shared: `shares: END, from: START` ----------------------------------------------
+
+CHAIN = """
+version: 1
+name: chain
+seed: 2
+defaults: {activation: relu, weight_init: xavier}
+inputs:
+  a: {type: feed_forward, size: 4}
+  b: {type: feed_forward, size: 4}
+vertices:
+  h1: {type: dense, inputs: [a], out: 5}
+  h2: {type: dense, inputs: [h1], out: 5}
+  skip: {type: merge, inputs: [h1, h2]}
+  emb: {type: dense, inputs: [skip], out: 3}
+  twin: {shares: emb, from: a, inputs: [b]}
+  both: {type: merge, inputs: [emb, twin]}
+outputs: [both]
+"""
+
+
+def test_a_part_of_the_network_is_applied_again_with_its_layers():
+    spec = load_spec(CHAIN)
+    copies = {n: (v.shares, v.inputs) for n, v in spec.vertices.items() if v.group == ("twin",)}
+    assert copies == {"twin-h1": ("h1", ["b"]), "twin-h2": ("h2", ["twin-h1"]),
+                      "twin-skip": ("skip", ["twin-h1", "twin-h2"]), "twin-emb": ("emb", ["twin-skip"])}
+    assert spec.vertices["both"].inputs == ["emb", "twin-emb"]
+    assert load_spec(spec.to_yaml()) == spec
+    net = graphspec.build(spec)
+    a = _x(3, 4)
+    out = net(a, a)
+    torch.testing.assert_close(out[:, :3], out[:, 3:])
+    assert summarize(spec).total == 25 + 30 + 33
+
+
+def test_shared_part_errors():
+    cases = {
+        "{shares: emb, from: bb, inputs: [b]}": ("'from': no input or vertex named 'bb' (did you mean 'b'?)", "from"),
+        "{shares: emb, from: b, inputs: [a]}": ("'emb' does not depend on 'from' ('b'): there is no part between "
+                                                "them to share", "shares"),
+        "{shares: emb, from: h2, inputs: [b]}": ("the part from 'h2' to 'emb' is not self-contained: 'skip' also "
+                                                 "reads 'h1', which does not come from 'h2'", "shares"),
+        "{shares: emb, from: a, inputs: [a, b]}": ("a vertex that shares the part from 'a' takes exactly 1 input "
+                                                   "(what replaces 'a'); received 2", "inputs"),
+    }
+    for body, (message, key) in cases.items():
+        with pytest.raises(SpecError) as e:
+            load_spec(CHAIN.replace("{shares: emb, from: a, inputs: [b]}", body))
+        problem = e.value.problems[0]
+        assert problem.message == message and problem.path[-1] == key and problem.vertex == "twin", body
+
+
+def test_the_siamese_nn4small2_has_the_snipped_tutorial_parameters_and_takes_its_weights():
+    spec = load_spec("specs/siamese-nn4small2.yaml")
+    assert summarize(spec).total == 3_579_440  # the tutorial network cut at its embeddings (DL4J counting)
+    assert all(v.shares for v in spec.vertices.values() if v.group[:1] == ("second",))
+    net = graphspec.build(spec).eval()
+    report = graphspec.load_weights(net, "graphspec/faces/models/nn4small2-lfw.safetensors")
+    assert not report.missing and not report.unexpected and not report.mismatched
+    face = graphspec.open("nn4small2-lfw").eval()
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        distance, emb = net(x, x.flip(0)), face(x)
+    torch.testing.assert_close(distance[:, 0], (emb - emb.flip(0)).norm(dim=1).expand(2), rtol=1e-4, atol=1e-5)

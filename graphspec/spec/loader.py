@@ -92,9 +92,10 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
     _fail(problems)
     vertices: dict[str, Vertex] = {}
     broken: set[str] = set()
+    parts: dict[str, str] = {}  # vertex -> where the part of the network it shares starts (`shares` + `from`)
     for raw in expansion.vertices:
         sharing = isinstance(raw.body, dict) and "shares" in raw.body
-        vertex = _sharer(raw, src, problems) if sharing else _vertex(raw, doc, src, problems)
+        vertex = _sharer(raw, src, problems, parts) if sharing else _vertex(raw, doc, src, problems)
         if vertex is None:
             broken.add(raw.name)
             continue
@@ -106,11 +107,16 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
                                     raw.path))
             continue
         vertices[raw.name] = vertex
-    broken |= _resolve_shares(vertices, doc.inputs, broken, src, problems)
     # A block instance name refers to the block's output, unless the block made a vertex of that very name.
     aliases = {k: v for k, v in expansion.aliases.items() if k not in vertices}
     for v in vertices.values():
         v.inputs = [aliases.get(i, i) for i in v.inputs]
+    if parts:
+        vertices, part_aliases = _share_parts(vertices, parts, doc.inputs, broken, src, problems)
+        aliases.update(part_aliases)
+        for v in vertices.values():
+            v.inputs = [part_aliases.get(i, i) for i in v.inputs]
+    broken |= _resolve_shares(vertices, doc.inputs, broken, src, problems)
     spec = Spec(doc.version, doc.name, doc.seed, doc.defaults, dict(doc.inputs), vertices,
                 [aliases.get(o, o) for o in doc.outputs], doc.description, src)
     return spec, problems, frozenset(broken) | frozenset(a for a, target in aliases.items() if target in broken)
@@ -131,12 +137,14 @@ def check_version(data: dict, src: Source) -> None:
                              f"(up to {CURRENT}); upgrade graphspec", location=src.loc(("version",)))
 
 
-SHARER_KEYS = ("shares", "inputs", "group")
+SHARER_KEYS = ("shares", "inputs", "group", "from")
 
 
-def _sharer(raw, src: Source, problems: list[Problem]) -> Vertex | None:
+def _sharer(raw, src: Source, problems: list[Problem], parts: dict[str, str]) -> Vertex | None:
     """A vertex that applies another vertex's layer to its own inputs; its type, parameters and weights are
-    filled in from that vertex by :func:`_resolve_shares` once every vertex is known."""
+    filled in from that vertex by :func:`_resolve_shares` once every vertex is known. With ``from``, it stands for
+    the whole part of the network from ``from`` to ``shares`` (recorded in ``parts``, expanded by
+    :func:`_share_parts`)."""
     name, body, path = raw.name, raw.body, raw.path
     suffix = f" ({raw.origin})" if raw.origin else ""
     before = len(problems)
@@ -158,11 +166,89 @@ def _sharer(raw, src: Source, problems: list[Problem]) -> Vertex | None:
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         bad(f"'inputs' must be a list of vertex or input names; received {inputs!r}", "inputs")
+    start = body.get("from")
+    if "from" in body and (not isinstance(start, str) or not start):
+        bad(f"'from' must name the input or vertex where the shared part starts; received {start!r}", "from")
+    elif "from" in body and isinstance(inputs, list) and len(inputs) != 1:
+        bad(f"a vertex that shares the part from '{start}' takes exactly 1 input (what replaces '{start}'); "
+            f"received {len(inputs)}", "inputs")
     if len(problems) > before:
         return None
+    if start:
+        parts[name] = start
     group = body.get("group")
     group_path = tuple(str(group).split("/")) if group else raw.group
     return Vertex(name, "", list(inputs), group=group_path, path=path, origin=raw.origin, shares=target)
+
+
+def _share_parts(vertices: dict[str, Vertex], parts: dict[str, str], inputs, broken: set[str], src: Source,
+                 problems: list[Problem]) -> tuple[dict[str, Vertex], dict[str, str]]:
+    """Replace each ``{shares: END, from: START, inputs: [X]}`` vertex NAME by a copy of every vertex on a path
+    from START to END, named ``NAME-<vertex>``, each sharing the original's layer and reading X where the
+    original reads START. Returns the new vertices (in order) and the aliases NAME -> ``NAME-END``."""
+    out: dict[str, Vertex] = {}
+    aliases: dict[str, str] = {}
+    for name, v in vertices.items():
+        if name not in parts:
+            out[name] = v
+            continue
+        start, end = parts[name], v.shares
+        part, problem, key = _part_between(vertices, inputs, parts, start, end)
+        if problem:
+            if not {start, end} & broken:
+                where = v.path + (key,)
+                problems.append(Problem(problem, src.loc(where), name, where))
+            broken.add(name)
+            continue
+        rename = {start: v.inputs[0], **{p: f"{name}-{p}" for p in part}}
+        for p in part:
+            copy = Vertex(rename[p], "", [rename.get(i, i) for i in vertices[p].inputs], group=v.group + (name,),
+                          path=v.path, origin=f"the part of '{name}' from '{start}' to '{end}'", shares=p)
+            if copy.name in vertices or copy.name in inputs:
+                problems.append(Problem(f"the shared part makes a vertex '{copy.name}', a name already used",
+                                        src.loc(v.path), name, v.path))
+                broken.add(name)
+                break
+            out[copy.name] = copy
+        aliases[name] = rename[end]
+    return out, aliases
+
+
+def _part_between(vertices, inputs, parts, start: str, end: str) -> tuple[list[str], str | None, str]:
+    """The vertices on a path from ``start`` to ``end`` (in spec order), or a problem and the key it is about."""
+    if start not in vertices and start not in inputs:
+        known = list(inputs) + list(vertices)
+        return [], f"'from': no input or vertex named '{start}'{did_you_mean(start, known)}", "from"
+    if end not in vertices or end in parts:
+        return [], f"'shares': no vertex named '{end}'{did_you_mean(end, list(vertices))}", "shares"
+    depends: dict[str, bool] = {start: True}
+
+    def reads_start(n: str, seen: frozenset = frozenset()) -> bool:
+        if n not in depends:
+            v = vertices.get(n)
+            depends[n] = v is not None and n not in seen and any(reads_start(i, seen | {n}) for i in v.inputs)
+        return depends[n]
+    if not reads_start(end):
+        return [], f"'{end}' does not depend on 'from' ('{start}'): there is no part between them to share", "shares"
+    read_by_end = _read_by(vertices, end)
+    part = [n for n in vertices if n in read_by_end and n != start and reads_start(n)]
+    for n in part:
+        outside = [i for i in vertices[n].inputs if i != start and i not in part]
+        if outside:
+            return [], (f"the part from '{start}' to '{end}' is not self-contained: '{n}' also reads '{outside[0]}', "
+                        f"which does not come from '{start}'"), "shares"
+    return part, None, ""
+
+
+def _read_by(vertices, end: str) -> set[str]:
+    """``end`` and every vertex it reads, directly or not."""
+    todo, seen = [end], set()
+    while todo:
+        m = todo.pop()
+        if m not in seen and m in vertices:
+            seen.add(m)
+            todo.extend(vertices[m].inputs)
+    return seen
 
 
 def _resolve_shares(vertices: dict[str, Vertex], inputs, broken: set[str], src: Source,
