@@ -29,7 +29,14 @@ def json_schema() -> dict:
                       "properties": {"block": {"type": "string"}, "inputs": {"type": "array",
                                                                              "items": {"type": "string"}}},
                       "additionalProperties": True}
-    doc["properties"]["vertices"] = {"type": "object", "additionalProperties": {"oneOf": variants + [block_instance]}}
+    names = {"type": "array", "items": {"type": "string"}}
+    sharer = {"title": "shared layer", "description": "applies another vertex's layer (or block instance, or with "
+              "`from`, the part of the network from `from` to it) to its own inputs, with the same weights",
+              "type": "object", "required": ["shares"], "additionalProperties": False,
+              "properties": {"shares": {"type": "string"}, "from": {"type": "string"}, "inputs": names,
+                             "group": {"type": "string"}}}
+    doc["properties"]["vertices"] = {"type": "object",
+                                     "additionalProperties": {"oneOf": variants + [block_instance, sharer]}}
     doc["properties"]["blocks"] = {"type": "object",
                                    "additionalProperties": BlockDef.model_json_schema(by_alias=True)}
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"

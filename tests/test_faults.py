@@ -77,7 +77,7 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(semantics,
         if _run(killed, semantics, kill_after=rng.uniform(0.3, 0.9) * duration) != 0:
             kills += 1
             leftovers = [p.name for p in (killed / "checkpoints").glob("*")] if (killed / "checkpoints").exists() else []
-            assert all(n.startswith("ckpt-") or ".tmp-" in n for n in leftovers)
+            assert all(n.startswith("ckpt-") or ".tmp-" in n for n in leftovers), leftovers
         if (killed / "model.safetensors").exists():
             break
     if not (killed / "model.safetensors").exists():

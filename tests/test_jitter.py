@@ -12,7 +12,7 @@ import graphspec
 from graphspec.data.augment import Jitter
 from graphspec.data.preprocessing import Preprocessing
 from graphspec.errors import SpecError
-from graphspec.train.losses import per_example
+from graphspec.layers.losses import per_example
 from graphspec.data import ArrayData
 from graphspec.train.recipe import AugmentationRecipe, Recipe, load_recipe
 from graphspec.train.trainer import Trainer

@@ -106,6 +106,9 @@ EXAMPLES: dict[str, list[dict]] = {
     "l2_distance": [dict(id="ff", params={}, inputs=[(5,), (5,)]),
                     dict(id="conv", params={"eps": 1e-6}, inputs=[(2, 3, 3), (2, 3, 3)])],
     "pool_helper": [dict(id="conv", params={}, inputs=[(3, 5, 6)])],
+    "loss": [dict(id="contrastive", params={"loss": "contrastive", "margin": 2.0}, inputs=[(1,)]),
+             dict(id="triplet", params={"loss": "triplet"}, inputs=[(4,)]),
+             dict(id="mse-sigmoid", params={"loss": "mse", "activation": "sigmoid"}, inputs=[(2, 3, 3)])],
 }
 
 
@@ -479,7 +482,7 @@ MACS_BY_HAND = {
     "l2_distance": lambda case, out: math.prod(case["inputs"][0]),
     "cosine_similarity": lambda case, out: 3 * math.prod(case["inputs"][0]),
     **{t: (lambda case, out: 0) for t in ("activation", "dropout", "merge", "subset", "reshape", "pool_helper",
-                                          "identity", "preprocessor", "stack", "unstack")},
+                                          "identity", "preprocessor", "stack", "unstack", "loss")},
 }
 
 
@@ -635,7 +638,7 @@ def test_unknown_parameter_is_rejected_with_location(name, case):
 def test_width_following_types_are_those_without_their_own_width():
     follow = {name for name, entry in TYPES.items() if entry.width_follows_input}
     assert follow == {"batchnorm", "activation", "subsampling", "lrn", "dropout", "merge", "l2_normalize", "scale",
-                      "shift", "global_pool", "pool_helper", "elementwise", "identity", "stack", "unstack"}
+                      "shift", "global_pool", "pool_helper", "elementwise", "identity", "stack", "unstack", "loss"}
     # a width is either a parameter (the layers n_out_replace edits) or follows the inputs, never both
     assert not follow & {name for name, entry in TYPES.items() if entry.weight_params}
 
@@ -655,6 +658,6 @@ def test_in_place_facts():
 
 
 def test_training_facts():
-    assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output"}
+    assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output", "loss"}
     assert {n for n, e in TYPES.items() if e.center_loss} == {"center_loss_output"}
     assert {n for n, e in TYPES.items() if e.batch_statistics} == {"batchnorm"}

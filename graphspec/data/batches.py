@@ -49,8 +49,11 @@ class ArrayData:
         return torch.from_numpy(images), torch.from_numpy(np.asarray(self.labels)[idx].astype(np.int64))
 
 
-def image_size(dataset) -> tuple[int, int]:
-    """(height, width) of a dataset's images: its arrays', or what its preprocessing decodes to."""
+def image_size(dataset) -> tuple[int, int] | None:
+    """(height, width) of a dataset's images: its own statement, its arrays', or what its preprocessing decodes to
+    (None: it has no images)."""
+    if hasattr(dataset, "image_size"):
+        return dataset.image_size
     images = getattr(dataset, "images", None)
     return tuple(images.shape[-2:]) if images is not None else tuple(dataset.preprocessing.size)
 
@@ -72,8 +75,9 @@ class Batches:
         self.shuffle = not getattr(dataset, "dl4j", False) if shuffle is None else shuffle
         self.augmentation = augmentation
         self.preprocessing = preprocessing or getattr(dataset, "preprocessing", None) or Preprocessing.dl4j()
-        if augmentation is not None and len(dataset):
-            augmentation.crop_size(image_size(dataset))  # refuse a crop larger than the images before any work
+        size = image_size(dataset) if augmentation is not None and len(dataset) else None
+        if size is not None:
+            augmentation.crop_size(size)  # refuse a crop larger than the images before any work
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -94,28 +98,41 @@ class Batches:
         """Training batch ``step`` of ``epoch`` (``part``: this rank's share of the global batch). Pass the
         epoch's ``order`` when asking for many steps of one epoch, to compute it once."""
         idx = self.indices(epoch, step, order=order)
-        images, labels = self.dataset.batch(idx[part]) if self.augmentation is None else \
-            self._augmented(idx, epoch, step, part)
-        return self.preprocessing.to_tensor(np.asarray(images)), _labels(labels)
+        inputs, targets = self.dataset.batch(idx[part])
+        generator = self.augmentation.generator(epoch, step) if self.augmentation is not None else None
+        return self._inputs(inputs, lambda: self.augmentation.draw(len(idx), image_size(self.dataset),
+                                                                   generator)[part]), _targets(targets)
 
-    def _augmented(self, idx: np.ndarray, epoch: int, step: int, part: slice):
-        aug = self.augmentation
-        draws = aug.draw(len(idx), image_size(self.dataset), aug.generator(epoch, step))
-        images, labels = self.dataset.batch(idx[part])
-        return aug.apply(np.asarray(images), draws[part]), labels
-
-    def evaluation(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def evaluation(self) -> Iterator[tuple[Any, Any]]:
         """Every example once, in dataset order, un-augmented (the augmentation's centre window)."""
         for start in range(0, len(self.dataset), self.batch_size):
-            images, labels = self.dataset.batch(np.arange(start, min(start + self.batch_size, len(self.dataset))))
-            images = np.asarray(images)
+            inputs, targets = self.dataset.batch(np.arange(start, min(start + self.batch_size, len(self.dataset))))
+            yield self._inputs(inputs, None), _targets(targets)
+
+    def _inputs(self, inputs, draw):
+        """Network-ready tensors: uint8 arrays are images (augmented with a fresh ``draw()`` each, or centred
+        when ``draw`` is None, then scaled by the preprocessing); other arrays are values, as float32. Several
+        inputs (a tuple, in the spec's input order) stay a tuple."""
+        several = isinstance(inputs, (tuple, list))
+        out = []
+        for array in (inputs if several else (inputs,)):
+            array = array.numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+            if array.dtype != np.uint8:
+                out.append(torch.as_tensor(array, dtype=torch.float32))
+                continue
             if self.augmentation is not None:
-                images = self.augmentation.center(images)
-            yield self.preprocessing.to_tensor(images), _labels(labels)
+                array = self.augmentation.center(array) if draw is None else self.augmentation.apply(array, draw())
+            out.append(self.preprocessing.to_tensor(array))
+        return tuple(out) if several else out[0]
 
 
-def _labels(labels) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+def _targets(targets):
+    """Class indices as int64, values as float32; a dict of them (by output name) stays a dict."""
+    if isinstance(targets, dict):
+        return {name: _targets(t) for name, t in targets.items()}
+    array = targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
+    integer = np.issubdtype(array.dtype, np.integer) or array.dtype == bool
+    return torch.as_tensor(array, dtype=torch.int64 if integer else torch.float32)
 
 
 class EpochBatches(Sampler):

@@ -144,6 +144,10 @@ class VertexType:
     def build(self, p: Any, inf: Inferred):
         raise NotImplementedError
 
+    def training_loss(self, p: Any, module, x, target):
+        """A loss head's per-example training loss ([N]) of its input ``x`` against ``target``."""
+        raise NotImplementedError(f"'{self.name}' is not a loss head")
+
     def init(self, module, p: Any, inf: Inferred, generator) -> None:
         """Initialise parameters (in place) with the spec's schemes; default: nothing to do."""
 

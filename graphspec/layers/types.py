@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from .base import (BUILTINS, ActivationName, ConvolutionMode, Inferred, NonNegativePair, ParamShape,  # noqa: F401
                    Params, PositivePair, ShapeError, Size, VertexType, WeightInitName, builtin)
 from . import modules as M
+from .losses import contrastive, per_example, triplet_semi_hard
 from .weight_init import init_
 
 LAYER_KEYS = ("activation", "weight_init", "bias_init")
@@ -304,10 +305,17 @@ class OutputParams(DenseParams):
         return self
 
 
-@builtin
-class OutputLayer(_DenseLike):
-    name, dl4j = "output", "OutputLayer"
+class _OutputLike(_DenseLike):
     loss_head = True
+
+    def training_loss(self, p, module, x, target):
+        z = module.logits(x, target if target.dim() == 1 else None)  # a cosine head's margin needs class indices
+        return per_example(module.loss, module.activation, z, target, module.label_smoothing)
+
+
+@builtin
+class OutputLayer(_OutputLike):
+    name, dl4j = "output", "OutputLayer"
     Params = OutputParams
     doc = "Dense layer whose activated output is a network prediction, trained with `loss`."
 
@@ -322,9 +330,9 @@ class CenterLossParams(OutputParams):
 
 
 @builtin
-class CenterLossOutputLayer(_DenseLike):
+class CenterLossOutputLayer(_OutputLike):
     name, dl4j = "center_loss_output", "CenterLossOutputLayer"
-    loss_head = center_loss = True
+    center_loss = True
     Params = CenterLossParams
     doc = "Output layer with center loss: per-class centers of its input (state updated by rule, not gradient)."
 
@@ -334,6 +342,51 @@ class CenterLossOutputLayer(_DenseLike):
     def build(self, p, inf):
         return M.CenterLossOutput(inf.n_in, p.out, p.bias, p.activation, p.loss, p.alpha, p.lambda_,
                                   p.gradient_check, p.head, p.scale, p.margin, p.label_smoothing)
+
+
+class LossParams(Params):
+    loss: Literal[LossName, "contrastive", "triplet"]  # type: ignore[valid-type]
+    activation: ActivationName = "identity"  # applied to the input, in training and at inference
+    margin: Optional[float] = Field(None, gt=0.0)  # contrastive (default 1.0) and triplet (default 0.2)
+
+    @model_validator(mode="after")
+    def _margin(self):
+        if self.margin is not None and self.loss not in ("contrastive", "triplet"):
+            raise ValueError(f"'margin' applies to the contrastive and triplet losses, not '{self.loss}'")
+        return self
+
+
+DEFAULT_MARGIN = {"contrastive": 1.0, "triplet": 0.2}
+
+
+@builtin
+class LossLayer(VertexType):
+    name, dl4j = "loss", "LossLayer"
+    loss_head = True
+    width_follows_input = True
+    Params = LossParams
+    doc = ("A loss on its input, without weights (DL4J's LossLayer): any output-layer loss, or `contrastive` on a "
+           "distance [1] against same (1) / different (0), or `triplet` on embeddings against class labels "
+           "(FaceNet's online semi-hard mining in the batch).")
+
+    def infer(self, p, in_shapes):
+        if p.loss == "contrastive" and tuple(in_shapes[0]) != (1,):
+            raise ShapeError(f"the contrastive loss reads a distance, [1] per example; received "
+                             f"{_fmt(in_shapes[0])} (an l2_distance vertex gives one)", key="loss")
+        return Inferred(in_shapes[0])
+
+    def macs(self, p, inf):
+        return 0  # the activation
+
+    def build(self, p, inf):
+        return M.Activation(p.activation)
+
+    def training_loss(self, p, module, x, target):
+        if p.loss == "contrastive":
+            return contrastive(module(x), target, p.margin or DEFAULT_MARGIN["contrastive"])
+        if p.loss == "triplet":
+            return triplet_semi_hard(module(x), target, p.margin or DEFAULT_MARGIN["triplet"])
+        return per_example(p.loss, p.activation, x.flatten(1), target)
 
 
 class DropoutParams(Params):

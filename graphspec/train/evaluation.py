@@ -6,6 +6,18 @@ from __future__ import annotations
 import torch
 
 
+def head_metrics(head, output: torch.Tensor, features: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """What one trained output scores on held-out data: accuracy, precision, recall and F1 for a classifier (class
+    indices as targets), mean squared and absolute error for values, the mean loss for a metric-learning loss."""
+    if head.vertex is not None and target.dim() == 1 and not target.is_floating_point() and output.dim() == 2 \
+            and output.shape[1] > 1:
+        return classification_metrics(output.argmax(1), target, output.shape[1])
+    if target.is_floating_point() and target.shape == output.shape:
+        diff = (output - target).flatten(1)
+        return {"mse": float((diff ** 2).mean()), "mae": float(diff.abs().mean()), "examples": int(len(target))}
+    return {"loss": float(head.loss(features.float(), target).mean()), "examples": int(len(target))}
+
+
 def classification_metrics(predicted: torch.Tensor, actual: torch.Tensor, n_classes: int) -> dict[str, float]:
     predicted, actual = predicted.long(), actual.long()
     tp = torch.bincount(actual[predicted == actual], minlength=n_classes).double()

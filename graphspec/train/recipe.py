@@ -49,6 +49,16 @@ class AugmentationRecipe(_Model):
                             jitter=Jitter(self.rotate, tuple(self.zoom), self.brightness, self.contrast))
 
 
+class OutputLoss(_Model):
+    """What training does with one output: its loss's weight, and for an output that has no loss in the spec, a
+    loss of the `loss` layer (e.g. ``{loss: triplet, margin: 0.2}`` on embeddings)."""
+
+    weight: float = Field(1.0, ge=0.0)
+    loss: Optional[str] = None  # checked against the `loss` layer's losses when training starts
+    margin: Optional[float] = Field(None, gt=0.0)
+    activation: Optional[str] = None
+
+
 class OptimizerRecipe(_Model):
     """`pytorch` semantics only; `dl4j` uses the spec's per-vertex updaters."""
 
@@ -86,6 +96,11 @@ class Recipe(_Model):
     # Replace parameters of the spec's output layers for this run, e.g. {head: cosine, scale: 24, margin: 0.2,
     # loss: mcxent, bias: false}: a spec stays the tutorial's network while a recipe trains it differently.
     head: Optional[dict[str, Any]] = None
+    # Per output: a loss weight, or a loss for an output without one ({embeddings: {loss: triplet}}).
+    losses: dict[str, OutputLoss] = {}
+    # Output layers to give as many classes as the data has. None: the one output layer of a single-head network
+    # (the tutorial's 5,749 -> the data's people); a network with several heads is never resized unasked.
+    resize_heads: Optional[list[str]] = None
     # NHWC memory format: +20-25% for convolutions on CPUs, the same numbers within rounding. None (the default):
     # on when the network's input is an image (rank-3 input shape), off otherwise.
     channels_last: Optional[bool] = None

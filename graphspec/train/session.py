@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import GraphspecError, Location
+from ..errors import GraphspecError, Location, did_you_mean
 from .recipe import Recipe
 from .trainer import Trainer
 
@@ -20,9 +20,9 @@ def replace_head(model, head: dict | None, console) -> Any:
     if not head:
         return model
     from ..surgery import GraphBuilder
-    from .steps import heads_of
+    from .steps import spec_heads
     builder = GraphBuilder(model)
-    for h in heads_of(model):
+    for h in spec_heads(model):
         body = {k: v for k, v in h.vertex.to_dict().items() if k not in ("inputs", "group")}
         body.update(head)
         builder.remove_vertex_keep_connections(h.name).add_layer(h.name, body, *h.vertex.inputs)
@@ -31,11 +31,31 @@ def replace_head(model, head: dict | None, console) -> Any:
     return builder.build()
 
 
-def adapt_head(model, n_classes: int, console) -> Any:
-    """Give the output layers as many classes as the data has (the tutorial's 5,749 is LFW's people count)."""
+def adapt_head(model, n_classes: int, console, resize: list[str] | None = None) -> Any:
+    """Give classifier output layers as many classes as the data has (the tutorial's 5,749 is LFW's people count):
+    the one loss head of a single-head network, or the heads named in ``resize`` — a network with several heads is
+    never resized unasked, and a `loss` layer (no weights) never."""
     from ..surgery import GraphBuilder
-    from .steps import heads_of
-    heads = [h for h in heads_of(model) if h.module.weight.shape[0] != n_classes]
+    from .steps import spec_heads
+    if not n_classes:
+        return model  # the data has no classes (values, or several targets by name)
+    all_heads = spec_heads(model)
+    classifiers = {h.name: h for h in all_heads if hasattr(h.module, "weight")}  # output layers, with an `out`
+    if resize is not None:
+        unknown = [n for n in resize if n not in classifiers]
+        if unknown:
+            raise GraphspecError(f"recipe 'resize_heads': '{unknown[0]}' is not a classifier output layer of the "
+                                 f"network{did_you_mean(unknown[0], list(classifiers))}")
+        wanted = [classifiers[n] for n in resize]
+    else:
+        wanted = list(classifiers.values()) if len(all_heads) == 1 else []
+        unasked = [h for h in classifiers.values() if h not in wanted and h.module.weight.shape[0] != n_classes]
+        if unasked:
+            raise GraphspecError(f"the data has {n_classes:,} classes but the output layer '{unasked[0].name}' has "
+                                 f"{unasked[0].module.weight.shape[0]:,} outputs, and the network has several heads; "
+                                 f"set the recipe's resize_heads: [{unasked[0].name}] to resize it, or give data "
+                                 "that fits")
+    heads = [h for h in wanted if h.module.weight.shape[0] != n_classes]
     if not heads:
         return model
     builder = GraphBuilder(model)
@@ -58,7 +78,8 @@ def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | P
     from .distributed import Context
     run = Path(out) if out else None
     if not resume:
-        model = adapt_head(replace_head(model, recipe.head, console), len(train_set.classes), console)
+        model = replace_head(model, recipe.head, console)
+        model = adapt_head(model, len(getattr(train_set, "classes", ())), console, recipe.resize_heads)
     infer_preprocessing = infer_preprocessing or preprocessing
     model.graphspec.preprocessing = infer_preprocessing
     ctx = ctx or Context()
@@ -71,7 +92,8 @@ def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | P
         if resume and not trainer.resume():
             raise GraphspecError(f"no checkpoint to resume from in {run / 'checkpoints'}", location=Location(str(run)))
     if console is not None:
-        console.print(f"training {len(train_set):,} examples of {len(train_set.classes):,} classes, "
+        classes = len(getattr(train_set, "classes", ()))
+        console.print(f"training {len(train_set):,} examples" + (f" of {classes:,} classes" if classes else "") + ", "
                       f"{trainer.batches_per_epoch} iterations per epoch, semantics {recipe.semantics}")
     if console is not None and ctx.active:
         console.print(f"distributed: {ctx.world} processes, {recipe.batch_size} examples per global batch")

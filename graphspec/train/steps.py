@@ -15,24 +15,30 @@ from dataclasses import dataclass, field
 import torch
 
 from ..compiler import subgraph
-from ..errors import GraphspecError
-from ..registry import all_types
-from .losses import per_example
+from ..errors import GraphspecError, did_you_mean
+from ..registry import ShapeError, all_types, lookup
 from .updaters import DL4JUpdater
 
 
 @dataclass
 class Head:
-    """An output layer being trained: its module, its input vertex and its settings."""
+    """A loss being trained: the output whose target it reads (``name``), the vertex whose activation it takes
+    (``input``), the module and registry entry that compute it, and its weight in the total loss."""
 
     name: str
     input: str
     module: torch.nn.Module
-    vertex: object
+    entry: object
+    cfg: object
+    weight: float = 1.0
+    vertex: object = None  # the spec's vertex, for a loss head written in the spec (None: from the recipe)
 
     @property
     def is_center(self) -> bool:
-        return self.vertex.entry.center_loss
+        return self.entry.center_loss
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.entry.training_loss(self.cfg, self.module, x, target)
 
 
 @dataclass
@@ -45,15 +51,50 @@ class Layer:
     updaters: dict[str, DL4JUpdater] = field(default_factory=dict)
 
 
-def heads_of(model) -> list[Head]:
-    spec = model.graphspec.spec
-    heads = [Head(n, spec.vertices[n].inputs[0], model.get_submodule(spec.vertices[n].module), spec.vertices[n])
-             for n in spec.outputs if spec.vertices[n].entry.loss_head]
+def heads_of(model, losses: dict | None = None) -> list[Head]:
+    """The losses training optimises: every output that is a loss head in the spec, and every output the recipe's
+    ``losses`` give a loss (``{output: {loss: triplet, margin: 0.2, weight: 1.0}}``); ``weight`` scales either."""
+    spec, losses = model.graphspec.spec, dict(losses or {})
+    heads = spec_heads(model, losses)
+    heads += [_recipe_head(model, n, losses[n]) for n in spec.outputs
+              if n in losses and losses[n].loss and not spec.vertices[n].entry.loss_head]
     if not heads:
         kinds = " or ".join(sorted(name for name, entry in all_types().items() if entry.loss_head))
         raise GraphspecError(f"cannot train '{spec.name}': none of its outputs ({', '.join(spec.outputs)}) is an "
-                             f"output layer ({kinds}) with a loss")
+                             f"output layer ({kinds}) with a loss; give one in the spec or in the recipe's 'losses'")
     return heads
+
+
+def spec_heads(model, losses: dict | None = None) -> list[Head]:
+    """The outputs that are loss heads in the spec (weights from the recipe's ``losses``)."""
+    spec, losses = model.graphspec.spec, dict(losses or {})
+    for name in losses:
+        if name not in spec.outputs:
+            raise GraphspecError(f"recipe 'losses': '{name}' is not an output of '{spec.name}'"
+                                 f"{did_you_mean(name, spec.outputs)}; outputs: {', '.join(spec.outputs)}")
+    heads = []
+    for n in spec.outputs:
+        v, given = spec.vertices[n], losses.get(n)
+        if v.entry.loss_head:
+            if given is not None and given.loss:
+                raise GraphspecError(f"recipe 'losses': '{n}' is a {v.type} layer with its own loss ({v.cfg.loss}); "
+                                     "the recipe may set only its 'weight'")
+            heads.append(Head(n, v.inputs[0], model.get_submodule(v.module), v.entry, v.cfg,
+                              given.weight if given else 1.0, v))
+    return heads
+
+
+def _recipe_head(model, output: str, given) -> Head:
+    """A `loss` layer on ``output``, from the recipe (the spec stays as it is)."""
+    from pydantic import ValidationError
+    entry = lookup("loss")
+    settings = {k: v for k, v in given.model_dump().items() if k != "weight" and v is not None}
+    try:
+        cfg = entry.Params.model_validate(settings)
+        inf = entry.infer(cfg, [model.graphspec.analysis.shapes[output]])
+    except (ValidationError, ShapeError) as e:
+        raise GraphspecError(f"recipe 'losses': '{output}': {e}") from e
+    return Head(output, output, entry.build(cfg, inf), entry, cfg, given.weight)
 
 
 def layers_of(model) -> list[Layer]:
@@ -103,24 +144,34 @@ class LossModule(torch.nn.Module):
         self.head_modules = torch.nn.ModuleDict({h.name: h.module for h in heads})
         self._heads = heads
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
-        feats = self.trunk(x)
+    def forward(self, x, y):
+        """``x``: the input tensor, or a tuple in the spec's input order; ``y``: the target, or a dict of targets
+        by output name."""
+        feats = self.trunk(*(x if isinstance(x, tuple) else (x,)))
         total = 0.0
         inputs = {}
         for h in self._heads:
-            e = feats[h.input]
-            if e.dim() > 2:
-                e = torch.flatten(e, 1)
-            module = self.head_modules[h.name]
-            e = e.float()
+            e, target = feats[h.input].float(), target_of(y, h.name)
             with torch.autocast(e.device.type, enabled=False):  # heads, losses and centers stay float32
-                z = module.logits(e, y if y.dim() == 1 else None)
-                total = total + per_example(module.loss, module.activation, z, y, module.label_smoothing).sum()
+                total = total + h.weight * h.loss(e, target).sum()
                 if h.is_center:
-                    c = module.centers
-                    total = total + module.lambda_ / 2 * ((e - c[y].detach()) ** 2).sum()
+                    e, c = torch.flatten(e, 1), h.module.centers
+                    total = total + h.weight * h.module.lambda_ / 2 * ((e - c[target].detach()) ** 2).sum()
                     inputs[h.name] = e.detach()
         return total, inputs
+
+
+def batch_size(x) -> int:
+    return (x[0] if isinstance(x, tuple) else x).shape[0]
+
+
+def target_of(y, name: str) -> torch.Tensor:
+    """The target of output ``name``: from a dict of targets by name, or the one target of single-target data."""
+    if not isinstance(y, dict):
+        return y
+    if name not in y:
+        raise GraphspecError(f"the data has no target for the output '{name}' (it has: {', '.join(y) or 'none'})")
+    return y[name]
 
 
 def _loss_module(model, heads, ctx):
@@ -134,9 +185,9 @@ def _loss_module(model, heads, ctx):
 class DL4JStep:
     """DL4J 0.9.x's fit iteration."""
 
-    def __init__(self, model, ctx=None, precision: str = "fp32"):
+    def __init__(self, model, ctx=None, precision: str = "fp32", losses: dict | None = None):
         from .distributed import Context
-        self.model, self.heads, self.layers = model, heads_of(model), layers_of(model)
+        self.model, self.heads, self.layers = model, heads_of(model, losses), layers_of(model)
         self.ctx = ctx or Context()
         self.precision = precision
         self.loss = _loss_module(model, self.heads, self.ctx)
@@ -147,7 +198,7 @@ class DL4JStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, n: int | None = None) -> float:
         """One iteration on this rank's share (x, y) of a global minibatch of ``n`` examples."""
         self.model.train()
-        n = n or x.shape[0]
+        n = n or batch_size(x)
         for p in self.model.parameters():
             p.grad = None
         with autocast(self.precision, self.ctx.device):
@@ -155,7 +206,7 @@ class DL4JStep:
         (loss * self.ctx.world).backward()  # DDP averages over ranks: this makes it the global sum
         total = self.ctx.reduce_sum(loss.detach().clone())
         score = (total + self._regularisation()) / n
-        extra = {name: self._center_update(name, e, y) for name, e in inputs.items()}
+        extra = {name: self._center_update(name, e, target_of(y, name)) for name, e in inputs.items()}
         with torch.no_grad():
             for layer in self.layers:
                 self._apply(layer, extra.get(layer.name), n)
@@ -242,9 +293,9 @@ class TorchStep:
     """Standard PyTorch training: mean losses, a torch.optim optimizer, the paper's center rule."""
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None, ctx=None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", losses: dict | None = None):
         from .distributed import Context
-        self.model, self.heads, self.optimizer = model, heads_of(model), optimizer
+        self.model, self.heads, self.optimizer = model, heads_of(model, losses), optimizer
         self.ctx = ctx or Context()
         self.precision = precision
         self.loss = _loss_module(model, self.heads, self.ctx)
@@ -254,7 +305,7 @@ class TorchStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, n: int | None = None) -> float:
         """One iteration on this rank's share (x, y) of a global minibatch of ``n`` examples (mean losses)."""
         self.model.train()
-        n = n or x.shape[0]
+        n = n or batch_size(x)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.precision, self.ctx.device):
             loss, inputs = self.loss(x, y)
@@ -265,7 +316,7 @@ class TorchStep:
         with torch.no_grad():
             for name, e in inputs.items():
                 module = next(h for h in self.heads if h.name == name).module
-                module.centers.sub_(module.alpha * center_delta(module.centers, e, y, self.ctx))
+                module.centers.sub_(module.alpha * center_delta(module.centers, e, target_of(y, name), self.ctx))
         self.iteration += 1
         return float(self.ctx.reduce_sum(loss.detach().clone()) / n)
 

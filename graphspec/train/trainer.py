@@ -23,7 +23,7 @@ import torch
 
 from ..errors import GraphspecError
 from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
-from .evaluation import classification_metrics
+from .evaluation import head_metrics
 from .recipe import Recipe
 from .steps import DL4JStep, TorchStep, param_groups
 
@@ -98,7 +98,7 @@ class Trainer:
 
     def _make_step(self):
         if self.recipe.semantics == "dl4j":
-            return DL4JStep(self.model, self.ctx, self.recipe.precision)
+            return DL4JStep(self.model, self.ctx, self.recipe.precision, self.recipe.losses)
         o = self.recipe.optimizer
         wd = o.weight_decay if o.weight_decay is not None else self._spec_l2()
         groups = param_groups(self.model, wd)
@@ -109,7 +109,8 @@ class Trainer:
         else:
             opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
-        return TorchStep(self.model, opt, self.recipe.clip_grad_norm, self.ctx, self.recipe.precision)
+        return TorchStep(self.model, opt, self.recipe.clip_grad_norm, self.ctx, self.recipe.precision,
+                         self.recipe.losses)
 
     def _spec_l2(self) -> float:
         return float(self.model.graphspec.spec.defaults.l2)
@@ -148,8 +149,11 @@ class Trainer:
         except ValueError as e:
             raise TrainingError(f"{e} (the network's input)") from e
 
-    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=self._memory_format)
+    def _to_model(self, x):
+        """The layout the model runs in (NHWC for images when channels_last); several inputs stay a tuple."""
+        if isinstance(x, tuple):
+            return tuple(self._to_model(t) for t in x)
+        return x.contiguous(memory_format=self._memory_format) if x.dim() == 4 else x
 
     # --- loop ----------------------------------------------------------------------------------------------
 
@@ -170,9 +174,8 @@ class Trainer:
                                       f"checkpoint saved to {path}; continue with --resume")
                 metrics = self.evaluate()
                 self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
-                self._print(f"Epoch {self.epoch + 1} complete" + ("" if not metrics else
-                            " | " + " | ".join(f"{k.capitalize()}: {metrics[k]:.4f}"
-                                               for k in ("accuracy", "precision", "recall", "f1"))))
+                shown = [f"{k[:1].upper() + k[1:]}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
+                self._print(f"Epoch {self.epoch + 1} complete" + ("" if not shown else " | " + " | ".join(shown)))
                 for l in self.listeners:
                     l.on_epoch_end(self, metrics)
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -234,19 +237,24 @@ class Trainer:
         data = data if data is not None else self.eval_data
         if data is None or len(data) == 0 or not self.ctx.is_main:
             return {}
-        head = self.step.heads[0]
         from ..compiler import subgraph
-        trunk = subgraph(self.model, [head.name])
+        from .steps import target_of
+        heads = self.step.heads
+        trunk = subgraph(self.model, sorted({h.input for h in heads} | {h.name for h in heads}))
         was = self.model.training
         self.model.eval()
-        preds = []
+        seen: dict[str, list] = {h.name: [] for h in heads}
         try:
-            for x, _ in self._batches(data, batch_size, shuffle=False).evaluation():
-                preds.append(trunk(self._to_model(x))[head.name].argmax(1))
+            for x, y in self._batches(data, batch_size, shuffle=False).evaluation():
+                out = trunk(*(self._to_model(t) for t in (x if isinstance(x, tuple) else (x,))))
+                for h in heads:
+                    seen[h.name].append((out[h.name], out[h.input], target_of(y, h.name)))
         finally:
             self.model.train(was)
-        return classification_metrics(torch.cat(preds), torch.from_numpy(np.asarray(data.labels).astype(np.int64)),
-                                      head.module.weight.shape[0])
+        metrics = {h.name: head_metrics(h, *(torch.cat(parts) for parts in zip(*seen[h.name]))) for h in heads}
+        if len(heads) == 1:
+            return metrics[heads[0].name]
+        return {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items()}
 
     # --- state ---------------------------------------------------------------------------------------------
 
