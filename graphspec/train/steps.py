@@ -77,7 +77,7 @@ def spec_heads(model, losses: dict | None = None) -> list[Head]:
         v, given = spec.vertices[n], losses.get(n)
         if v.entry.loss_head:
             if given is not None and given.loss:
-                raise GraphspecError(f"recipe 'losses': '{n}' is a {v.type} layer with its own loss ({v.cfg.loss}); "
+                raise GraphspecError(f"recipe 'losses': '{n}' has its own loss in the spec ({v.type}, {v.cfg.loss}); "
                                      "the recipe may set only its 'weight'")
             heads.append(Head(n, v.inputs[0], model.get_submodule(v.module), v.entry, v.cfg,
                               given.weight if given else 1.0, v))

@@ -1,0 +1,237 @@
+"""Training with several inputs and outputs: data by name (.npz), per-output losses and weights, the loss layer's
+contrastive and triplet losses against hand-written references, and the errors a user meets first."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import graphspec
+from graphspec import GraphspecError
+from graphspec.data import DataError
+from graphspec.data.named import NamedArrays
+from graphspec.layers.losses import contrastive, triplet_semi_hard
+from graphspec.train.recipe import Recipe
+from graphspec.train.session import run_session
+
+TWO_HEADS = """
+version: 1
+name: two-heads
+seed: 4
+defaults: {activation: relu, weight_init: xavier}
+inputs:
+  a: {type: feed_forward, size: 5}
+  b: {type: feed_forward, size: 3}
+vertices:
+  both: {type: merge, inputs: [a, b]}
+  trunk: {type: dense, inputs: [both], out: 16}
+  cls: {type: output, inputs: [trunk], out: 3, activation: softmax, loss: mcxent}
+  reg: {type: output, inputs: [trunk], out: 2, activation: identity, loss: mse}
+outputs: [cls, reg]
+"""
+
+
+def _two_heads_npz(path, n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(n, 5)).astype(np.float32), rng.normal(size=(n, 3)).astype(np.float32)
+    cls = (a[:, 0] > 0).astype(np.int64) + (b[:, 0] > 0.5)
+    reg = np.stack([a[:, 1] + b[:, 1], a[:, 2] - b[:, 2]], 1).astype(np.float32)
+    np.savez(path, a=a, b=b, cls=cls, reg=reg)
+    return path
+
+
+def _named(path, spec=TWO_HEADS):
+    s = graphspec.load_spec(spec)
+    return NamedArrays.from_npz(path, {k: s.input_shape(k) for k in s.inputs}, s.outputs)
+
+
+# --- the losses, by hand --------------------------------------------------------------------------------------
+
+
+def test_contrastive_loss_is_hadsells_formula():
+    d = torch.tensor([[0.5], [2.0], [0.3], [1.5]])
+    same = torch.tensor([1, 1, 0, 0])
+    want = torch.tensor([0.5 * 0.25, 0.5 * 4.0, 0.5 * (1.0 - 0.3) ** 2, 0.0])
+    torch.testing.assert_close(contrastive(d, same, margin=1.0), want)
+
+
+def _triplet_by_hand(x: torch.Tensor, labels: list[int], margin: float) -> list[float]:
+    """Loops over every anchor and positive, as FaceNet describes semi-hard mining."""
+    n = len(labels)
+    d = [[float(((x[i] - x[j]) ** 2).sum()) for j in range(n)] for i in range(n)]
+    out = []
+    for a in range(n):
+        positives = [p for p in range(n) if p != a and labels[p] == labels[a]]
+        negatives = [q for q in range(n) if labels[q] != labels[a]]
+        losses = []
+        for p in positives:
+            if not negatives:
+                losses.append(0.0)
+                continue
+            farther = [d[a][q] for q in negatives if d[a][q] > d[a][p]]
+            dn = min(farther) if farther else max(d[a][q] for q in negatives)
+            losses.append(max(0.0, d[a][p] - dn + margin))
+        out.append(sum(losses) / len(losses) if losses else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_triplet_semi_hard_matches_a_loop_over_every_triplet(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 3]  # label 3 has no positive: its loss is 0
+    got = triplet_semi_hard(x, torch.tensor(labels), margin=0.5)
+    torch.testing.assert_close(got, torch.tensor(_triplet_by_hand(x, labels, 0.5), dtype=torch.float64))
+    assert got[-1] == 0
+    one_class = triplet_semi_hard(x[:3], torch.tensor([0, 0, 0]), 0.5)
+    assert torch.equal(one_class, torch.zeros(3, dtype=torch.float64))  # no negatives: no triplets, no NaN
+
+
+# --- data by name ---------------------------------------------------------------------------------------------
+
+
+def test_npz_arrays_by_name_and_their_errors(tmp_path):
+    data = _named(_two_heads_npz(tmp_path / "d.npz"))
+    inputs, targets = data.batch([0, 1, 2])
+    assert [t.shape for t in inputs] == [(3, 5), (3, 3)] and sorted(targets) == ["cls", "reg"]
+    cases = {
+        "typo": ({"a": np.zeros((4, 5)), "b": np.zeros((4, 3)), "clss": np.zeros(4, np.int64)},
+                 "array 'clss' names no input or output of the network (did you mean 'cls'?); inputs: a, b; "
+                 "outputs: cls, reg"),
+        "missing": ({"a": np.zeros((4, 5))}, "no array for the network input 'b' (the file has: a)"),
+        "rows": ({"a": np.zeros((4, 5)), "b": np.zeros((3, 3))}, "array 'b' has 3 rows; the others have 4"),
+        "shape": ({"a": np.zeros((4, 6)), "b": np.zeros((4, 3))},
+                  "array 'a' is [N, 6]; the network input 'a' needs [N, 5]"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(DataError) as e:
+            _named(tmp_path / f"{name}.npz")
+        assert str(e.value) == f"{tmp_path / f'{name}.npz'}: {message}", name
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+
+def test_a_two_input_two_output_network_trains_from_npz_and_reports_each_head(tmp_path):
+    train, held = _named(_two_heads_npz(tmp_path / "t.npz")), _named(_two_heads_npz(tmp_path / "e.npz", seed=1))
+    net = graphspec.build(TWO_HEADS)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    recipe = Recipe(semantics="pytorch", epochs=3, batch_size=16, losses={"reg": {"weight": 0.5}})
+    trainer = run_session(net, recipe, train, held)
+    metrics = trainer.evaluate()
+    assert set(metrics) == {"cls/accuracy", "cls/precision", "cls/recall", "cls/f1", "cls/examples",
+                            "reg/mse", "reg/mae", "reg/examples"}
+    assert trainer.model.get_submodule("reg").weight.shape == (2, 16)  # never resized
+    assert not torch.equal(trainer.model.state_dict()["reg.weight"], before["reg.weight"])
+    # the regression metric is the mean squared error of the network's own predictions
+    out = trainer.model.eval()(torch.from_numpy(held.inputs["a"]), torch.from_numpy(held.inputs["b"]))
+    assert metrics["reg/mse"] == pytest.approx(float(((out["reg"] - torch.from_numpy(held.targets["reg"])) ** 2)
+                                                     .mean()), rel=1e-5)
+
+
+def test_a_zero_weight_leaves_its_head_untouched(tmp_path):
+    train = _named(_two_heads_npz(tmp_path / "t.npz"))
+    net = graphspec.build(TWO_HEADS)
+    before = net.state_dict()["reg.weight"].clone()
+    run_session(net, Recipe(semantics="pytorch", epochs=1, batch_size=16, losses={"reg": {"weight": 0.0}}), train)
+    assert torch.equal(net.state_dict()["reg.weight"], before)
+
+
+def test_loss_weights_scale_the_gradient(tmp_path):
+    from graphspec.train.steps import LossModule, heads_of
+    from graphspec.compiler import subgraph
+    net = graphspec.build(TWO_HEADS)
+    inputs, targets = _named(_two_heads_npz(tmp_path / "t.npz")).batch(range(8))
+    x = tuple(torch.from_numpy(t) for t in inputs)
+    y = {k: torch.from_numpy(v) for k, v in targets.items()}
+    totals = {}
+    for w in (1.0, 3.0):
+        heads = heads_of(net, {"reg": Recipe(losses={"reg": {"weight": w}}).losses["reg"]})
+        module = LossModule(subgraph(net, ["trunk"]), heads)
+        totals[w] = float(module(x, y)[0].detach())
+    cls_only = float(LossModule(subgraph(net, ["trunk"]), heads_of(net, {"reg": Recipe(
+        losses={"reg": {"weight": 0.0}}).losses["reg"]}))(x, y)[0].detach())
+    assert totals[3.0] - cls_only == pytest.approx(3 * (totals[1.0] - cls_only), rel=1e-5)
+
+
+def test_several_heads_and_class_data_are_not_resized_unasked():
+    net = graphspec.build(TWO_HEADS)
+    data = NamedArrays({"a": np.zeros((4, 5), np.float32), "b": np.zeros((4, 3), np.float32)},
+                       {"cls": np.zeros(4, np.int64), "reg": np.zeros((4, 2), np.float32)}, classes=list("abcdefg"))
+    with pytest.raises(GraphspecError) as e:
+        run_session(net, Recipe(epochs=1, batch_size=4), data)
+    assert str(e.value) == ("the data has 7 classes but the output layer 'cls' has 3 outputs, and the network has "
+                            "several heads; set the recipe's resize_heads: [cls] to resize it, or give data that fits")
+    trainer = run_session(net, Recipe(epochs=1, batch_size=4, resize_heads=["cls"]), data)
+    assert trainer.model.get_submodule("cls").weight.shape == (7, 16)
+    assert trainer.model.get_submodule("reg").weight.shape == (2, 16)
+
+
+def test_recipe_loss_errors():
+    net = graphspec.build(TWO_HEADS)
+    from graphspec.train.steps import heads_of
+    with pytest.raises(GraphspecError) as e:
+        heads_of(net, Recipe(losses={"regg": {"weight": 2}}).losses)
+    assert str(e.value) == ("recipe 'losses': 'regg' is not an output of 'two-heads' (did you mean 'reg'?); "
+                            "outputs: cls, reg")
+    with pytest.raises(GraphspecError) as e:
+        heads_of(net, Recipe(losses={"reg": {"loss": "triplet"}}).losses)
+    assert str(e.value) == ("recipe 'losses': 'reg' has its own loss in the spec (output, mse); the recipe may set "
+                            "only its 'weight'")
+
+
+SIAMESE = """
+version: 1
+name: siamese
+seed: 3
+defaults: {activation: tanh, weight_init: xavier}
+inputs:
+  left: {type: feed_forward, size: 6}
+  right: {type: feed_forward, size: 6}
+vertices:
+  embed: {type: dense, inputs: [left], out: 4}
+  embed-right: {shares: embed, inputs: [right]}
+  distance: {type: l2_distance, inputs: [embed, embed-right]}
+outputs: [distance]
+"""
+
+
+def test_a_siamese_network_learns_with_the_contrastive_loss_from_the_recipe(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 6)).astype(np.float32) * 2
+    ids = rng.integers(0, 4, size=(96, 2))
+    ids[::2, 1] = ids[::2, 0]  # half the pairs are of one identity
+    left = centres[ids[:, 0]] + rng.normal(size=(96, 6)).astype(np.float32) * 0.3
+    right = centres[ids[:, 1]] + rng.normal(size=(96, 6)).astype(np.float32) * 0.3
+    np.savez(tmp_path / "pairs.npz", left=left, right=right, distance=(ids[:, 0] == ids[:, 1]).astype(np.int64))
+    data = _named(tmp_path / "pairs.npz", SIAMESE)
+    net = graphspec.build(SIAMESE)
+    recipe = Recipe(semantics="pytorch", epochs=15, batch_size=16, losses={"distance": {"loss": "contrastive"}})
+    trainer = run_session(net, recipe, data, data)
+    with torch.no_grad():
+        d = trainer.model.eval()(torch.from_numpy(left), torch.from_numpy(right))[:, 0].numpy()
+    same = ids[:, 0] == ids[:, 1]
+    assert d[same].mean() < 0.5 * d[~same].mean()  # same pairs close, different pairs far
+    assert set(trainer.evaluate()) == {"loss", "examples"}
+
+
+def test_a_triplet_loss_from_the_recipe_on_an_embeddings_output():
+    spec = graphspec.build("""
+version: 1
+name: embedder
+seed: 2
+defaults: {activation: identity, weight_init: xavier}
+inputs:
+  x: {type: feed_forward, size: 6}
+vertices:
+  fc: {type: dense, inputs: [x], out: 3}
+  embeddings: {type: l2_normalize, inputs: [fc]}
+outputs: [embeddings]
+""")
+    from graphspec.train.steps import heads_of
+    (head,) = heads_of(spec, Recipe(losses={"embeddings": {"loss": "triplet", "margin": 0.3}}).losses)
+    assert head.input == "embeddings" and head.cfg.loss == "triplet"
+    x = torch.randn(6, 3)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    torch.testing.assert_close(head.loss(x, y), triplet_semi_hard(x, y, 0.3))
