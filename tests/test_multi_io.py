@@ -235,3 +235,19 @@ outputs: [embeddings]
     x = torch.randn(6, 3)
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     torch.testing.assert_close(head.loss(x, y), triplet_semi_hard(x, y, 0.3))
+
+
+def test_graphspec_train_takes_an_npz_for_any_spec(cli, tmp_path):
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_HEADS)
+    data = _two_heads_npz(tmp_path / "two.npz", n=40)
+    rc, out, err = cli("train", spec, "--data", data, "--out", tmp_path / "run", "--epochs", "2", "--batch-size", "10",
+                       "--semantics", "pytorch", "--eval-fraction", "0.25")
+    assert rc == 0, err
+    assert "data: " in out and "(arrays by name: a, b, cls, reg)" in out
+    evaluation = next(line for line in out.splitlines() if line.startswith("evaluation: "))
+    assert "cls/accuracy" in evaluation and "reg/mse" in evaluation and "cls/examples 10" in evaluation
+    saved = graphspec.load(tmp_path / "run" / "model.safetensors")
+    assert saved.get_submodule("cls").weight.shape == (3, 16)
+    rc, out, err = cli("train", spec, "--data", tmp_path / "missing.npz", "--out", tmp_path / "run2")
+    assert rc == 2 and "missing.npz: cannot read the arrays" in err

@@ -45,6 +45,19 @@ class NamedArrays:
         idx = np.asarray(indices, dtype=np.int64)
         return tuple(a[idx] for a in self.inputs.values()), {k: t[idx] for k, t in self.targets.items()}
 
+    def subset(self, indices) -> "NamedArrays":
+        idx = np.asarray(indices, dtype=np.int64)
+        return NamedArrays({k: a[idx] for k, a in self.inputs.items()}, {k: t[idx] for k, t in self.targets.items()},
+                           self.classes, self.image_size)
+
+    def split(self, held_out: float, seed: int) -> tuple["NamedArrays", "NamedArrays | None"]:
+        """(training part, held-out part of about ``held_out`` of the rows, drawn at random from ``seed``)."""
+        if held_out <= 0:
+            return self, None
+        order = np.random.default_rng(seed).permutation(len(self))
+        cut = max(1, round(len(self) * held_out))
+        return self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
+
     @classmethod
     def from_npz(cls, path: "str | os.PathLike", inputs: dict[str, tuple[int, ...]],
                  outputs: Sequence[str]) -> "NamedArrays":

@@ -125,7 +125,8 @@ def register(sub) -> None:
 
     t = sub.add_parser("train", help="train a spec (or model file) on a face folder or the synthetic set")
     t.add_argument("spec", nargs="?", help="a spec, a model file or a catalogued model (omit with --resume)")
-    t.add_argument("--data", help="folder in LFW layout (NAME/NAME_0001.jpg) or 'synthetic' "
+    t.add_argument("--data", help="folder in LFW layout (NAME/NAME_0001.jpg), 'synthetic', or an .npz file of "
+                                  "arrays named after the spec's inputs and outputs (any spec) "
                                   "(default: the LFW folder if found, else synthetic)")
     t.add_argument("--recipe", help="recipe YAML (data, preprocessing, augmentation, optimizer, schedule)")
     t.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, model.safetensors)")

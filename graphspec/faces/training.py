@@ -95,18 +95,39 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
                                  "RUN_DIR to continue a run")
         recipe = load_recipe(recipe_path, overrides)
     model = open(spec_or_model, seed=recipe.seed)
+    if data is not None and str(data).endswith(NPZ):
+        train_set, eval_set = arrays(data, model, recipe)
+        _record(run, resume, ctx, str(Path(data).resolve()))
+        if console is not None:
+            console.print(f"data: {data} (arrays by name: {', '.join([*train_set.inputs, *train_set.targets])})")
+        return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, console=console,
+                           listeners=listeners, ctx=ctx)
     input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
     cache_prep, infer_prep = load_preprocessing(recipe, input_shape)
     root = resolve_data(data, recipe, cache_dir)
     if console is not None:
         console.print(f"data: {root} ({cache_prep.describe()})")
     train_set, eval_set = datasets(root, recipe, cache_prep, cache_dir)
-    if run is not None and not resume and (ctx is None or ctx.is_main):
-        run.mkdir(parents=True, exist_ok=True)
-        (run / RUN_RECORD).write_text(yaml.safe_dump({"data": SYNTHETIC if data == SYNTHETIC else
-                                                      str(Path(root).resolve())}))
+    _record(run, resume, ctx, SYNTHETIC if data == SYNTHETIC else str(Path(root).resolve()))
     return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, preprocessing=cache_prep,
                        infer_preprocessing=infer_prep, console=console, listeners=listeners, ctx=ctx)
+
+
+NPZ = ".npz"  # arrays named after the network's inputs and outputs, for any spec (graphspec.data.named)
+
+
+def arrays(path, model, recipe: Recipe):
+    """The training and held-out parts (``data.eval_fraction``) of an ``.npz`` file for ``model``."""
+    from ..data.named import NamedArrays
+    spec = model.graphspec.spec
+    data = NamedArrays.from_npz(path, {k: spec.input_shape(k) for k in spec.inputs}, spec.outputs)
+    return data.split(recipe.data.eval_fraction, recipe.seed)
+
+
+def _record(run: Path | None, resume: bool, ctx, source: str) -> None:
+    if run is not None and not resume and (ctx is None or ctx.is_main):
+        run.mkdir(parents=True, exist_ok=True)
+        (run / RUN_RECORD).write_text(yaml.safe_dump({"data": source}))
 
 
 def _recorded_run(run: Path | None, spec, data, recipe_path, overrides) -> tuple[str, Recipe, str | None]:
