@@ -125,7 +125,8 @@ def test_a_two_input_two_output_network_trains_from_npz_and_reports_each_head(tm
     assert trainer.model.get_submodule("reg").weight.shape == (2, 16)  # never resized
     assert not torch.equal(trainer.model.state_dict()["reg.weight"], before["reg.weight"])
     # the regression metric is the mean squared error of the network's own predictions
-    out = trainer.model.eval()(torch.from_numpy(held.inputs["a"]), torch.from_numpy(held.inputs["b"]))
+    with torch.no_grad():
+        out = trainer.model.eval()(torch.from_numpy(held.inputs["a"]), torch.from_numpy(held.inputs["b"]))
     assert metrics["reg/mse"] == pytest.approx(float(((out["reg"] - torch.from_numpy(held.targets["reg"])) ** 2)
                                                      .mean()), rel=1e-5)
 
