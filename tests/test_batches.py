@@ -61,3 +61,25 @@ def test_a_crop_larger_than_the_images_is_refused_before_any_work():
         Batches(_data(size=10), 4, preprocessing=RAW, augmentation=Augmentation(size=(12, 12)))
     with pytest.raises(TrainingError, match=r"^images are 10x10 but the crop needs 12x12 \(the network's input\)$"):
         Trainer(graphspec.build(tiny_conv(0.05)), Recipe(), _data(size=10), preprocessing=RAW, progress=False)
+
+
+def test_per_class_batches_hold_k_examples_of_each_class():
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4, 4])  # class 2 has one example: left out
+    data = ArrayData(np.zeros((12, 3, 2, 2), np.uint8), labels, list("abcde"))
+    batches = Batches(data, 4, per_class=2, seed=5, preprocessing=RAW)
+    assert len(batches) == 2  # 4 classes x 2 examples, in batches of 4
+    for epoch in range(3):
+        order = batches.order(epoch)
+        assert len(order) == 8 and 5 not in order
+        pairs = labels[order].reshape(4, 2)
+        assert (pairs[:, 0] == pairs[:, 1]).all() and sorted(pairs[:, 0]) == [0, 1, 3, 4]
+        for step in range(2):
+            _, y = batches.batch(epoch, step)
+            assert len(set(y.tolist())) == 2  # two classes of two
+    assert not np.array_equal(batches.order(0), batches.order(1))
+    with pytest.raises(ValueError, match="^per_class must be at least 2 and divide the batch size 4; received 3$"):
+        Batches(data, 4, per_class=3, preprocessing=RAW)
+    with pytest.raises(TrainingError, match="^the training data: per_class batches need at least 2 classes"):
+        Trainer(graphspec.build(tiny_conv(0.05)), Recipe(batch_size=2, data=DataRecipe(per_class=2)),
+                ArrayData(np.zeros((3, 3, 12, 12), np.uint8), np.array([0, 0, 1]), ["a", "b"]), preprocessing=RAW,
+                progress=False)

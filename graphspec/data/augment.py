@@ -22,6 +22,10 @@ import torch
 import torch.nn.functional as F
 
 
+class CropError(ValueError):
+    """Images smaller than the crop an augmentation needs."""
+
+
 @dataclass(frozen=True)
 class Draws:
     """The random choices for the images of one batch (see :meth:`Augmentation.draw`)."""
@@ -66,7 +70,7 @@ class Augmentation:
         """The (height, width) of the augmented images, for images of ``image_size``."""
         h, w = self.size or image_size
         if image_size[0] + 2 * self.padding < h or image_size[1] + 2 * self.padding < w:
-            raise ValueError(f"images are {image_size[0]}x{image_size[1]} but the crop needs {h}x{w}")
+            raise CropError(f"images are {image_size[0]}x{image_size[1]} but the crop needs {h}x{w}")
         return h, w
 
     def draw(self, n: int, image_size: tuple[int, int], generator: torch.Generator) -> Draws:
@@ -105,7 +109,7 @@ class Augmentation:
         """The deterministic evaluation counterpart: the central ``size`` window, no flip, no jitter."""
         h, w = self.size or batch.shape[-2:]
         if batch.shape[-2] < h or batch.shape[-1] < w:
-            raise ValueError(f"images are {batch.shape[-2]}x{batch.shape[-1]} but the crop needs {h}x{w}")
+            raise CropError(f"images are {batch.shape[-2]}x{batch.shape[-1]} but the crop needs {h}x{w}")
         top, left = (batch.shape[-2] - h) // 2, (batch.shape[-1] - w) // 2
         window = batch[..., top:top + h, left:left + w]
         return window.clone() if isinstance(window, torch.Tensor) else window.copy()

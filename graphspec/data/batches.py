@@ -64,14 +64,20 @@ class Batches:
     ``preprocessing`` (default: the dataset's, else DL4J's raw 0..255 floats) scales uint8 images to the
     network's input; ``augmentation``
     (default: none) crops, flips and jitters training batches and gives :meth:`evaluation` its centre window.
-    ``shuffle`` None: False for a DL4J-mode dataset (fixed order), True otherwise.
+    ``shuffle`` None: False for a DL4J-mode dataset (fixed order), True otherwise. ``per_class`` k: each epoch
+    visits every class with at least 2 examples once, in random order, with k of its examples in a row, so a batch
+    holds batch_size/k classes of k examples (what triplet mining needs; FaceNet's "P·K" batches).
     """
 
     def __init__(self, dataset, batch_size: int, *, shuffle: bool | None = None, drop_last: bool = False,
-                 augmentation: Augmentation | None = None, preprocessing=None, seed: int = 0):
+                 augmentation: Augmentation | None = None, preprocessing=None, seed: int = 0,
+                 per_class: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; received {batch_size}")
         self.dataset, self.batch_size, self.drop_last, self.seed = dataset, batch_size, drop_last, seed
+        self.per_class = per_class
+        if per_class is not None:
+            self._groups = _class_groups(dataset, batch_size, per_class)
         self.shuffle = not getattr(dataset, "dl4j", False) if shuffle is None else shuffle
         self.augmentation = augmentation
         self.preprocessing = preprocessing or getattr(dataset, "preprocessing", None) or Preprocessing.dl4j()
@@ -80,14 +86,17 @@ class Batches:
             augmentation.crop_size(size)  # refuse a crop larger than the images before any work
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self._groups) * self.per_class if self.per_class else len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
         n = len(self.dataset)
+        rng = np.random.default_rng([self.seed, epoch, ORDER_STREAM])
+        if self.per_class:
+            return _class_order(self._groups, self.per_class, rng)
         if not self.shuffle:
             return np.arange(n)
-        return np.random.default_rng([self.seed, epoch, ORDER_STREAM]).permutation(n)
+        return rng.permutation(n)
 
     def indices(self, epoch: int, step: int, *, order: np.ndarray | None = None) -> np.ndarray:
         """The dataset indices of the global batch ``step`` of ``epoch``."""
@@ -124,6 +133,29 @@ class Batches:
                 array = self.augmentation.center(array) if draw is None else self.augmentation.apply(array, draw())
             out.append(self.preprocessing.to_tensor(array))
         return tuple(out) if several else out[0]
+
+
+def _class_groups(dataset, batch_size: int, per_class: int) -> list[np.ndarray]:
+    """The examples of each class that has at least 2 (a class seen once gives no positive pair)."""
+    if per_class < 2 or batch_size % per_class:
+        raise ValueError(f"per_class must be at least 2 and divide the batch size {batch_size}; received {per_class}")
+    labels = np.asarray(dataset.labels)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    groups = [g for g in groups if len(g) >= 2]
+    if len(groups) < 2:
+        raise ValueError("per_class batches need at least 2 classes with at least 2 examples each; the data has "
+                         f"{len(groups)}")
+    return groups
+
+
+def _class_order(groups: list[np.ndarray], k: int, rng: np.random.Generator) -> np.ndarray:
+    """Classes in a random order, ``k`` examples of each in a row (drawn without replacement while a class has
+    enough, else with): a batch of B examples holds B/k classes with k examples each (for triplet mining)."""
+    parts = []
+    for c in rng.permutation(len(groups)):
+        g = groups[c]
+        parts.append(rng.choice(g, size=k, replace=len(g) < k))
+    return np.concatenate(parts)
 
 
 def _targets(targets):

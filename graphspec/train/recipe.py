@@ -21,6 +21,8 @@ class DataRecipe(_Model):
     dl4j: bool = False  # DL4J LFWDataSetIterator selection: one random image per person, fixed order
     eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out for per-epoch evaluation (by image)
     shuffle: Optional[bool] = None  # default: False in dl4j mode (DL4J's fixed order), True otherwise
+    # Batches of batch_size/k classes with k examples each (FaceNet's P·K batches, for the triplet loss).
+    per_class: Optional[int] = Field(None, ge=2)
 
 
 class AugmentationRecipe(_Model):

@@ -91,7 +91,7 @@ class Trainer:
             for name, v in model.graphspec.spec.vertices.items():
                 if v.entry.batch_statistics:
                     model.get_submodule(v.module).sync = True
-        self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle)
+        self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle, recipe.data.per_class)
         self.step = self._make_step()
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -137,17 +137,20 @@ class Trainer:
 
     # --- data ----------------------------------------------------------------------------------------------
 
-    def _batches(self, data, batch_size: int, shuffle: bool | None = None):
+    def _batches(self, data, batch_size: int, shuffle: bool | None = None, per_class: int | None = None):
         """The data layer's pipeline over ``data``: this recipe's order and augmentation, cropping at random to
         the network's input size (evaluation: the centre window)."""
+        from ..data.augment import CropError
         from ..data.batches import Batches
         size = tuple(self.input_shape[-2:]) if len(self.input_shape) == 3 else None
         augmentation = self.recipe.augmentation.pipeline(size, self.recipe.seed)
         try:
             return Batches(data, batch_size, shuffle=shuffle, augmentation=augmentation,
-                           preprocessing=self.preprocessing, seed=self.recipe.seed)
-        except ValueError as e:
+                           preprocessing=self.preprocessing, seed=self.recipe.seed, per_class=per_class)
+        except CropError as e:
             raise TrainingError(f"{e} (the network's input)") from e
+        except ValueError as e:
+            raise TrainingError(f"the training data: {e}") from e
 
     def _to_model(self, x):
         """The layout the model runs in (NHWC for images when channels_last); several inputs stay a tuple."""
