@@ -252,3 +252,56 @@ def test_graphspec_train_takes_an_npz_for_any_spec(cli, tmp_path):
     assert saved.get_submodule("cls").weight.shape == (3, 16)
     rc, out, err = cli("train", spec, "--data", tmp_path / "missing.npz", "--out", tmp_path / "run2")
     assert rc == 2 and "missing.npz: cannot read the arrays" in err
+
+
+def test_face_pairs_are_balanced_seeded_and_true_to_their_identities():
+    from graphspec.data import ArrayData
+    from graphspec.faces.data.pairs import PairData
+    labels = np.repeat(np.arange(6), [1, 2, 3, 4, 1, 5])
+    images = np.zeros((len(labels), 3, 2, 2), np.uint8)
+    images[:, 0, 0, 0] = np.arange(len(labels))  # each image knows its index
+    pairs = PairData(ArrayData(images, labels, list("abcdef")), 400, seed=3)
+    (first, second), same = pairs.batch(range(400))
+    a, b = first[:, 0, 0, 0].astype(int), second[:, 0, 0, 0].astype(int)
+    assert np.array_equal(same, (labels[a] == labels[b]).astype(np.int64))  # the target tells the truth
+    assert 0.4 < same.mean() < 0.6 and (a[same == 1] != b[same == 1]).all()  # balanced; never one image twice
+    again = PairData(ArrayData(images, labels, list("abcdef")), 400, seed=3).batch([7, 8])
+    assert np.array_equal(again[1], same[7:9]) and np.array_equal(again[0][0], first[7:9])
+    with pytest.raises(ValueError, match="^pairs need images of at least 2 people; the data has 1$"):
+        PairData(ArrayData(images[:1], labels[:1], ["a"]), 10)
+    once = [0, 1, 3]  # three people seen once each: every pair is of two people
+    (first, second), same = PairData(ArrayData(images[once], labels[once], list("abc")), 20).batch(range(20))
+    assert not same.any() and (first[:, 0, 0, 0] != second[:, 0, 0, 0]).all()
+
+
+TINY_SIAMESE = """
+version: 1
+name: tiny-siamese
+seed: 1
+defaults: {activation: relu, weight_init: relu, convolution_mode: same}
+inputs:
+  first: {type: convolutional, channels: 3, height: 16, width: 16}
+  second: {type: convolutional, channels: 3, height: 16, width: 16}
+vertices:
+  conv: {type: conv, inputs: [first], out: 4, kernel: 3, stride: 2}
+  pool: {type: global_pool, inputs: [conv], pooling: avg}
+  embeddings: {type: l2_normalize, inputs: [pool]}
+  other: {shares: embeddings, from: first, inputs: [second]}
+  distance: {type: l2_distance, inputs: [embeddings, other]}
+outputs: [distance]
+"""
+
+
+def test_graphspec_train_makes_pairs_of_faces_for_a_two_input_network(cli, tmp_path):
+    from graphspec.faces.data import synthetic_faces
+    faces = synthetic_faces(tmp_path / "faces", identities=4, images=3, seed=0, size=32)
+    spec, recipe = tmp_path / "siamese.yaml", tmp_path / "recipe.yaml"
+    spec.write_text(TINY_SIAMESE)
+    recipe.write_text("semantics: pytorch\nepochs: 2\nbatch_size: 8\ndata: {pairs: 24, eval_fraction: 0.25}\n"
+                      "losses: {distance: {loss: contrastive}}\n")
+    rc, out, err = cli("train", spec, "--data", faces, "--recipe", recipe, "--out", tmp_path / "run")
+    assert rc == 0, err
+    assert "training 24 examples, 3 iterations per epoch" in out
+    assert next(line for line in out.splitlines() if line.startswith("evaluation: ")).startswith("evaluation: loss ")
+    model = graphspec.load(tmp_path / "run" / "model.safetensors")
+    assert list(model.graphspec.spec.inputs) == ["first", "second"]

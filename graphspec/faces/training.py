@@ -67,10 +67,21 @@ def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress
     common = dict(people=people_file(d.people, root), min_images=d.min_images, limit=d.limit, seed=recipe.seed, dl4j=d.dl4j,
                   batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
     if d.eval_fraction <= 0:
-        return lfw_dataset(root, **common), None
+        return _as_pairs(lfw_dataset(root, **common), d.pairs, recipe.seed), None
     train = lfw_dataset(root, split="train", train_fraction=1 - d.eval_fraction, **common)
     test = lfw_dataset(root, split="test", train_fraction=1 - d.eval_fraction, warn=False, **common)
-    return train, test
+    return _as_pairs(train, d.pairs, recipe.seed), _as_pairs(test, d.pairs and max(1, d.pairs // 10), recipe.seed + 1)
+
+
+def _as_pairs(faces, n_pairs: int | None, seed: int):
+    """The images themselves, or ``n_pairs`` pairs drawn from them (``data.pairs``: Siamese training)."""
+    if not n_pairs:
+        return faces
+    from .data.pairs import PairData
+    try:
+        return PairData(faces, n_pairs, seed)
+    except ValueError as e:
+        raise GraphspecError(f"data.pairs: {e}") from e
 
 
 RUN_RECORD = "data.yaml"  # beside spec.yaml and recipe.yaml: where the run's images came from

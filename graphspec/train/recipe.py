@@ -23,6 +23,9 @@ class DataRecipe(_Model):
     shuffle: Optional[bool] = None  # default: False in dl4j mode (DL4J's fixed order), True otherwise
     # Batches of batch_size/k classes with k examples each (FaceNet's P·K batches, for the triplet loss).
     per_class: Optional[int] = Field(None, ge=2)
+    # Train on this many pairs of images (same person / different people, balanced) for two-input networks such as
+    # specs/siamese-nn4small2.yaml; the held-out part (eval_fraction) gets a tenth as many.
+    pairs: Optional[int] = Field(None, ge=1)
 
 
 class AugmentationRecipe(_Model):
