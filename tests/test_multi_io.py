@@ -305,3 +305,17 @@ def test_graphspec_train_makes_pairs_of_faces_for_a_two_input_network(cli, tmp_p
     assert next(line for line in out.splitlines() if line.startswith("evaluation: ")).startswith("evaluation: loss ")
     model = graphspec.load(tmp_path / "run" / "model.safetensors")
     assert list(model.graphspec.spec.inputs) == ["first", "second"]
+
+
+def test_the_two_heads_example_runs_as_its_readme_says(cli, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[1] / "examples" / "two-heads"
+    subprocess.run([sys.executable, str(example / "make_data.py"), str(tmp_path / "d.npz")], check=True,
+                   capture_output=True)
+    rc, out, err = cli("train", example / "two-heads.yaml", "--data", tmp_path / "d.npz", "--recipe",
+                       example / "recipe.yaml", "--out", tmp_path / "run", "--epochs", "2")
+    assert rc == 0, err
+    evaluation = next(line for line in out.splitlines() if line.startswith("evaluation: "))
+    assert "cls/examples 400" in evaluation and "reg/examples 400" in evaluation
