@@ -319,3 +319,24 @@ def test_the_two_heads_example_runs_as_its_readme_says(cli, tmp_path):
     assert rc == 0, err
     evaluation = next(line for line in out.splitlines() if line.startswith("evaluation: "))
     assert "cls/examples 400" in evaluation and "reg/examples 400" in evaluation
+
+
+def test_targets_that_do_not_fit_their_outputs_are_refused_before_training():
+    net = graphspec.build(TWO_HEADS)
+    inputs = {"a": np.zeros((4, 5), np.float32), "b": np.zeros((4, 3), np.float32)}
+
+    def refused(**targets) -> str:
+        data = NamedArrays(inputs, {"cls": np.zeros(4, np.int64), "reg": np.zeros((4, 2), np.float32), **targets})
+        with pytest.raises(GraphspecError) as e:
+            run_session(net, Recipe(epochs=1, batch_size=4), data)
+        return str(e.value)
+    assert refused(reg=np.zeros((4, 3), np.float32)) == ("the target of 'reg' is [N, 3] values; the output is [2] per "
+                                                         "example (or give class indices [N])")
+    assert refused(cls=np.array([0, 1, 2, 3])) == ("the target of 'cls' holds class indices 0..3; the output layer "
+                                                   "has 3 classes (0..2)")
+    assert refused(cls=np.zeros((4, 2), np.int64)) == ("the target of 'cls' is an integer array of shape [N, 2]; "
+                                                       "class indices are [N]")
+    data = NamedArrays(inputs, {"cls": np.zeros(4, np.int64)})
+    with pytest.raises(GraphspecError) as e:
+        run_session(net, Recipe(epochs=1, batch_size=4), data)
+    assert str(e.value) == "the data has no target for the output 'reg' (it has: cls)"

@@ -110,13 +110,13 @@ class Batches:
         inputs, targets = self.dataset.batch(idx[part])
         generator = self.augmentation.generator(epoch, step) if self.augmentation is not None else None
         return self._inputs(inputs, lambda: self.augmentation.draw(len(idx), image_size(self.dataset),
-                                                                   generator)[part]), _targets(targets)
+                                                                   generator)[part]), as_targets(targets)
 
     def evaluation(self) -> Iterator[tuple[Any, Any]]:
         """Every example once, in dataset order, un-augmented (the augmentation's centre window)."""
         for start in range(0, len(self.dataset), self.batch_size):
             inputs, targets = self.dataset.batch(np.arange(start, min(start + self.batch_size, len(self.dataset))))
-            yield self._inputs(inputs, None), _targets(targets)
+            yield self._inputs(inputs, None), as_targets(targets)
 
     def _inputs(self, inputs, draw):
         """Network-ready tensors: uint8 arrays are images (augmented with a fresh ``draw()`` each, or centred
@@ -158,10 +158,10 @@ def _class_order(groups: list[np.ndarray], k: int, rng: np.random.Generator) -> 
     return np.concatenate(parts)
 
 
-def _targets(targets):
+def as_targets(targets):
     """Class indices as int64, values as float32; a dict of them (by output name) stays a dict."""
     if isinstance(targets, dict):
-        return {name: _targets(t) for name, t in targets.items()}
+        return {name: as_targets(t) for name, t in targets.items()}
     array = targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
     integer = np.issubdtype(array.dtype, np.integer) or array.dtype == bool
     return torch.as_tensor(array, dtype=torch.int64 if integer else torch.float32)

@@ -161,6 +161,31 @@ class LossModule(torch.nn.Module):
         return total, inputs
 
 
+def check_targets(heads: list[Head], y, shapes: dict) -> None:
+    """Refuse, before any training, targets that do not fit their outputs: a missing target, class indices out of
+    an output layer's range, values of another shape than the output, a contrastive target that is not 0/1."""
+    for h in heads:
+        t = target_of(y, h.name)
+        loss = getattr(h.cfg, "loss", None)
+        where = f"the target of '{h.name}'"
+        if t.is_floating_point():
+            want = (1,) if loss == "contrastive" else tuple(shapes[h.name])
+            if loss != "contrastive" and tuple(t.shape[1:]) != want:
+                raise GraphspecError(f"{where} is [N, {', '.join(map(str, t.shape[1:]))}] values; the output is "
+                                     f"[{', '.join(map(str, want))}] per example (or give class indices [N])")
+            continue
+        if t.dim() != 1:
+            raise GraphspecError(f"{where} is an integer array of shape [N, {', '.join(map(str, t.shape[1:]))}]; "
+                                 "class indices are [N]")
+        classes = h.module.weight.shape[0] if hasattr(h.module, "weight") else None
+        if classes is not None and len(t) and (int(t.min()) < 0 or int(t.max()) >= classes):
+            raise GraphspecError(f"{where} holds class indices {int(t.min())}..{int(t.max())}; the output layer has "
+                                 f"{classes} classes (0..{classes - 1})")
+        if loss == "contrastive" and len(t) and not bool(((t == 0) | (t == 1)).all()):
+            raise GraphspecError(f"{where} must be 1 (same) or 0 (different) for the contrastive loss; received "
+                                 f"values {sorted(set(t.tolist()))[:5]}")
+
+
 def batch_size(x) -> int:
     return (x[0] if isinstance(x, tuple) else x).shape[0]
 

@@ -93,6 +93,7 @@ class Trainer:
                     model.get_submodule(v.module).sync = True
         self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle, recipe.data.per_class)
         self.step = self._make_step()
+        self._check_targets(train)
 
     # --- setup ---------------------------------------------------------------------------------------------
 
@@ -151,6 +152,14 @@ class Trainer:
             raise TrainingError(f"{e} (the network's input)") from e
         except ValueError as e:
             raise TrainingError(f"the training data: {e}") from e
+
+    def _check_targets(self, data) -> None:
+        """The targets of the whole training set against the outputs, before any work."""
+        from ..data.batches import as_targets
+        from .steps import check_targets
+        targets = getattr(data, "targets", None)  # datasets by name hold them as arrays; labelled data as labels
+        y = as_targets(targets if targets is not None else np.asarray(data.labels))
+        check_targets(self.step.heads, y, self.model.graphspec.analysis.shapes)
 
     def _to_model(self, x):
         """The layout the model runs in (NHWC for images when channels_last); several inputs stay a tuple."""
