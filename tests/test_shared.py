@@ -159,6 +159,12 @@ outputs: [head]
     TorchStep(net, torch.optim.SGD(net.parameters(), lr=0.5), None)(x, y, 5)
     torch.testing.assert_close(net.get_submodule("step1").weight, (w - 0.5 * w.grad).detach())
     assert list(net.state_dict()) == ["step1.weight", "step1.bias", "head.weight", "head.bias"]
+    # DL4J's pipeline (sgd, lr 0.1 by default): summed loss, θ ← θ − lr·g/N, the shared weight updated once
+    from graphspec.train.steps import DL4JStep
+    dl4j = graphspec.build(spec)
+    start = dl4j.get_submodule("step1").weight.detach().clone()
+    DL4JStep(dl4j)(x, y, 5)
+    torch.testing.assert_close(dl4j.get_submodule("step1").weight, (start - 0.1 * 5 * w.grad / 5).detach())
 
 
 def test_errors_name_the_vertex_and_what_a_shared_layer_needs():
