@@ -1,4 +1,5 @@
-"""A tiny conv -> batchnorm -> dense -> l2_normalize -> center-loss network shared by the training tests."""
+"""Small specs shared by several test modules: a conv -> batchnorm -> dense -> l2_normalize -> center-loss network
+(the training tests) and a Siamese pair of one shared dense layer (shared layers, several inputs)."""
 
 TINY_CONV = """
 version: 1
@@ -34,3 +35,19 @@ outputs: [head]
 def tiny_conv(lr: float) -> str:
     """The spec with Adam at learning rate ``lr``."""
     return TINY_CONV.replace("{lr}", repr(lr))
+
+
+SIAMESE = """
+version: 1
+name: siamese
+seed: 3
+defaults: {activation: relu, weight_init: xavier}
+inputs:
+  left: {type: feed_forward, size: 6}
+  right: {type: feed_forward, size: 6}
+vertices:
+  embed: {type: dense, inputs: [left], out: 4}
+  embed-right: {shares: embed, inputs: [right]}
+  distance: {type: l2_distance, inputs: [embed, embed-right]}
+outputs: [distance]
+"""

@@ -13,6 +13,7 @@ from graphspec.data.named import NamedArrays
 from graphspec.layers.losses import contrastive, triplet_semi_hard
 from graphspec.train.recipe import Recipe
 from graphspec.train.session import run_session
+from specs_tiny import SIAMESE
 
 TWO_HEADS = """
 version: 1
@@ -182,20 +183,7 @@ def test_recipe_loss_errors():
                             "only its 'weight'")
 
 
-SIAMESE = """
-version: 1
-name: siamese
-seed: 3
-defaults: {activation: tanh, weight_init: xavier}
-inputs:
-  left: {type: feed_forward, size: 6}
-  right: {type: feed_forward, size: 6}
-vertices:
-  embed: {type: dense, inputs: [left], out: 4}
-  embed-right: {shares: embed, inputs: [right]}
-  distance: {type: l2_distance, inputs: [embed, embed-right]}
-outputs: [distance]
-"""
+SIAMESE_TANH = SIAMESE.replace("activation: relu", "activation: tanh")
 
 
 def test_a_siamese_network_learns_with_the_contrastive_loss_from_the_recipe(tmp_path):
@@ -206,8 +194,8 @@ def test_a_siamese_network_learns_with_the_contrastive_loss_from_the_recipe(tmp_
     left = centres[ids[:, 0]] + rng.normal(size=(96, 6)).astype(np.float32) * 0.3
     right = centres[ids[:, 1]] + rng.normal(size=(96, 6)).astype(np.float32) * 0.3
     np.savez(tmp_path / "pairs.npz", left=left, right=right, distance=(ids[:, 0] == ids[:, 1]).astype(np.int64))
-    data = _named(tmp_path / "pairs.npz", SIAMESE)
-    net = graphspec.build(SIAMESE)
+    data = _named(tmp_path / "pairs.npz", SIAMESE_TANH)
+    net = graphspec.build(SIAMESE_TANH)
     recipe = Recipe(semantics="pytorch", epochs=15, batch_size=16, losses={"distance": {"loss": "contrastive"}})
     trainer = run_session(net, recipe, data, data)
     with torch.no_grad():

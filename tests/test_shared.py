@@ -14,21 +14,7 @@ from graphspec import GraphBuilder, SpecError, load_spec
 from graphspec.graph import SpecWarning
 from graphspec.summary import summarize
 from graphspec.train.steps import layers_of
-
-SIAMESE = """
-version: 1
-name: siamese
-seed: 3
-defaults: {activation: relu, weight_init: xavier}
-inputs:
-  left: {type: feed_forward, size: 6}
-  right: {type: feed_forward, size: 6}
-vertices:
-  embed: {type: dense, inputs: [left], out: 4}
-  embed-right: {shares: embed, inputs: [right]}
-  distance: {type: l2_distance, inputs: [embed, embed-right]}
-outputs: [distance]
-"""
+from specs_tiny import SIAMESE
 
 TOWERS = """
 version: 1
@@ -263,22 +249,13 @@ def test_a_shared_activation_is_never_computed_in_place():
 
 def test_stack_and_unstack_run_two_branches_as_one_batch_through_one_tower():
     """DL4J's route to a Siamese network: the same numbers as `shares`, with the weights of one tower."""
-    stacked = """
-version: 1
-name: stacked
-seed: 3
-defaults: {activation: relu, weight_init: xavier}
-inputs:
-  left: {type: feed_forward, size: 6}
-  right: {type: feed_forward, size: 6}
-vertices:
-  both: {type: stack, inputs: [left, right]}
+    stacked = SIAMESE.replace("""  embed: {type: dense, inputs: [left], out: 4}
+  embed-right: {shares: embed, inputs: [right]}
+  distance: {type: l2_distance, inputs: [embed, embed-right]}""", """  both: {type: stack, inputs: [left, right]}
   embed: {type: dense, inputs: [both], out: 4}
   embed-left: {type: unstack, inputs: [embed], from: 0, stack_size: 2}
   embed-right: {type: unstack, inputs: [embed], from: 1, stack_size: 2}
-  distance: {type: l2_distance, inputs: [embed-left, embed-right]}
-outputs: [distance]
-"""
+  distance: {type: l2_distance, inputs: [embed-left, embed-right]}""")
     a, b = _x(3, 6), _x(3, 6, seed=8)
     one, two = graphspec.build(stacked), graphspec.build(SIAMESE)
     two.load_state_dict(one.state_dict())

@@ -635,22 +635,28 @@ class ReshapeVertex(VertexType):
         return M.Reshape(inf.out_shape)
 
 
-class L2DistParams(Params):
+class EpsParams(Params):
     eps: float = Field(1e-8, gt=0.0)
 
 
-@builtin
-class L2Vertex(VertexType):
-    name, dl4j, kind = "l2_distance", "L2Vertex", "vertex"
-    Params = L2DistParams
+class _PairScore(VertexType):
+    """One number per example from two same-shape inputs."""
+
+    kind = "vertex"
+    Params = EpsParams
     arity = (2, 2)
-    doc = "Per-example Euclidean distance between two same-shape inputs: [1]."
 
     def infer(self, p, in_shapes):
         if tuple(in_shapes[0]) != tuple(in_shapes[1]):
             raise ShapeError(f"inputs must have identical shapes; received {_fmt(in_shapes[0])}, "
                              f"{_fmt(in_shapes[1])}", key="inputs")
         return Inferred((1,), info={"values": _prod(in_shapes[0])})
+
+
+@builtin
+class L2Vertex(_PairScore):
+    name, dl4j = "l2_distance", "L2Vertex"
+    doc = "Per-example Euclidean distance between two same-shape inputs: [1]."
 
     def macs(self, p, inf):
         return inf.info["values"]  # one squared difference accumulated per value
@@ -659,22 +665,10 @@ class L2Vertex(VertexType):
         return M.L2Distance(p.eps)
 
 
-class CosineParams(Params):
-    eps: float = Field(1e-8, gt=0.0)
-
-
 @builtin
-class CosineSimilarityVertex(VertexType):
-    name, dl4j, kind = "cosine_similarity", "CosineSimilarityVertex", "vertex"  # not in DL4J: an extension
-    Params = CosineParams
-    arity = (2, 2)
+class CosineSimilarityVertex(_PairScore):
+    name, dl4j = "cosine_similarity", "CosineSimilarityVertex"  # not in DL4J: an extension
     doc = "Per-example cosine similarity of two same-shape inputs over all their values: [1] (not in DL4J)."
-
-    def infer(self, p, in_shapes):
-        if tuple(in_shapes[0]) != tuple(in_shapes[1]):
-            raise ShapeError(f"inputs must have identical shapes; received {_fmt(in_shapes[0])}, "
-                             f"{_fmt(in_shapes[1])}", key="inputs")
-        return Inferred((1,), info={"values": _prod(in_shapes[0])})
 
     def macs(self, p, inf):
         return 3 * inf.info["values"]  # the dot product and the two squared norms
