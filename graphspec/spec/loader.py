@@ -202,7 +202,8 @@ def _share_parts(vertices: dict[str, Vertex], parts: dict[str, str], inputs, bro
             continue
         rename = {start: v.inputs[0], **{p: f"{name}-{p}" for p in part}}
         for p in part:
-            copy = Vertex(rename[p], "", [rename.get(i, i) for i in vertices[p].inputs], group=v.group + (name,),
+            copy = Vertex(rename[p], "", [rename.get(i, i) for i in vertices[p].inputs],
+                          group=v.group + (name,) + vertices[p].group,  # the original's block instances, nested
                           path=v.path, origin=f"the part of '{name}' from '{start}' to '{end}'", shares=p)
             if copy.name in vertices or copy.name in inputs:
                 problems.append(Problem(f"the shared part makes a vertex '{copy.name}', a name already used",
