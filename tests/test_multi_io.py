@@ -328,3 +328,14 @@ def test_targets_that_do_not_fit_their_outputs_are_refused_before_training():
     with pytest.raises(GraphspecError) as e:
         run_session(net, Recipe(epochs=1, batch_size=4), data)
     assert str(e.value) == "the data has no target for the output 'reg' (it has: cls)"
+
+
+def test_the_recipe_is_checked_against_the_network_before_any_data_is_read(cli, tmp_path):
+    spec, recipe = tmp_path / "siamese.yaml", tmp_path / "recipe.yaml"
+    spec.write_text(TINY_SIAMESE)
+    recipe.write_text("data: {pairs: 24}\nlosses: {distanc: {loss: contrastive}}\n")
+    rc, _, err = cli("train", spec, "--data", tmp_path / "no-such-folder", "--recipe", recipe)
+    assert rc == 2 and "recipe 'losses': 'distanc' is not an output of 'tiny-siamese' (did you mean 'distance'?)" in err
+    recipe.write_text("data: {pairs: 24}\n")
+    rc, _, err = cli("train", "specs/nn4small2.yaml", "--data", tmp_path / "no-such-folder", "--recipe", recipe)
+    assert rc == 2 and "data.pairs feeds a network with two image inputs; 'nn4small2' has 1 (input1)" in err

@@ -106,6 +106,7 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
                                  "RUN_DIR to continue a run")
         recipe = load_recipe(recipe_path, overrides)
     model = open(spec_or_model, seed=recipe.seed)
+    _check_before_work(model, recipe)
     if data is not None and str(data).endswith(NPZ):
         train_set, eval_set = arrays(data, model, recipe)
         _record(run, resume, ctx, str(Path(data).resolve()))
@@ -125,6 +126,16 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
 
 
 NPZ = ".npz"  # arrays named after the network's inputs and outputs, for any spec (graphspec.data.named)
+
+
+def _check_before_work(model, recipe: Recipe) -> None:
+    """What the recipe asks of the network, checked before any data is read (LFW's cache takes minutes)."""
+    from ..train.steps import heads_of
+    heads_of(model, recipe.losses)  # every loss names an output, fits it, and something is trained
+    inputs = list(model.graphspec.spec.inputs)
+    if recipe.data.pairs and len(inputs) != 2:
+        raise GraphspecError(f"data.pairs feeds a network with two image inputs; '{model.graphspec.spec.name}' has "
+                             f"{len(inputs)} ({', '.join(inputs)})")
 
 
 def arrays(path, model, recipe: Recipe):
