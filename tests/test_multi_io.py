@@ -339,3 +339,9 @@ def test_the_recipe_is_checked_against_the_network_before_any_data_is_read(cli, 
     recipe.write_text("data: {pairs: 24}\n")
     rc, _, err = cli("train", "specs/nn4small2.yaml", "--data", tmp_path / "no-such-folder", "--recipe", recipe)
     assert rc == 2 and "data.pairs feeds a network with two image inputs; 'nn4small2' has 1 (input1)" in err
+
+
+def test_max_minutes_from_the_command_line_is_validated_like_the_recipe(cli, tmp_path):
+    rc, _, err = cli("train", "specs/nn4small2.yaml", "--data", "synthetic", "--max-minutes", "-1",
+                     "--out", tmp_path / "run")
+    assert rc == 2 and "max_minutes" in err and "greater than 0" in err

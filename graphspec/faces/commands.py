@@ -39,6 +39,7 @@ def cmd_train(args) -> int:
 def _train(args, train, ctx) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
                  "semantics": args.semantics, "print_every": args.print_every, "data.limit": args.limit,
+                 "max_minutes": args.max_minutes,
                  "data.people": args.people, "data.min_images": args.min_images,
                  "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None,
                  "sync_batchnorm": True if args.sync_bn else None, "precision": args.precision,
@@ -141,6 +142,8 @@ def register(sub) -> None:
     t.add_argument("--eval-fraction", type=float, help="fraction of images held out for evaluation")
     t.add_argument("--dl4j-data", action="store_true", help="DL4J LFWDataSetIterator selection (one image/person)")
     t.add_argument("--print-every", type=positive, help="score line every N iterations (default 1)")
+    t.add_argument("--max-minutes", type=float, help="stop after this much training time, with a checkpoint and the "
+                                                     "final model (the recipe's max_minutes)")
     t.add_argument("--nproc-per-node", type=positive, default=1,
                    help="train in N processes on this machine (DistributedDataParallel; also works under torchrun)")
     t.add_argument("--sync-bn", action="store_true", help="distributed: batch-norm statistics over all processes")
