@@ -338,10 +338,45 @@ def test_the_recipe_is_checked_against_the_network_before_any_data_is_read(cli, 
     assert rc == 2 and "recipe 'losses': 'distanc' is not an output of 'tiny-siamese' (did you mean 'distance'?)" in err
     recipe.write_text("data: {pairs: 24}\n")
     rc, _, err = cli("train", "specs/nn4small2.yaml", "--data", tmp_path / "no-such-folder", "--recipe", recipe)
-    assert rc == 2 and "data.pairs feeds a network with two image inputs; 'nn4small2' has 1 (input1)" in err
+    assert rc == 2 and "data.pairs feeds a network with 2 image inputs; 'nn4small2' has 1 (input1)" in err
 
 
 def test_max_minutes_from_the_command_line_is_validated_like_the_recipe(cli, tmp_path):
     rc, _, err = cli("train", "specs/nn4small2.yaml", "--data", "synthetic", "--max-minutes", "-1",
                      "--out", tmp_path / "run")
     assert rc == 2 and "max_minutes" in err and "greater than 0" in err
+
+
+def test_given_triplets_loss_and_the_face_triplets_that_feed_it(cli, tmp_path):
+    from graphspec.data import ArrayData
+    from graphspec.faces.data.pairs import TripletData
+    from graphspec.layers.losses import triplet_given
+    a, p, n = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    want = torch.clamp(((a - p) ** 2).sum(1) - ((a - n) ** 2).sum(1) + 0.2, min=0)
+    torch.testing.assert_close(triplet_given(torch.cat([a, p, n], 1), 0.2), want)
+
+    labels = np.repeat(np.arange(5), [1, 3, 2, 1, 4])
+    images = np.zeros((len(labels), 3, 2, 2), np.uint8)
+    images[:, 0, 0, 0] = np.arange(len(labels))
+    (anchor, positive, negative), _ = TripletData(ArrayData(images, labels, list("abcde")), 200, seed=1).batch(
+        range(200))
+    ia, ip, ineg = (t[:, 0, 0, 0].astype(int) for t in (anchor, positive, negative))
+    assert (labels[ia] == labels[ip]).all() and (ia != ip).all() and (labels[ia] != labels[ineg]).all()
+    assert set(labels[ineg]) == set(range(5))  # negatives from everyone, people seen once included
+
+    spec = tmp_path / "triplet.yaml"
+    spec.write_text(TINY_SIAMESE.replace("  second: {type: convolutional, channels: 3, height: 16, width: 16}",
+                                         "  second: {type: convolutional, channels: 3, height: 16, width: 16}\n"
+                                         "  third: {type: convolutional, channels: 3, height: 16, width: 16}")
+                    .replace("  distance: {type: l2_distance, inputs: [embeddings, other]}",
+                             "  third-embeddings: {shares: embeddings, from: first, inputs: [third]}\n"
+                             "  triples: {type: merge, inputs: [embeddings, other, third-embeddings]}\n"
+                             "  loss: {type: loss, inputs: [triples], loss: triplet, mining: none}")
+                    .replace("outputs: [distance]", "outputs: [loss]"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("semantics: pytorch\nepochs: 1\nbatch_size: 8\ndata: {triplets: 16}\n")
+    from graphspec.faces.data import synthetic_faces
+    faces = synthetic_faces(tmp_path / "faces", identities=3, images=3, seed=0, size=32)
+    rc, out, err = cli("train", spec, "--data", faces, "--recipe", recipe, "--out", tmp_path / "run")
+    assert rc == 0, err
+    assert "training 16 examples, 2 iterations per epoch" in out

@@ -67,21 +67,24 @@ def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress
     common = dict(people=people_file(d.people, root), min_images=d.min_images, limit=d.limit, seed=recipe.seed, dl4j=d.dl4j,
                   batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
     if d.eval_fraction <= 0:
-        return _as_pairs(lfw_dataset(root, **common), d.pairs, recipe.seed), None
+        return _drawn(lfw_dataset(root, **common), d, recipe.seed), None
     train = lfw_dataset(root, split="train", train_fraction=1 - d.eval_fraction, **common)
     test = lfw_dataset(root, split="test", train_fraction=1 - d.eval_fraction, warn=False, **common)
-    return _as_pairs(train, d.pairs, recipe.seed), _as_pairs(test, d.pairs and max(1, d.pairs // 10), recipe.seed + 1)
+    return _drawn(train, d, recipe.seed), _drawn(test, d, recipe.seed + 1, held_out=True)
 
 
-def _as_pairs(faces, n_pairs: int | None, seed: int):
-    """The images themselves, or ``n_pairs`` pairs drawn from them (``data.pairs``: Siamese training)."""
-    if not n_pairs:
-        return faces
-    from .data.pairs import PairData
-    try:
-        return PairData(faces, n_pairs, seed)
-    except ValueError as e:
-        raise GraphspecError(f"data.pairs: {e}") from e
+def _drawn(faces, d, seed: int, held_out: bool = False):
+    """The images themselves, or pairs / triplets drawn from them (``data.pairs``, ``data.triplets``; the held-out
+    part gets a tenth as many)."""
+    from .data.pairs import PairData, TripletData
+    for key, kind in (("pairs", PairData), ("triplets", TripletData)):
+        n = getattr(d, key)
+        if n:
+            try:
+                return kind(faces, max(1, n // 10) if held_out else n, seed)
+            except ValueError as e:
+                raise GraphspecError(f"data.{key}: {e}") from e
+    return faces
 
 
 RUN_RECORD = "data.yaml"  # beside spec.yaml and recipe.yaml: where the run's images came from
@@ -133,9 +136,10 @@ def _check_before_work(model, recipe: Recipe) -> None:
     from ..train.steps import heads_of
     heads_of(model, recipe.losses)  # every loss names an output, fits it, and something is trained
     inputs = list(model.graphspec.spec.inputs)
-    if recipe.data.pairs and len(inputs) != 2:
-        raise GraphspecError(f"data.pairs feeds a network with two image inputs; '{model.graphspec.spec.name}' has "
-                             f"{len(inputs)} ({', '.join(inputs)})")
+    for key, count in (("pairs", 2), ("triplets", 3)):
+        if getattr(recipe.data, key) and len(inputs) != count:
+            raise GraphspecError(f"data.{key} feeds a network with {count} image inputs; "
+                                 f"'{model.graphspec.spec.name}' has {len(inputs)} ({', '.join(inputs)})")
 
 
 def arrays(path, model, recipe: Recipe):

@@ -48,6 +48,13 @@ def contrastive(distance: torch.Tensor, same: torch.Tensor, margin: float) -> to
     return 0.5 * (y * d ** 2 + (1 - y) * torch.clamp(margin - d, min=0) ** 2)
 
 
+def triplet_given(triples: torch.Tensor, margin: float) -> torch.Tensor:
+    """The triplet loss on given triplets: ``triples`` is [N, 3·D], anchor, positive and negative embeddings side by
+    side (a merge of the three); ℓ = max(0, ‖a − p‖² − ‖a − n‖² + margin)."""
+    a, p, n = triples.flatten(1).chunk(3, dim=1)
+    return torch.clamp(((a - p) ** 2).sum(1) - ((a - n) ** 2).sum(1) + margin, min=0)
+
+
 def triplet_semi_hard(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
     """FaceNet's triplet loss with online semi-hard mining in the batch (Schroff et al. 2015), per anchor.
 

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from .base import (BUILTINS, ActivationName, ConvolutionMode, Inferred, NonNegativePair, ParamShape,  # noqa: F401
                    Params, PositivePair, ShapeError, Size, VertexType, WeightInitName, builtin)
 from . import modules as M
-from .losses import contrastive, per_example, triplet_semi_hard
+from .losses import contrastive, per_example, triplet_given, triplet_semi_hard
 from .weight_init import init_
 
 LAYER_KEYS = ("activation", "weight_init", "bias_init")
@@ -348,11 +348,16 @@ class LossParams(Params):
     loss: Literal[LossName, "contrastive", "triplet"]  # type: ignore[valid-type]
     activation: ActivationName = "identity"  # applied to the input, in training and at inference
     margin: Optional[float] = Field(None, gt=0.0)  # contrastive (default 1.0) and triplet (default 0.2)
+    # triplet: `semi_hard` mines triplets in the batch from class labels; `none` reads given triplets, the anchor,
+    # positive and negative embeddings merged side by side ([3·D]), and needs no target
+    mining: Literal["semi_hard", "none"] = "semi_hard"
 
     @model_validator(mode="after")
     def _margin(self):
         if self.margin is not None and self.loss not in ("contrastive", "triplet"):
             raise ValueError(f"'margin' applies to the contrastive and triplet losses, not '{self.loss}'")
+        if self.mining != "semi_hard" and self.loss != "triplet":
+            raise ValueError(f"'mining' applies to the triplet loss, not '{self.loss}'")
         return self
 
 
@@ -373,6 +378,9 @@ class LossLayer(VertexType):
         if p.loss == "contrastive" and tuple(in_shapes[0]) != (1,):
             raise ShapeError(f"the contrastive loss reads a distance, [1] per example; received "
                              f"{_fmt(in_shapes[0])} (an l2_distance vertex gives one)", key="loss")
+        if p.loss == "triplet" and p.mining == "none" and (len(in_shapes[0]) != 1 or in_shapes[0][0] % 3):
+            raise ShapeError(f"given triplets are read as anchor, positive and negative embeddings merged side by "
+                             f"side, [3·D]; received {_fmt(in_shapes[0])}", key="mining")
         return Inferred(in_shapes[0])
 
     def macs(self, p, inf):
@@ -384,6 +392,8 @@ class LossLayer(VertexType):
     def training_loss(self, p, module, x, target):
         if p.loss == "contrastive":
             return contrastive(module(x), target, p.margin or DEFAULT_MARGIN["contrastive"])
+        if p.loss == "triplet" and p.mining == "none":
+            return triplet_given(module(x), p.margin or DEFAULT_MARGIN["triplet"])
         if p.loss == "triplet":
             return triplet_semi_hard(module(x), target, p.margin or DEFAULT_MARGIN["triplet"])
         return per_example(p.loss, p.activation, x.flatten(1), target)

@@ -26,6 +26,8 @@ class DataRecipe(_Model):
     # Train on this many pairs of images (same person / different people, balanced) for two-input networks such as
     # specs/siamese-nn4small2.yaml; the held-out part (eval_fraction) gets a tenth as many.
     pairs: Optional[int] = Field(None, ge=1)
+    # Train on this many (anchor, positive, negative) triplets of images for three-input networks.
+    triplets: Optional[int] = Field(None, ge=1)
 
 
 class AugmentationRecipe(_Model):
@@ -62,6 +64,7 @@ class OutputLoss(_Model):
     loss: Optional[str] = None  # checked against the `loss` layer's losses when training starts
     margin: Optional[float] = Field(None, gt=0.0)
     activation: Optional[str] = None
+    mining: Optional[str] = None
 
 
 class OptimizerRecipe(_Model):
