@@ -100,14 +100,17 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(int(seed))
 
 
-def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None) -> fx.Graph:
+def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None,
+              needed_inputs_only: bool = False) -> fx.Graph:
     """The forward graph computing ``outputs`` from the inputs, in topological order. With the spec's outputs
-    (the default) it returns a tensor for one output and a dict for several; with explicit ``outputs``, a dict."""
+    (the default) it returns a tensor for one output and a dict for several; with explicit ``outputs``, a dict.
+    ``needed_inputs_only``: the forward takes only the inputs the outputs depend on (in the spec's order)."""
     as_dict = outputs is not None or len(spec.outputs) > 1
     outputs = list(spec.outputs if outputs is None else outputs)
     graph = fx.Graph()
-    nodes: dict[str, fx.Node] = {name: graph.placeholder(_ident(name)) for name in spec.inputs}
     needed = analysis.needed_for(outputs)
+    nodes: dict[str, fx.Node] = {name: graph.placeholder(_ident(name)) for name in spec.inputs
+                                 if not needed_inputs_only or name in needed}
     for name in analysis.order:
         if name not in needed:
             continue  # reaches no output (analyze warned); its module still exists for its weights
@@ -118,13 +121,14 @@ def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None) 
     return graph
 
 
-def subgraph(model: fx.GraphModule, outputs: list[str]) -> fx.GraphModule:
+def subgraph(model: fx.GraphModule, outputs: list[str], *, needed_inputs_only: bool = False) -> fx.GraphModule:
     """A module sharing ``model``'s submodules that returns ``{name: activation}`` for ``outputs``.
 
-    Training uses it to run the network up to the inputs of its output layers.
+    Training uses it to run the network up to the inputs of its output layers; ``embed`` with
+    ``needed_inputs_only`` to run one tower of a Siamese network on one input.
     """
     info = model.graphspec
-    graph = _fx_graph(info.spec, info.analysis, outputs)
+    graph = _fx_graph(info.spec, info.analysis, outputs, needed_inputs_only)
     return fx.GraphModule(model, graph, class_name=_class_name(info.spec.name) + "Trunk")
 
 

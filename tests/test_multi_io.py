@@ -380,3 +380,18 @@ def test_given_triplets_loss_and_the_face_triplets_that_feed_it(cli, tmp_path):
     rc, out, err = cli("train", spec, "--data", faces, "--recipe", recipe, "--out", tmp_path / "run")
     assert rc == 0, err
     assert "training 16 examples, 2 iterations per epoch" in out
+
+
+def test_embed_runs_one_tower_of_a_siamese_model(cli, tmp_path):
+    from graphspec.faces.data import synthetic_faces
+    faces = synthetic_faces(tmp_path / "faces", identities=2, images=2, seed=0, size=32)
+    spec = tmp_path / "siamese.yaml"
+    spec.write_text(TINY_SIAMESE)
+    model = tmp_path / "siamese.safetensors"
+    assert cli("init", spec, "-o", model)[0] == 0
+    rc, _, err = cli("embed", model, faces, "-o", tmp_path / "e.npy")
+    assert rc == 2 and ("'distance' is computed from 2 inputs (first, second); embed feeds one image per row: pass "
+                        "--output VERTEX for a vertex of one input (e.g. embeddings)") in err
+    rc, out, err = cli("embed", model, faces, "-o", tmp_path / "e.npy", "--output", "embeddings")
+    assert rc == 0, err
+    assert np.load(tmp_path / "e.npy").shape == (4, 4)

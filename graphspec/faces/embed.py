@@ -47,8 +47,13 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     if name not in spec.vertices:
         from ..errors import did_you_mean
         raise GraphspecError(f"no vertex named '{name}'{did_you_mean(name, spec.vertices)}", vertex=name)
+    inputs = [i for i in spec.inputs if i in model.graphspec.analysis.needed_for([name])]
+    if len(inputs) != 1:
+        raise GraphspecError(f"'{name}' is computed from {len(inputs)} inputs ({', '.join(inputs)}); embed feeds one "
+                             "image per row: pass --output VERTEX for a vertex of one input (e.g. embeddings)",
+                             vertex=name)
     model.eval()
-    net = execution.prepare(model, subgraph(model, [name]))
+    net = execution.prepare(model, subgraph(model, [name], needed_inputs_only=True))
     prep = preprocessing_of(model)
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     rows, done, skipped = [], [], []
