@@ -1,7 +1,9 @@
-"""``graphspec train`` on faces: a face folder in LFW layout (or the synthetic faces) -> a training session.
+"""``graphspec train``: a face folder in LFW layout (or the synthetic faces) -> a training session; the images
+themselves, or pairs / triplets drawn from their identities for two- and three-input networks.
 
 The datasets, their preprocessing and cache come from here; the training itself is the framework's
-(:func:`graphspec.train.session.run_session`).
+(:func:`graphspec.train.session.run_session`). The command also takes an ``.npz`` of arrays named after any
+spec's inputs and outputs, which goes straight to the framework's :class:`graphspec.data.named.NamedArrays`.
 """
 from __future__ import annotations
 
