@@ -395,3 +395,12 @@ def test_embed_runs_one_tower_of_a_siamese_model(cli, tmp_path):
     rc, out, err = cli("embed", model, faces, "-o", tmp_path / "e.npy", "--output", "embeddings")
     assert rc == 0, err
     assert np.load(tmp_path / "e.npy").shape == (4, 4)
+
+
+def test_an_npz_with_pickled_objects_is_refused_and_nothing_runs(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, a=np.array([object(), object()], dtype=object), b=np.zeros((2, 3)))
+    with pytest.raises(DataError) as e:
+        _named(path)
+    assert str(e.value).startswith(f"{path}: cannot read the arrays: Object arrays cannot be loaded when "
+                                   "allow_pickle=False")
