@@ -448,6 +448,14 @@ class NoParams(Params):
     pass
 
 
+def _same_shapes(in_shapes):
+    """The one shape every input has (else a ShapeError listing them)."""
+    if len({tuple(s) for s in in_shapes}) > 1:
+        raise ShapeError("inputs must have identical shapes; received " + ", ".join(_fmt(s) for s in in_shapes),
+                         key="inputs")
+    return in_shapes[0]
+
+
 def _same_rank(in_shapes):
     ranks = {len(s) for s in in_shapes}
     if len(ranks) > 1:
@@ -512,10 +520,7 @@ class ElementWiseVertex(VertexType):
     def infer(self, p, in_shapes):
         if p.op in ("subtract", "divide") and len(in_shapes) != 2:
             raise ShapeError(f"op '{p.op}' needs exactly 2 inputs; received {len(in_shapes)}", key="inputs")
-        if len({tuple(s) for s in in_shapes}) > 1:
-            raise ShapeError("inputs must have identical shapes; received "
-                             + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
-        return Inferred(in_shapes[0], info={"inputs": len(in_shapes)})
+        return Inferred(_same_shapes(in_shapes), info={"inputs": len(in_shapes)})
 
     def macs(self, p, inf):
         combined = inf.info["inputs"] - 1 + (p.op == "average")  # n-1 combinations; average also divides
@@ -657,10 +662,7 @@ class _PairScore(VertexType):
     arity = (2, 2)
 
     def infer(self, p, in_shapes):
-        if tuple(in_shapes[0]) != tuple(in_shapes[1]):
-            raise ShapeError(f"inputs must have identical shapes; received {_fmt(in_shapes[0])}, "
-                             f"{_fmt(in_shapes[1])}", key="inputs")
-        return Inferred((1,), info={"values": _prod(in_shapes[0])})
+        return Inferred((1,), info={"values": _prod(_same_shapes(in_shapes))})
 
 
 @builtin
@@ -750,10 +752,7 @@ class StackVertex(VertexType):
            "branch runs them as one batch; `unstack` takes them apart.")
 
     def infer(self, p, in_shapes):
-        if len({tuple(s) for s in in_shapes}) > 1:
-            raise ShapeError("inputs must have identical shapes; received "
-                             + ", ".join(_fmt(s) for s in in_shapes), key="inputs")
-        return Inferred(in_shapes[0])
+        return Inferred(_same_shapes(in_shapes))
 
     def batch(self, p, in_batches):
         return super().batch(p, in_batches) * len(in_batches)
