@@ -187,11 +187,11 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load(path: str | os.PathLike, *, strict: bool = True) -> torch.nn.Module:
     """Load a model file: rebuild its spec, load its tensors (strictly, by default), restore frozen vertices."""
-    from . import catalog
+    from .catalog import path as catalogued  # (not `from . import catalog`: that reads as the package, a cycle)
     from .compiler import build
 
-    if not os.path.exists(path) and catalog.path(str(path)) is not None:
-        path = catalog.path(str(path))  # a model shipped with graphspec, by name
+    if not os.path.exists(path) and catalogued(str(path)) is not None:
+        path = catalogued(str(path))  # a model shipped with graphspec, by name
     spec, frozen, preprocessing = read_spec(path)
     model = build(spec, frozen=frozen, preprocessing=preprocessing)
     report = load_weights(model, read_tensors(path), strict=strict, label=str(path))
