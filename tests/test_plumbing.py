@@ -119,3 +119,20 @@ def test_stack_then_unstack_is_the_identity_per_input():
     with pytest.raises(SpecError) as e:
         _net({"type": "unstack", "from": 3, "stack_size": 3}, (3,))
     assert "'from' must be below 'stack_size' (3); received 3" in e.value.problems[0].message
+
+
+def test_dense_on_a_sequence_transforms_every_time_step():
+    d = {"version": 1, "name": "steps", "defaults": {"activation": "identity"},
+         "inputs": {"x": {"type": "feed_forward", "size": 12}},
+         "vertices": {"seq": {"type": "reshape", "inputs": ["x"], "shape": [4, 3]},  # [size 4, T 3]
+                      "d": {"type": "dense", "inputs": ["seq"], "out": 5}},
+         "outputs": ["d"]}
+    net, spec = graphspec.build(d), load_spec(d)
+    assert spec.analysis.shapes["d"] == (5, 3)
+    x = _xs((12,))[0]
+    seq = x.reshape(3, 4, 3)
+    expected = torch.stack([F.linear(seq[:, :, t], net.d.weight, net.d.bias) for t in range(3)], dim=2)
+    torch.testing.assert_close(net(x), expected)
+    summary = graphspec.summarize(spec)
+    row = next(r for r in summary.rows if r.name == "d")
+    assert (row.params, row.macs) == (4 * 5 + 5, 4 * 5 * 3)

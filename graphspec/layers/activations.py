@@ -9,6 +9,10 @@ def _hardsigmoid(x):  # DL4J: min(1, max(0, 0.2x + 0.5)), not PyTorch's x/6 + 1/
     return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
 
 
+def _gelu_sigmoid(x):  # DL4J's Activation.GELU: x·σ(1.702x), the sigmoid approximation (SEMANTICS-VISION §11)
+    return x * torch.sigmoid(1.702 * x)
+
+
 ACTIVATIONS = {
     "identity": None,
     "relu": F.relu,
@@ -16,8 +20,15 @@ ACTIVATIONS = {
     "leakyrelu": lambda x: F.leaky_relu(x, 0.01),  # DL4J's default alpha
     "elu": F.elu,
     "selu": F.selu,
+    # `gelu` is the exact x·Φ(x) that torch, Keras and the papers (ViT, BERT) mean; DL4J's GELU is the sigmoid
+    # approximation, available as `gelu_sigmoid` (max difference 0.02), and `gelu_tanh` is the tanh one.
     "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_sigmoid": _gelu_sigmoid,
     "swish": F.silu,
+    "silu": F.silu,  # the same function as swish, by its torch/Keras name
+    "hardswish": F.hardswish,  # x·relu6(x + 3)/6 (MobileNetV3); not in DL4J
+    "mish": F.mish,  # x·tanh(softplus(x)), DL4J 1.0's MISH
     "tanh": torch.tanh,
     "hardtanh": F.hardtanh,
     "sigmoid": torch.sigmoid,

@@ -20,31 +20,37 @@ def _act(name: str):
     return activations.get(name)
 
 
-class Conv2d(nn.Module):
-    """Convolution with DL4J padding: asymmetric Same padding is an explicit zero pad before the convolution."""
+def padded_conv2d(x, weight, bias, stride, dilation, pads: Pads, groups: int = 1):
+    """F.conv2d with DL4J's pads: symmetric ones go to conv2d itself (no copy); asymmetric ones (Same mode's extra
+    bottom/right pixel) need an explicit zero pad first."""
+    left, right, top, bottom = pads
+    if left == right and top == bottom:
+        return F.conv2d(x, weight, bias, stride, (top, left), dilation, groups)
+    return F.conv2d(F.pad(x, pads), weight, bias, stride, 0, dilation, groups)
 
-    def __init__(self, n_in, n_out, kernel, stride, dilation, pads: Pads, bias: bool, activation: str):
+
+class Conv2d(nn.Module):
+    """Convolution with DL4J padding: asymmetric Same padding is an explicit zero pad before the convolution.
+    ``groups`` > 1 (not in DL4J) splits the channels into groups convolved separately; weight [out, in/groups, kH, kW]."""
+
+    def __init__(self, n_in, n_out, kernel, stride, dilation, pads: Pads, bias: bool, activation: str,
+                 groups: int = 1):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_out, n_in, *kernel))
+        self.weight = nn.Parameter(torch.empty(n_out, n_in // groups, *kernel))
         self.bias = nn.Parameter(torch.empty(n_out)) if bias else None
-        self.stride, self.dilation, self.pads = tuple(stride), tuple(dilation), tuple(pads)
-        left, right, top, bottom = pads
-        # Symmetric padding goes to conv2d itself (no copy); asymmetric needs F.pad.
-        self._symmetric = left == right and top == bottom
+        self.stride, self.dilation, self.pads, self.groups = tuple(stride), tuple(dilation), tuple(pads), groups
         self._act = _act(activation)
         self.activation = activation
 
     def forward(self, x):
-        if self._symmetric:
-            y = F.conv2d(x, self.weight, self.bias, self.stride, (self.pads[2], self.pads[0]), self.dilation)
-        else:
-            y = F.conv2d(F.pad(x, self.pads), self.weight, self.bias, self.stride, 0, self.dilation)
+        y = padded_conv2d(x, self.weight, self.bias, self.stride, self.dilation, self.pads, self.groups)
         return y if self._act is None else self._act(y)
 
     def extra_repr(self):
         o, i, kh, kw = self.weight.shape
-        return (f"{i}, {o}, kernel=({kh}, {kw}), stride={self.stride}, pads(l,r,t,b)={self.pads}, "
-                f"activation={self.activation}")
+        groups = f", groups={self.groups}" if self.groups > 1 else ""
+        return (f"{i * self.groups}, {o}, kernel=({kh}, {kw}), stride={self.stride}, pads(l,r,t,b)={self.pads}"
+                f"{groups}, activation={self.activation}")
 
 
 class Subsampling(nn.Module):
@@ -198,19 +204,22 @@ class Activation(nn.Module):
 
 
 class Dense(nn.Module):
-    """DL4J DenseLayer; a convolutional input is flattened in C-order first (CnnToFeedForwardPreProcessor)."""
+    """DL4J DenseLayer; a convolutional input is flattened in C-order first (CnnToFeedForwardPreProcessor), a
+    sequence [N, size, T] is transformed at every time step (``per_step``; RnnToFeedForwardPreProcessor)."""
 
-    def __init__(self, n_in: int, n_out: int, bias: bool, activation: str):
+    def __init__(self, n_in: int, n_out: int, bias: bool, activation: str, per_step: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         self.bias = nn.Parameter(torch.empty(n_out)) if bias else None
         self.activation = activation
         self._act = _act(activation)
+        self.per_step = per_step
 
     def forward(self, x):
-        if x.dim() > 2:
-            x = torch.flatten(x, 1)
-        y = F.linear(x, self.weight, self.bias)
+        if self.per_step:  # [N, size, T] -> [N, T, size] for the matrix product, and back
+            y = F.linear(x.transpose(1, 2), self.weight, self.bias).transpose(1, 2)
+        else:
+            y = F.linear(torch.flatten(x, 1) if x.dim() > 2 else x, self.weight, self.bias)
         return y if self._act is None else self._act(y)
 
     def extra_repr(self):

@@ -70,6 +70,15 @@ def spatial(p, shape) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
 # --- layers -------------------------------------------------------------------------------------------------
 
 
+def _check_groups(groups: int, n_in: int, n_out: int) -> None:
+    """A grouped convolution splits both the input and the output channels into ``groups`` equal parts."""
+    if n_in % groups:
+        raise ShapeError(f"'groups' ({groups}) must divide the input's channels; received {n_in} channels",
+                         key="groups")
+    if n_out % groups:
+        raise ShapeError(f"'groups' ({groups}) must divide 'out'; received out={n_out}", key="groups")
+
+
 class ConvParams(Params):
     out: Size
     in_: Optional[Size] = Field(None, alias="in")
@@ -82,6 +91,7 @@ class ConvParams(Params):
     weight_init: WeightInitName
     bias_init: float
     convolution_mode: ConvolutionMode
+    groups: Size = 1  # not in DL4J: channels split into groups convolved separately (SEMANTICS-VISION.md §6)
 
 
 @builtin
@@ -90,30 +100,34 @@ class Convolution(VertexType):
     Params = ConvParams
     weight_params, bias_params = ("weight",), ("bias",)
     uses = LAYER_KEYS + ("convolution_mode",)
-    doc = "2-D convolution; `same` mode pads like DL4J (extra pixel bottom/right), `padding` is then ignored."
+    doc = ("2-D convolution; `same` mode pads like DL4J (extra pixel bottom/right), `padding` is then ignored. "
+           "`groups` (extension, not in DL4J) convolves groups of channels separately.")
 
     def infer(self, p, in_shapes):
         c = _need_rank3(in_shapes[0])[0]
         _check_given(p.in_, c, "in", "channels")
+        _check_groups(p.groups, c, p.out)
         (oh, ow), pads = spatial(p, in_shapes[0])
         return Inferred((p.out, oh, ow), c, p.out, {"pads": pads})
 
     def param_shapes(self, p, inf):
-        shapes = [ParamShape("weight", (p.out, inf.n_in, *p.kernel), True)]
+        shapes = [ParamShape("weight", (p.out, inf.n_in // p.groups, *p.kernel), True)]
         return shapes + ([ParamShape("bias", (p.out,), True)] if p.bias else [])
 
     def macs(self, p, inf):
-        return _prod(inf.out_shape) * inf.n_in * p.kernel[0] * p.kernel[1]
+        return _prod(inf.out_shape) * (inf.n_in // p.groups) * p.kernel[0] * p.kernel[1]
 
     def output_overwritable(self, p):
         return p.activation == "identity"  # the convolution's backward needs its input, not its output
 
     def build(self, p, inf):
-        return M.Conv2d(inf.n_in, p.out, p.kernel, p.stride, p.dilation, inf.info["pads"], p.bias, p.activation)
+        return M.Conv2d(inf.n_in, p.out, p.kernel, p.stride, p.dilation, inf.info["pads"], p.bias, p.activation,
+                        p.groups)
 
     def init(self, module, p, inf, generator):
         area = p.kernel[0] * p.kernel[1]
-        init_(module.weight, p.weight_init, inf.n_in * area, p.out * area, generator)
+        # each output reads in/groups channels, each input feeds out/groups channels (= DL4J's fans when groups=1)
+        init_(module.weight, p.weight_init, inf.n_in // p.groups * area, p.out // p.groups * area, generator)
         if module.bias is not None:
             module.bias.data.fill_(p.bias_init)
 
@@ -272,13 +286,24 @@ class _DenseLike(VertexType):
 class DenseLayer(_DenseLike):
     name, dl4j = "dense", "DenseLayer"
     Params = DenseParams
-    doc = "Fully connected layer; a convolutional input is flattened automatically."
+    doc = ("Fully connected layer; a convolutional input is flattened automatically, a sequence [size, T] is "
+           "transformed at every time step (DL4J's RnnToFeedForwardPreProcessor): [out, T].")
+
+    def infer(self, p, in_shapes):
+        if len(in_shapes[0]) != 2:
+            return super().infer(p, in_shapes)
+        size, steps = in_shapes[0]
+        _check_given(p.in_, size, "in", "features per time step")
+        return Inferred((p.out, steps), size, p.out, {"per_step": True})
+
+    def macs(self, p, inf):
+        return super().macs(p, inf) * (inf.out_shape[1] if inf.info.get("per_step") else 1)
 
     def output_overwritable(self, p):
         return p.activation == "identity"  # as for conv: the backward needs the input, not the output
 
     def build(self, p, inf):
-        return M.Dense(inf.n_in, p.out, p.bias, p.activation)
+        return M.Dense(inf.n_in, p.out, p.bias, p.activation, per_step=inf.info.get("per_step", False))
 
 
 LossName = Literal["mcxent", "negativeloglikelihood", "xent", "mse", "squared_loss", "l1", "l2",

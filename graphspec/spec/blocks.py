@@ -6,7 +6,9 @@ A block template is an ordinary ``vertices`` mapping whose names and values may 
 * ``for i in <expr>: {...}`` repeats its body for every value (``i`` is bound inside);
 * ``if <expr>: {...}`` keeps its body only when the condition holds.
 
-Inside a template ``name`` is the instance name, ``inputs`` its input list and ``input`` its only input.
+Inside a template ``name`` is the instance name, ``inputs`` its input list and ``input`` its only input. A block
+may also read the inferred shapes of its inputs (:data:`SHAPE_NAMES`): the expander then asks the loader for the
+shapes of the vertices expanded before the instance, so one template fits any width and any input size.
 Vertices remember the instance path (``group``) they came from, for summaries and drawings.
 """
 from __future__ import annotations
@@ -17,13 +19,17 @@ from typing import Any
 
 from ..errors import Problem, did_you_mean
 from .yaml_source import Source
-from .expr import ExprError, evaluate, substitute
+from .expr import ExprError, evaluate, expression_names, names_in, substitute
 
 _FOR = re.compile(r"^for\s+([A-Za-z_]\w*)\s+in\s+(.+)$")
 _IF = re.compile(r"^if\s+(.+)$")
 REQUIRED = "required"
 MAX_BLOCK_DEPTH = 16
 MAX_EXPANDED = 100_000
+# What a template can read about its inputs: `shapes` (one per input), and for a block with one input its
+# `shape` and `channels` (the first dimension: channels, features or sequence size), with `height` and `width`
+# for an image. A block parameter of the same name takes precedence.
+SHAPE_NAMES = frozenset({"shape", "shapes", "channels", "height", "width"})
 
 
 @dataclass
@@ -52,11 +58,18 @@ class _Instance:
     names: list[str]  # the vertices it expanded to, in order
 
 
+class ShapeUnknown(Exception):
+    """Raised by a shape source for an input whose shape is not known where a block reads it."""
+
+
 class Expander:
-    def __init__(self, blocks: dict, source: Source):
-        self.blocks, self.source = blocks, source
+    def __init__(self, blocks: dict, source: Source, shapes=None):
+        """``shapes(names, expansion)``: the shapes of ``names`` given the vertices expanded so far (or raises
+        :class:`ShapeUnknown` naming one); without it, blocks cannot read shapes."""
+        self.blocks, self.source, self.shapes = blocks, source, shapes
         self.out = Expansion()
         self.instances: dict[str, _Instance] = {}
+        self._reads_shapes: dict[str, bool] = {}
 
     def problem(self, msg: str, path: tuple, vertex: str | None) -> None:
         self.out.problems.append(Problem(msg, self.source.loc(path), vertex, path))
@@ -158,11 +171,40 @@ class Expander:
             inputs = []
         if len(self.out.problems) > before:
             raise _Abort
-        env = {k: v for k, v in bdef.params.items() if v != REQUIRED}
+        env = self.input_shapes(block_name, bdef, inputs, path, name)
+        env.update({k: v for k, v in bdef.params.items() if v != REQUIRED})
         env.update(args)
         env.update(name=name, inputs=list(inputs))
         if len(inputs) == 1:
             env["input"] = inputs[0]
+        return env
+
+    def reads_shapes(self, block_name: str, bdef) -> bool:
+        if block_name not in self._reads_shapes:
+            read = _template_names([bdef.vertices, bdef.output, bdef.require])
+            self._reads_shapes[block_name] = bool(read & SHAPE_NAMES - set(bdef.params))
+        return self._reads_shapes[block_name]
+
+    def input_shapes(self, block_name: str, bdef, inputs: list[str], path: tuple, name: str) -> dict:
+        """The shape names of :data:`SHAPE_NAMES` for a block that reads them, else nothing."""
+        if not self.reads_shapes(block_name, bdef):
+            return {}
+        try:
+            if self.shapes is None:
+                raise ShapeUnknown(inputs[0] if inputs else "")
+            shapes = [list(s) for s in self.shapes(inputs, self.out)]
+        except ShapeUnknown as e:
+            missing, reason = e.args[0], e.args[1] if len(e.args) > 1 else None
+            why = f"'{missing}' has a problem: {reason}" if reason else \
+                f"the input must be defined before '{name}' and be valid"
+            self.problem(f"block '{block_name}' reads the shape of its input '{missing}', which is not known here: "
+                         f"{why}", path, name)
+            raise _Abort from None
+        env: dict = {"shapes": shapes}
+        if len(shapes) == 1:
+            env.update(shape=shapes[0], channels=shapes[0][0])
+            if len(shapes[0]) == 3:
+                env.update(height=shapes[0][1], width=shapes[0][2])
         return env
 
     def check_requirements(self, bdef, block_name, env, path, name) -> None:
@@ -251,5 +293,19 @@ class Expander:
             yield name, self.subst(body, env, kpath, name), kpath
 
 
-def expand(vertices: dict, blocks: dict, source: Source) -> Expansion:
-    return Expander(blocks, source).run(vertices)
+def _template_names(value) -> set[str]:
+    """Every name the templates in ``value`` (keys, values, for/if directives) read."""
+    if isinstance(value, str):
+        directive = _FOR.match(value) or _IF.match(value)
+        if directive:
+            return expression_names(directive.group(directive.lastindex))
+        return names_in(value)
+    if isinstance(value, dict):
+        return set().union(*(_template_names(k) | _template_names(v) for k, v in value.items()))
+    if isinstance(value, list):
+        return set().union(*(_template_names(v) for v in value))
+    return set()
+
+
+def expand(vertices: dict, blocks: dict, source: Source, shapes=None) -> Expansion:
+    return Expander(blocks, source, shapes).run(vertices)

@@ -139,3 +139,24 @@ def _value(match, env):
             raise ExprError(f"unknown name '{name}'{did_you_mean(name, env)}; known: {', '.join(sorted(env))}")
         return env[name]
     return evaluate(match.group(1), env)
+
+
+def names_in(text: str) -> set[str]:
+    """The names the templates in ``text`` read (``$name`` and the names inside ``${expr}``); an expression that
+    does not parse reads nothing here (evaluating it reports the error)."""
+    found: set[str] = set()
+    for m in _TOKEN.finditer(text):
+        if m.group(2) is not None:
+            found.add(m.group(2))
+        elif m.group(1) is not None:
+            found |= expression_names(m.group(1))
+    return found
+
+
+def expression_names(expr: str) -> set[str]:
+    """The names an expression reads."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}

@@ -87,7 +87,8 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
         raise SpecError(_problems(e, src, (), Document)) from None
     problems = [Problem(f"invalid input name: '{n}' {_name_reason(n)}", src.loc(("inputs", n)), n, ("inputs", n))
                 for n in doc.inputs if not _valid_name(n)]
-    expansion = _blocks.expand(doc.vertices, doc.blocks, src)
+    from .early_shapes import EarlyShapes
+    expansion = _blocks.expand(doc.vertices, doc.blocks, src, EarlyShapes(doc, src, _vertex))
     problems += expansion.problems
     _fail(problems)
     vertices: dict[str, Vertex] = {}
