@@ -148,9 +148,10 @@ class Expander:
             else:
                 self.emit(RawVertex(vname, vbody, vpath, group, origin))
         self.instances[name] = _Instance(body, [v.name for v in self.out.vertices[start:]])
-        output = self.subst(bdef.output, env, ("blocks", block_name, "output"), name)
+        output = str(self.subst(bdef.output, env, ("blocks", block_name, "output"), name))
+        output = self.out.aliases.get(output, output)  # the output may itself be an instance (already resolved)
         if output != name:
-            self.out.aliases[name] = str(output)
+            self.out.aliases[name] = output
 
     def arguments(self, name, body, bdef, block_name, path) -> dict:
         before = len(self.out.problems)

@@ -27,7 +27,8 @@ RESERVED = _reserved()
 
 
 def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph: bool = True) -> Spec:
-    """Load and validate a spec from a file path, YAML text or a dict.
+    """Load and validate a spec from a file path, YAML text, a dict or the name of a zoo architecture
+    (``"resnet50"``: :mod:`graphspec.zoo`).
 
     >>> spec = load_spec("specs/nn4small2.yaml")  # doctest: +SKIP
     >>> spec.vertices["inception-3a"].inputs[:2]  # doctest: +SKIP
@@ -41,6 +42,10 @@ def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph
             from ..graph import analyze
             source.analysis = analyze(source, warn=False)
         return source
+    from .. import zoo
+    zoo_spec = zoo.path(source)  # a zoo architecture's name (and not a file): its spec
+    if zoo_spec is not None:
+        source = zoo_spec
     if isinstance(source, Source):
         src = source
     else:
