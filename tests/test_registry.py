@@ -106,15 +106,50 @@ EXAMPLES: dict[str, list[dict]] = {
     "l2_distance": [dict(id="ff", params={}, inputs=[(5,), (5,)]),
                     dict(id="conv", params={"eps": 1e-6}, inputs=[(2, 3, 3), (2, 3, 3)])],
     "pool_helper": [dict(id="conv", params={}, inputs=[(3, 5, 6)])],
+    "layer_norm": [dict(id="sequence", params={}, inputs=[(4, 5)]),
+                   dict(id="image-nobias", params={"eps": 1e-3, "bias": False}, inputs=[(3, 2, 2)]),
+                   dict(id="ff", params={}, inputs=[(6,)])],
+    "self_attention": [
+        dict(id="heads", params={"n_heads": 2, "out": 6}, inputs=[(4, 5)], n_in=4),
+        dict(id="bias-head-size", params={"n_heads": 2, "head_size": 3, "out": 4, "bias": True}, inputs=[(5, 3)],
+             n_in=5),
+        dict(id="no-projection", params={"n_heads": 1, "project_input": False}, inputs=[(4, 5)], n_in=4),
+    ],
+    "permute": [dict(id="sequence", params={"dims": [2, 1]}, inputs=[(3, 4)]),
+                dict(id="image", params={"dims": [2, 3, 1]}, inputs=[(2, 3, 4)])],
+    "position_embedding": [dict(id="sequence", params={"std": 0.1}, inputs=[(3, 4)])],
+    "class_token": [dict(id="sequence", params={}, inputs=[(3, 4)])],
+    "time_step": [dict(id="first", params={"index": 0}, inputs=[(3, 4)]),
+                  dict(id="last", params={"index": -1}, inputs=[(3, 4)])],
+    "cnn_loss": [dict(id="mcxent", params={}, inputs=[(3, 2, 2)]),
+                 dict(id="mse", params={"loss": "mse", "activation": "tanh"}, inputs=[(2, 3, 3)])],
     "loss": [dict(id="contrastive", params={"loss": "contrastive", "margin": 2.0}, inputs=[(1,)]),
              dict(id="triplet", params={"loss": "triplet"}, inputs=[(4,)]),
              dict(id="mse-sigmoid", params={"loss": "mse", "activation": "sigmoid"}, inputs=[(2, 3, 3)])],
+    "upsampling": [dict(id="nearest", params={"size": [2, 3]}, inputs=[(2, 3, 4)]),
+                   dict(id="bilinear", params={"interpolation": "bilinear"}, inputs=[(2, 3, 3)])],
+    "deconv": [dict(id="same", params={"out": 3, "kernel": 3, "stride": 2, "convolution_mode": "same"},
+                    inputs=[(2, 4, 5)], n_in=2),
+               dict(id="same-negative-crop", params={"out": 2, "kernel": 1, "stride": 3, "convolution_mode": "same"},
+                    inputs=[(2, 3, 3)], n_in=2),
+               dict(id="truncate", params={"out": 2, "kernel": [3, 2], "stride": [2, 1], "padding": 1, "bias": False},
+                    inputs=[(3, 4, 4)], n_in=3)],
+    "zero_padding": [dict(id="four", params={"padding": [1, 2, 3, 4]}, inputs=[(2, 3, 3)])],
+    "cropping": [dict(id="two", params={"cropping": [1, 2]}, inputs=[(2, 5, 6)])],
+    "space_to_depth": [dict(id="b2", params={"block_size": 2}, inputs=[(3, 4, 6)])],
+    "depth_to_space": [dict(id="b2", params={"block_size": 2}, inputs=[(8, 2, 3)])],
+    "depthwise_conv": [dict(id="m2-same", params={"depth_multiplier": 2, "kernel": 3, "stride": 2,
+                                                  "convolution_mode": "same"}, inputs=[(3, 5, 6)], n_in=3)],
+    "separable_conv": [dict(id="m2", params={"out": 4, "depth_multiplier": 2, "kernel": 3}, inputs=[(3, 5, 5)],
+                            n_in=3)],
 }
 
 
 def _input_def(shape) -> dict:
     if len(shape) == 3:
         return {"type": "convolutional", "channels": shape[0], "height": shape[1], "width": shape[2]}
+    if len(shape) == 2:
+        return {"type": "recurrent", "size": shape[0], "length": shape[1]}
     assert len(shape) == 1
     return {"type": "feed_forward", "size": shape[0]}
 
@@ -481,8 +516,11 @@ MACS_BY_HAND = {
     "shift": lambda case, out: math.prod(out),
     "l2_distance": lambda case, out: math.prod(case["inputs"][0]),
     "cosine_similarity": lambda case, out: 3 * math.prod(case["inputs"][0]),
+    "layer_norm": lambda case, out: 3 * math.prod(out),
+    "position_embedding": lambda case, out: math.prod(out),
     **{t: (lambda case, out: 0) for t in ("activation", "dropout", "merge", "subset", "reshape", "pool_helper",
-                                          "identity", "preprocessor", "stack", "unstack", "loss")},
+                                          "identity", "preprocessor", "stack", "unstack", "loss", "permute",
+                                          "class_token", "time_step", "cnn_loss")},
 }
 
 
@@ -638,9 +676,12 @@ def test_unknown_parameter_is_rejected_with_location(name, case):
 def test_width_following_types_are_those_without_their_own_width():
     follow = {name for name, entry in TYPES.items() if entry.width_follows_input}
     assert follow == {"batchnorm", "activation", "subsampling", "lrn", "dropout", "merge", "l2_normalize", "scale",
-                      "shift", "global_pool", "pool_helper", "elementwise", "identity", "stack", "unstack", "loss"}
-    # a width is either a parameter (the layers n_out_replace edits) or follows the inputs, never both
-    assert not follow & {name for name, entry in TYPES.items() if entry.weight_params}
+                      "shift", "global_pool", "pool_helper", "elementwise", "identity", "stack", "unstack", "loss",
+                      "upsampling", "zero_padding", "cropping", "space_to_depth", "depth_to_space", "depthwise_conv",
+                      "layer_norm", "position_embedding", "class_token", "time_step", "cnn_loss"}
+    # a width is either a parameter (the layers n_out_replace edits) or follows the inputs, never both — but for a
+    # depthwise convolution, whose width is in · depth_multiplier: its weights follow the input like batch norm's
+    assert follow & {name for name, entry in TYPES.items() if entry.weight_params} == {"depthwise_conv"}
 
 
 def test_in_place_facts():
@@ -658,6 +699,7 @@ def test_in_place_facts():
 
 
 def test_training_facts():
-    assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output", "loss"}
+    assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output", "loss", "cnn_loss"}
+    assert {n for n, e in TYPES.items() if e.per_position} == {"cnn_loss"}
     assert {n for n, e in TYPES.items() if e.center_loss} == {"center_loss_output"}
     assert {n for n, e in TYPES.items() if e.batch_statistics} == {"batchnorm"}

@@ -13,10 +13,17 @@ from references import torchvision as _torchvision
 
 torchvision = _torchvision()
 
-# name -> (torchvision's trainable parameters, as the issue and torchvision's docs state them, input size)
+# name -> (torchvision's trainable parameters, as torchvision's docs state them, input size)
 TORCHVISION = {
     "resnet18": (11_689_512, 224),
     "resnet50": (25_557_032, 224),
+    "mobilenet_v2": (3_504_872, 224),
+}
+# name -> (graphspec vertex, torchvision module) whose outputs are the last features before the classifier
+FEATURES = {
+    "resnet18": ("layer4-1-relu2", "layer4"),
+    "resnet50": ("layer4-2-relu3", "layer4"),
+    "mobilenet_v2": ("features-18-2", "features"),
 }
 
 
@@ -44,13 +51,16 @@ def test_zoo_net_equals_torchvision(name):
     assert summary.trainable == params == sum(p.numel() for p in reference.parameters())
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     mine, theirs = [], []
-    h1 = net.avgpool.register_forward_hook(lambda m, i, o: mine.append(o))
-    h2 = reference.avgpool.register_forward_hook(lambda m, i, o: theirs.append(o))
+    vertex, module = FEATURES[name]
+    net.get_submodule(vertex).register_forward_hook(lambda m, i, o: mine.append(o.clone()))
+    reference.get_submodule(module).register_forward_hook(lambda m, i, o: theirs.append(o.clone()))
     with torch.no_grad():
         probabilities, logits = net(x), reference(x)
-    h1.remove(), h2.remove()
-    torch.testing.assert_close(mine[0], theirs[0].flatten(1), rtol=0, atol=1e-4)  # the features
+    torch.testing.assert_close(mine[0], theirs[0], rtol=0, atol=1e-4)  # the features
     torch.testing.assert_close(probabilities, torch.softmax(logits, 1), rtol=0, atol=1e-4)
+
+
+WEIGHTED = ("conv", "depthwise_conv", "dense", "output")
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
@@ -67,7 +77,7 @@ def test_zoo_macs_equal_torch_flop_counter_layer_by_layer(name):
     counted = {k.split(".", 1)[1] if "." in k else k: sum(v.values()) // 2
                for k, v in counter.get_flop_counts().items() if k != "Global"}
     summary = graphspec.summarize(name)
-    weighted = {r.name: r.macs for r in summary.rows if r.type in ("conv", "dense", "output")}
+    weighted = {r.name: r.macs for r in summary.rows if r.type in WEIGHTED}
     assert weighted == {k: v for k, v in counted.items() if k in weighted}
     assert sum(weighted.values()) == sum(counter.get_flop_counts()["Global"].values()) // 2
 
@@ -76,3 +86,65 @@ def test_every_zoo_architecture_builds_by_name_and_is_listed():
     assert set(TORCHVISION) | {"nn4small2"} <= set(zoo.names())
     assert zoo.path("resnet18").name == "resnet18.yaml"
     assert zoo.path("specs/resnet18") is None and zoo.path("no_such_net") is None
+
+
+class _DoubleConv(torch.nn.Sequential):
+    def __init__(self, n_in, out):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(n_in, out, 3, padding=1)
+        self.relu1 = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(out, out, 3, padding=1)
+        self.relu2 = torch.nn.ReLU()
+
+
+class _Down(torch.nn.Module):
+    def __init__(self, n_in):
+        super().__init__()
+        self.conv = _DoubleConv(n_in, 2 * n_in)
+
+    def forward(self, x):
+        return self.conv(torch.nn.functional.max_pool2d(x, 2))
+
+
+class _Up(torch.nn.Module):
+    def __init__(self, n_in):
+        super().__init__()
+        self.upconv = torch.nn.ConvTranspose2d(n_in, n_in // 2, 2, stride=2)
+        self.conv = _DoubleConv(n_in, n_in // 2)
+
+    def forward(self, x, skip):
+        return self.conv(torch.cat([skip, self.upconv(x)], 1))
+
+
+class HandWrittenUNet(torch.nn.Module):
+    """Ronneberger et al. 2015 with padded 3x3 convolutions, written directly in torch.nn."""
+
+    def __init__(self, channels=1, classes=2):
+        super().__init__()
+        self.enc1 = _DoubleConv(channels, 64)
+        self.enc2, self.enc3, self.enc4, self.bottom = _Down(64), _Down(128), _Down(256), _Down(512)
+        self.dec4, self.dec3, self.dec2, self.dec1 = _Up(1024), _Up(512), _Up(256), _Up(128)
+        self.classifier = torch.nn.Conv2d(64, classes, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        e4 = self.enc4(e3)
+        y = self.dec4(self.bottom(e4), e4)
+        y = self.dec1(self.dec2(self.dec3(y, e3), e2), e1)
+        return torch.softmax(self.classifier(y), 1)
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_unet_equals_a_hand_written_unet_at_any_size(size):
+    import yaml
+    d = yaml.safe_load(zoo.path("unet").read_text())
+    d["inputs"]["image"].update(height=size, width=size)  # the levels read their widths: nothing else changes
+    torch.manual_seed(0)
+    reference, net = HandWrittenUNet().eval(), graphspec.build(d).eval()
+    assert graphspec.summarize("unet").trainable == sum(p.numel() for p in reference.parameters()) == 31_030_658
+    net.load_state_dict(convert(net.state_dict(), reference.state_dict()))
+    x = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference(x), rtol=0, atol=1e-5)

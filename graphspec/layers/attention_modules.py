@@ -2,8 +2,9 @@
 
 Sequences are ``[N, size, T]``: features first, time last (DL4J's NCW layout). torch's own building blocks
 (``F.layer_norm``, ``F.scaled_dot_product_attention``, ``nn.MultiheadAttention``) want the features last, so each
-module transposes to time-major rows, calls the fused kernel and transposes back; the transposes are views, and
-the next module that wants time-major rows gets them without a copy.
+module transposes to time-major rows, calls the fused kernel and transposes back. The transposes are views: the
+outputs stay time-major in memory (logically ``[N, size, T]``, like torch's channels-last images), so the next
+module that wants time-major rows reads them without a copy, and element-wise residual additions keep that layout.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class SelfAttention(nn.Module):
     def forward(self, x):
         rows = x.transpose(1, 2)  # [N, T, n_in]: one row per time step, what the torch kernels expect
         if self.in_proj_weight is None:
-            return F.scaled_dot_product_attention(rows, rows, rows).transpose(1, 2)  # scale 1/sqrt(n_in)
+            heads = rows.unsqueeze(1)  # one head, [N, 1, T, n_in]: ONNX export converts only 4-D attention
+            return F.scaled_dot_product_attention(heads, heads, heads).squeeze(1).transpose(1, 2)  # 1/sqrt(n_in)
         n, t = rows.shape[0], rows.shape[1]
         qkv = F.linear(rows, self.in_proj_weight, self.in_proj_bias).view(n, t, 3, self.n_heads, self.head_size)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [N, heads, T, head_size]
@@ -105,8 +107,10 @@ class ClassToken(nn.Module):
         self.weight = nn.Parameter(torch.empty(size))
 
     def forward(self, x):
-        token = self.weight.to(x.dtype).view(1, -1, 1).expand(x.shape[0], -1, 1)  # x's dtype under autocast
-        return torch.cat([token, x], dim=2)
+        token = self.weight.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1)  # x's dtype under autocast
+        # Concatenating time-major rows costs the same copy and leaves the sequence time-major in memory (a
+        # transposed view), which layer_norm and self_attention then read without copying again.
+        return torch.cat([token, x.transpose(1, 2)], dim=1).transpose(1, 2)
 
 
 class TimeStep(nn.Module):

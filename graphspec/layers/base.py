@@ -105,6 +105,9 @@ class VertexType:
     # A loss head that also keeps per-class centers of its input (DL4J's center loss): training adds the center
     # term and moves ``module.centers`` by the center rule (the module has ``centers``, ``alpha``, ``lambda_``).
     center_loss: ClassVar[bool] = False
+    # A loss head whose class-index targets have one class per position of its output ([N, H, W] for an image
+    # output [C, H, W]: a per-pixel loss), not one per example ([N]).
+    per_position: ClassVar[bool] = False
     # Its training-mode output uses the batch's statistics (``module.sync = True`` makes a distributed run
     # compute them over every rank's share: ``sync_batchnorm``).
     batch_statistics: ClassVar[bool] = False

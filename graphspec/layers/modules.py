@@ -31,7 +31,7 @@ def padded_conv2d(x, weight, bias, stride, dilation, pads: Pads, groups: int = 1
 
 class Conv2d(nn.Module):
     """Convolution with DL4J padding: asymmetric Same padding is an explicit zero pad before the convolution.
-    ``groups`` > 1 (not in DL4J) splits the channels into groups convolved separately; weight [out, in/groups, kH, kW]."""
+    ``groups`` > 1 (not in DL4J) convolves groups of channels separately; weight [out, in/groups, kH, kW]."""
 
     def __init__(self, n_in, n_out, kernel, stride, dilation, pads: Pads, bias: bool, activation: str,
                  groups: int = 1):

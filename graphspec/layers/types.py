@@ -126,8 +126,10 @@ class Convolution(VertexType):
 
     def init(self, module, p, inf, generator):
         area = p.kernel[0] * p.kernel[1]
-        # each output reads in/groups channels, each input feeds out/groups channels (= DL4J's fans when groups=1)
-        init_(module.weight, p.weight_init, inf.n_in // p.groups * area, p.out // p.groups * area, generator)
+        # DL4J's fans (SEMANTICS-VISION §12.2): fanIn in·kH·kW, fanOut out·kH·kW/(sH·sW); a group of a grouped
+        # convolution reads in/groups channels and feeds out/groups
+        fan_out = p.out // p.groups * area / (p.stride[0] * p.stride[1])
+        init_(module.weight, p.weight_init, inf.n_in // p.groups * area, fan_out, generator)
         if module.bias is not None:
             module.bias.data.fill_(p.bias_init)
 

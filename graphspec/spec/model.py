@@ -82,7 +82,20 @@ class FeedForwardInput(_Strict):
         return (self.size,)
 
 
-InputDef = Annotated[Union[ConvolutionalInput, FeedForwardInput], Field(discriminator="type")]
+class RecurrentInput(_Strict):
+    """A sequence: ``size`` features at each of ``length`` time steps, per example ``[size, length]`` (DL4J's
+    layout, time last)."""
+
+    type: Literal["recurrent"]
+    size: int = Field(ge=1, le=100_000_000)
+    length: int = Field(ge=1, le=100_000_000)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.size, self.length)
+
+
+InputDef = Annotated[Union[ConvolutionalInput, FeedForwardInput, RecurrentInput], Field(discriminator="type")]
 
 
 class BlockDef(_Strict):

@@ -25,7 +25,7 @@ def problems(err: ValidationError, source: Source, base: tuple, model: type[Base
     for e in err.errors(include_url=False):
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         # Drop pydantic's union/discriminator tags from the key path shown to users.
-        keys = tuple(x for x in loc if not (isinstance(x, str) and x in ("convolutional", "feed_forward")))
+        keys = tuple(x for x in loc if not (isinstance(x, str) and x in ("convolutional", "feed_forward", "recurrent")))
         key = ".".join(str(k) for k in keys)
         kind = e["type"]
         if kind == "extra_forbidden":

@@ -175,10 +175,10 @@ def check_targets(heads: list[Head], y, shapes: dict) -> None:
                                      f"[{', '.join(map(str, want))}] per example (or give class indices [N])")
             continue
         # a per-position loss (cnn_loss) reads one class index per pixel: [N, H, W] for its [C, H, W] output
-        positions = tuple(shapes[h.name][1:]) if getattr(h.entry, "per_position", False) else ()
+        positions = tuple(shapes[h.name][1:]) if h.entry.per_position else ()
         if t.dim() != 1 + len(positions) or tuple(t.shape[1:]) != positions:
-            raise GraphspecError(f"{where} is an integer array of shape [N, {', '.join(map(str, t.shape[1:]))}]; "
-                                 f"class indices are [{', '.join(['N', *map(str, positions)])}]")
+            received, wanted = (", ".join(["N", *map(str, dims)]) for dims in (t.shape[1:], positions))
+            raise GraphspecError(f"{where} is an integer array of shape [{received}]; class indices are [{wanted}]")
         classes = h.module.weight.shape[0] if hasattr(h.module, "weight") else None
         classes = shapes[h.name][0] if positions else classes
         if classes is not None and len(t) and (int(t.min()) < 0 or int(t.max()) >= classes):
