@@ -27,8 +27,10 @@ vertices:
 outputs: [e]
 """
 
-EXPECTED_TYPO = ("nn4small2-lwf: no such file, and no catalogued model of that name (did you mean 'nn4small2-lfw'?); "
-                 "expected a spec file, a model file or one of the catalogued models ('nn4small2-lfw')")
+EXPECTED_TYPO = ("nn4small2-lwf: no such file, and no catalogued model or zoo architecture of that name (did you "
+                 "mean 'nn4small2-lfw'?); expected a spec file, a model file, one of the catalogued models "
+                 "('nn4small2-lfw') or one of the zoo's architectures (mobilenet_v2, nn4small2, resnet18, resnet50, "
+                 "unet, vit_b_16)")
 
 
 @pytest.fixture
@@ -98,9 +100,11 @@ def test_an_unknown_name_says_what_was_expected_and_suggests_the_catalogued_one(
 
 def test_a_name_far_from_every_catalogued_one_suggests_nothing_but_lists_them():
     with pytest.raises(GraphspecError) as e:
-        graphspec.open("resnet")
+        graphspec.open("alexnet")
     assert "did you mean" not in str(e.value)
     assert "one of the catalogued models ('nn4small2-lfw')" in str(e.value)
+    with pytest.raises(GraphspecError, match=r"\(did you mean 'resnet50'\?\)"):
+        graphspec.open("resnet")
 
 
 def test_a_missing_path_keeps_the_readers_error(tmp_path):
@@ -197,10 +201,15 @@ def test_cli_forward_of_a_model_file(tiny_model, capsys):
 def test_cli_models_lists_the_catalog(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    line = next(line for line in out.splitlines() if line.startswith("nn4small2-lfw "))
+    line = next(line for line in out.splitlines() if line.startswith("  nn4small2-lfw "))
     assert str(catalog.path("nn4small2-lfw")) in line
     about = catalog.summary("nn4small2-lfw")
     assert about and about in line and not about.startswith("#")
+    zoo_lines = out.split("architectures (", 1)[1].splitlines()[1:]
+    assert [line.split()[0] for line in zoo_lines] == ["mobilenet_v2", "nn4small2", "resnet18", "resnet50", "unet",
+                                                     "vit_b_16"]
+    resnet50 = next(line for line in zoo_lines if line.split()[0] == "resnet50")
+    assert "25,557,032 params" in resnet50 and "4.11 G MACs" in resnet50 and "3x224x224" in resnet50
 
 
 def test_open_spec_refuses_a_truncated_model_file_as_loading_does(tiny_model, tmp_path):

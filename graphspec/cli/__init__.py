@@ -39,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sc.set_defaults(func=cmd_schema)
 
-    mo = sub.add_parser("models", help="list the catalogued models: name, what its model card says, file")
+    mo = sub.add_parser("models", help="list the trained models (name, model card, file) and the zoo's "
+                                       "architectures (parameters, MACs)")
     mo.set_defaults(func=cmd_models)
 
     dr = sub.add_parser("draw", help="draw a spec or model: DOT, Mermaid, or SVG/PNG through Graphviz")

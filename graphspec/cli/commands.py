@@ -134,17 +134,24 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    """One line per catalogued model: its name, the first line of its model card, its file."""
-    from .. import catalog
+    """The catalogued (trained) models, one line each: name, the first line of its model card, its file; then the
+    zoo's architectures: name, trainable parameters, MACs per example, input, description."""
+    from .. import catalog, zoo
     models = catalog.available()
+    print("trained models (graphspec embed / verify / open NAME):")
     if not models:
-        print("no catalogued models (applications and plugins add them through the 'graphspec.models' entry "
-              "points)", file=sys.stderr)
-        return 0
-    width = max(len(name) for name in models)
+        print("  none (applications and plugins add them through the 'graphspec.models' entry points)")
+    width = max((len(name) for name in models), default=0)
     for name, path in models.items():
         about = catalog.summary(name)
-        print(f"{name:<{width}}  {about + '  ' if about else ''}{path}")
+        print(f"  {name:<{width}}  {about + '  ' if about else ''}{path}")
+    print("architectures (graphspec.build(\"NAME\"), graphspec summary / train NAME), untrained:")
+    width = max(len(name) for name in zoo.names())
+    for name in zoo.names():
+        a = zoo.describe(name)
+        shape = "x".join(str(d) for d in next(iter(a.inputs.values())))
+        macs = "?" if a.macs is None else f"{a.macs / 1e9:.2f} G"
+        print(f"  {name:<{width}}  {a.trainable:>11,} params  {macs:>9} MACs  {shape:<11}  {a.description}")
     return 0
 
 
