@@ -404,3 +404,23 @@ def test_an_npz_with_pickled_objects_is_refused_and_nothing_runs(tmp_path):
         _named(path)
     assert str(e.value).startswith(f"{path}: cannot read the arrays: Object arrays cannot be loaded when "
                                    "allow_pickle=False")
+
+
+def test_a_recipe_loss_on_an_image_output_trains_an_autoencoder():
+    """A loss on any 4-D output: the recipe's mse on a deconvolution's [1, 8, 8] against the input itself."""
+    from graphspec.train.recipe import OutputLoss
+    from graphspec.train.steps import TorchStep
+    d = {"version": 1, "name": "ae", "seed": 3, "defaults": {"activation": "relu", "convolution_mode": "same"},
+         "inputs": {"x": {"type": "convolutional", "channels": 1, "height": 8, "width": 8}},
+         "vertices": {"enc": {"type": "conv", "inputs": ["x"], "kernel": 3, "stride": 2, "out": 4},
+                      "dec": {"type": "deconv", "inputs": ["enc"], "kernel": 2, "stride": 2, "out": 1,
+                              "activation": "sigmoid"}},
+         "outputs": ["dec"]}
+    net = graphspec.build(d)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ((net(x) - x) ** 2).flatten(1).mean(1).mean()  # DL4J's mse: the mean over an example's values
+    step = TorchStep(net, torch.optim.Adam(net.parameters(), 1e-2), losses={"dec": OutputLoss(loss="mse")})
+    scores = [step(x, {"dec": x}) for _ in range(30)]
+    assert scores[0] == pytest.approx(float(expected), rel=1e-5)
+    assert scores[-1] < 0.8 * scores[0]

@@ -136,3 +136,13 @@ def test_dense_on_a_sequence_transforms_every_time_step():
     summary = graphspec.summarize(spec)
     row = next(r for r in summary.rows if r.name == "d")
     assert (row.params, row.macs) == (4 * 5 + 5, 4 * 5 * 3)
+
+
+@pytest.mark.parametrize("pooling,reference", [("avg", lambda s: s.mean(2)), ("max", lambda s: s.amax(2)),
+                                               ("sum", lambda s: s.sum(2))])
+def test_global_pool_over_the_time_steps_of_a_sequence(pooling, reference):
+    d = {"version": 1, "name": "tokens", "inputs": {"x": {"type": "recurrent", "size": 4, "length": 5}},
+         "vertices": {"pool": {"type": "global_pool", "inputs": ["x"], "pooling": pooling}}, "outputs": ["pool"]}
+    seq = _xs((4, 5))[0]
+    assert load_spec(d).analysis.shapes["pool"] == (4,)
+    torch.testing.assert_close(graphspec.build(d)(seq), reference(seq))

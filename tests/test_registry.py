@@ -72,6 +72,8 @@ EXAMPLES: dict[str, list[dict]] = {
         dict(id="max-collapse", params={"pooling": "max"}, inputs=[(3, 4, 5)]),
         dict(id="avg-keep", params={"pooling": "avg", "collapse": False}, inputs=[(3, 4, 5)]),
         dict(id="pnorm", params={"pooling": "pnorm", "pnorm": 3}, inputs=[(2, 3, 3)]),
+        dict(id="sequence-avg", params={"pooling": "avg"}, inputs=[(4, 6)]),
+        dict(id="sequence-max-keep", params={"pooling": "max", "collapse": False}, inputs=[(4, 6)]),
     ],
     "merge": [
         dict(id="conv", params={}, inputs=[(3, 4, 4), (5, 4, 4), (1, 4, 4)]),

@@ -423,6 +423,8 @@ class LossLayer(VertexType):
             return triplet_given(module(x), p.margin or DEFAULT_MARGIN["triplet"])
         if p.loss == "triplet":
             return triplet_semi_hard(module(x), target, p.margin or DEFAULT_MARGIN["triplet"])
+        if target.is_floating_point():  # values of the output's shape, e.g. an image [N, C, H, W] (autoencoders)
+            target = target.flatten(1)
         return per_example(p.loss, p.activation, x.flatten(1), target)
 
 
@@ -455,11 +457,16 @@ class GlobalPoolingLayer(VertexType):
     name, dl4j = "global_pool", "GlobalPoolingLayer"
     Params = GlobalPoolParams
     width_follows_input = True
-    doc = "Pools over all spatial positions; `collapse` gives [C] instead of [C, 1, 1]."
+    doc = ("Pools over all spatial positions of an image, or all time steps of a sequence (DL4J's RNN pooling; a "
+           "transformer's mean pooling of its tokens); `collapse` gives [C] instead of [C, 1, 1] or [C, 1].")
 
     def infer(self, p, in_shapes):
-        c = _need_rank3(in_shapes[0])[0]
-        return Inferred((c,) if p.collapse else (c, 1, 1), info={"values": _prod(in_shapes[0])})
+        shape = in_shapes[0]
+        if len(shape) not in (2, 3):
+            raise ShapeError(f"expected an image [channels, height, width] or a sequence [size, T]; received "
+                             f"{_fmt(shape)}")
+        c = shape[0]
+        return Inferred((c,) if p.collapse else (c,) + (1,) * (len(shape) - 1), info={"values": _prod(shape)})
 
     def macs(self, p, inf):
         return inf.info["values"]  # every input value is combined once
