@@ -71,3 +71,30 @@ def test_in_place_gives_the_same_gradients_as_out_of_place():
         grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
     for k in grads[0]:
         torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-5, atol=1e-7)
+
+
+def test_a_relu_after_a_residual_add_is_in_place_with_the_same_gradients():
+    """An element-wise vertex's backward reads its inputs, not its output: the ReLU after each residual add of a
+    ResNet may overwrite the sum (as torchvision's ``out += identity; relu(out)``)."""
+    from graphspec.layers.modules import no_inplace
+    d = {"version": 1, "name": "res", "seed": 0, "defaults": {"activation": "identity", "convolution_mode": "same"},
+         "inputs": {"x": {"type": "convolutional", "channels": 2, "height": 5, "width": 5}},
+         "vertices": {"c": {"type": "conv", "inputs": ["x"], "kernel": 3, "out": 2},
+                      "add": {"type": "elementwise", "op": "add", "inputs": ["c", "x"]},
+                      "relu": {"type": "activation", "inputs": ["add"], "activation": "relu"},
+                      "c2": {"type": "conv", "inputs": ["relu"], "kernel": 3, "out": 2}},
+         "outputs": ["c2"]}
+    net = graphspec.build(d).train()
+    assert _inplace(net) == {"relu"}
+    assert {n for n in _inplace(graphspec.build("resnet18")) if n.endswith("relu2")} == {
+        f"layer{i}-{j}-relu2" for i in range(1, 5) for j in range(2)}
+    x = torch.randn(3, 2, 5, 5, requires_grad=True)
+    grads = []
+    for ctx in (no_inplace, None):
+        net.zero_grad()
+        x.grad = None
+        with ctx() if ctx else torch.enable_grad():
+            net(x).pow(2).sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -698,6 +698,7 @@ def test_in_place_facts():
     assert overwritable("dense", out=2, activation="identity") and not overwritable("dense", out=2, activation="tanh")
     assert not overwritable("output", out=2, activation="identity", loss="mse")
     assert not overwritable("subsampling") and not overwritable("lrn")
+    assert all(overwritable("elementwise", op=op) for op in ("add", "product", "max", "min", "average"))
 
 
 def test_training_facts():

@@ -560,6 +560,9 @@ class ElementWiseVertex(VertexType):
         combined = inf.info["inputs"] - 1 + (p.op == "average")  # n-1 combinations; average also divides
         return _prod(inf.out_shape) * combined
 
+    def output_overwritable(self, p):
+        return True  # pairwise +, -, ×, /, min, max: their backward reads the inputs, never the output
+
     def build(self, p, inf):
         return M.ElementWise(p.op)
 
