@@ -79,8 +79,10 @@ def _check_groups(groups: int, n_in: int, n_out: int) -> None:
         raise ShapeError(f"'groups' ({groups}) must divide 'out'; received out={n_out}", key="groups")
 
 
-class ConvParams(Params):
-    out: Size
+class WindowParams(Params):
+    """The keys every DL4J convolution layer shares, with ConvolutionLayer's builder defaults (conv, deconv,
+    depthwise and separable convolution)."""
+
     in_: Optional[Size] = Field(None, alias="in")
     kernel: PositivePair = (5, 5)
     stride: PositivePair = (1, 1)
@@ -91,6 +93,10 @@ class ConvParams(Params):
     weight_init: WeightInitName
     bias_init: float
     convolution_mode: ConvolutionMode
+
+
+class ConvParams(WindowParams):
+    out: Size
     groups: Size = 1  # not in DL4J: channels split into groups convolved separately (SEMANTICS-VISION.md §6)
 
 

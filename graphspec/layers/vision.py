@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import PlainValidator, WithJsonSchema
 
-from .base import (ActivationName, ConvolutionMode, Inferred, NonNegativePair, ParamShape, Params, PositivePair,
-                   ShapeError, Size, VertexType, WeightInitName, builtin)
+from .base import Inferred, ParamShape, Params, PositivePair, ShapeError, Size, VertexType, builtin
 from . import modules as M
 from . import vision_modules as VM
-from .types import LAYER_KEYS, _check_given, _need_rank3, _prod, spatial
+from .types import LAYER_KEYS, WindowParams, _check_given, _need_rank3, _prod, spatial
 from .weight_init import init_
 
 
@@ -40,21 +39,6 @@ FourSides = Annotated[tuple[int, int, int, int], PlainValidator(_four_sides),
                       WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0},
                                                 {"type": "array", "items": {"type": "integer", "minimum": 0},
                                                  "minItems": 1, "maxItems": 4}]})]
-
-
-class _WindowParams(Params):
-    """The keys every DL4J convolution layer shares, with ConvolutionLayer's builder defaults (§3.1, §5)."""
-
-    in_: Optional[Size] = Field(None, alias="in")
-    kernel: PositivePair = (5, 5)
-    stride: PositivePair = (1, 1)
-    padding: NonNegativePair = (0, 0)
-    dilation: PositivePair = (1, 1)
-    bias: bool = True
-    activation: ActivationName
-    weight_init: WeightInitName
-    bias_init: float
-    convolution_mode: ConvolutionMode
 
 
 def _area(p) -> int:
@@ -103,7 +87,7 @@ class Upsampling2D(VertexType):
 # --- transposed convolution -------------------------------------------------------------------------------------
 
 
-class DeconvParams(_WindowParams):
+class DeconvParams(WindowParams):
     out: Size
 
 
@@ -277,7 +261,7 @@ class DepthToSpace(VertexType):
 # --- depthwise and separable convolution ------------------------------------------------------------------------
 
 
-class DepthwiseParams(_WindowParams):
+class DepthwiseParams(WindowParams):
     depth_multiplier: Size = 1
     out: Optional[Size] = None  # always in · depth_multiplier; checked when given
 
@@ -322,7 +306,7 @@ class DepthwiseConvolution2D(VertexType):
         _fill_bias(module, p)
 
 
-class SeparableParams(_WindowParams):
+class SeparableParams(WindowParams):
     out: Size
     depth_multiplier: Size = 1
 
