@@ -749,3 +749,20 @@ def test_cli_snip_unknown_output(tmp_path, capsys):
     assert rc == 2
     assert "snip: no vertex named 'embedings' (did you mean 'embeddings'?)" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_n_out_replace_flows_through_a_depthwise_convolution():
+    """A depthwise convolution's width is in · depth_multiplier: widening its input widens it (new weights) and
+    the next layer with parameters takes the new width."""
+    d = {"version": 1, "name": "dw", "seed": 0, "defaults": {"activation": "relu", "convolution_mode": "same"},
+         "inputs": {"x": {"type": "convolutional", "channels": 3, "height": 8, "width": 8}},
+         "vertices": {"c": {"type": "conv", "inputs": ["x"], "kernel": 1, "out": 4},
+                      "dw": {"type": "depthwise_conv", "inputs": ["c"], "kernel": 3, "depth_multiplier": 2},
+                      "pw": {"type": "conv", "inputs": ["dw"], "kernel": 1, "out": 5}},
+         "outputs": ["pw"]}
+    net = graphspec.build(d)
+    new = graphspec.GraphBuilder(net).n_out_replace("c", 6).build()
+    assert {k: tuple(v.shape) for k, v in new.state_dict().items()} == {
+        "c.weight": (6, 3, 1, 1), "c.bias": (6,), "dw.weight": (12, 1, 3, 3), "dw.bias": (12,),
+        "pw.weight": (5, 12, 1, 1), "pw.bias": (5,)}
+    assert new(torch.randn(2, 3, 8, 8)).shape == (2, 5, 8, 8)
