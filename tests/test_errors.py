@@ -112,8 +112,8 @@ ROOT_MSG = "expected a mapping at the top level (version, name, inputs, vertices
 NOT_PLAIN = " is not allowed; graphspec reads plain YAML only (no Python objects or custom tags)"
 TOP_KEYS = "blocks, defaults, description, inputs, name, outputs, seed, version, vertices"
 CONV_KEYS = ("activation, bias, bias_init, convolution_mode, dilation, gradient_normalization, "
-             "gradient_normalization_threshold, group, in, inputs, kernel, l1, l1_bias, l2, l2_bias, out, padding, "
-             "stride, type, updater, weight_init")
+             "gradient_normalization_threshold, group, groups, in, inputs, kernel, l1, l1_bias, l2, l2_bias, out, "
+             "padding, stride, type, updater, weight_init")
 DUP = "; every key may appear once"
 NAME_CHARS = "may contain only letters, digits, '_' and '-', and must not start with '-'"
 UNIQUE = "vertex and input names must be unique"
@@ -184,7 +184,7 @@ CASES = [
         E(f"unknown key 'vertice' (did you mean 'vertices'?); expected one of: {TOP_KEYS}", At("vertice:")))),
     Case("enum_defaults_activation.yaml", (E(f"'defaults.activation': expected {ACTS}; received 'relux' "
                                              "(did you mean 'relu'?)", At("activation:")),)),
-    Case("input_type_unknown.yaml", (E("'inputs.x.type': expected 'convolutional', 'feed_forward'; "
+    Case("input_type_unknown.yaml", (E("'inputs.x.type': expected 'convolutional', 'feed_forward', 'recurrent'; "
                                        "received 'image'", At("x:")),)),
 
     # --- vertices ----------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ CASES = [
     Case("all_at_once.yaml", (
         E("unknown key 'strid' (did you mean 'stride'?); expected one of: " + ", ".join(sorted(
             ["activation", "bias", "bias_init", "convolution_mode", "dilation", "gradient_normalization",
-             "gradient_normalization_threshold", "group", "in", "inputs", "kernel", "l1", "l1_bias", "l2", "l2_bias",
+             "gradient_normalization_threshold", "group", "groups", "in", "inputs", "kernel", "l1", "l1_bias", "l2", "l2_bias",
              "out", "padding", "stride", "type", "updater", "weight_init"])), At("strid"), "c1"),
         E("kernel 30 is larger than the input 8 plus padding 0 (convolution_mode 'truncate'); input shapes: "
           "x [3, 8, 8]", At("kernel: 30"), "c3"),

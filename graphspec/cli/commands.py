@@ -136,7 +136,8 @@ def cmd_export(args) -> int:
 def cmd_models(args) -> int:
     """The catalogued (trained) models, one line each: name, the first line of its model card, its file; then the
     zoo's architectures: name, trainable parameters, MACs per example, input, description."""
-    from .. import catalog, zoo
+    from .. import catalog, load_spec, zoo
+    from ..summary import summarize
     models = catalog.available()
     print("trained models (graphspec embed / verify / open NAME):")
     if not models:
@@ -148,10 +149,11 @@ def cmd_models(args) -> int:
     print("architectures (graphspec.build(\"NAME\"), graphspec summary / train NAME), untrained:")
     width = max(len(name) for name in zoo.names())
     for name in zoo.names():
-        a = zoo.describe(name)
-        shape = "x".join(str(d) for d in next(iter(a.inputs.values())))
-        macs = "?" if a.macs is None else f"{a.macs / 1e9:.2f} G"
-        print(f"  {name:<{width}}  {a.trainable:>11,} params  {macs:>9} MACs  {shape:<11}  {a.description}")
+        spec = load_spec(name)
+        s = summarize(spec)
+        shape = "x".join(str(d) for d in next(iter(s.inputs.values())))
+        macs = "?" if s.macs is None else f"{s.macs / 1e9:.2f} G"
+        print(f"  {name:<{width}}  {s.trainable:>11,} params  {macs:>9} MACs  {shape:<11}  {spec.description or ''}")
     return 0
 
 

@@ -10,7 +10,6 @@ torchvision's weights over by name. ``graphspec models`` lists them with their p
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 FOLDER = Path(__file__).parent / "specs"
@@ -29,25 +28,3 @@ def path(name) -> Path | None:
     found = FOLDER / f"{name}.yaml"
     return found if found.is_file() else None
 
-
-@dataclass(frozen=True)
-class Architecture:
-    """What ``graphspec models`` says about a zoo architecture."""
-
-    name: str
-    trainable: int  # trainable parameters
-    macs: int | None  # multiply-accumulates per example (docs/spec.md, 'MACs')
-    inputs: dict[str, tuple[int, ...]]  # per example
-    description: str
-
-
-def describe(name: str) -> Architecture:
-    """The parameters, MACs, inputs and description of a zoo architecture (no weights are made)."""
-    from ..spec.loader import load_spec
-    from ..summary import summarize
-    found = path(name)
-    if found is None:
-        raise KeyError(f"no zoo architecture '{name}'; the zoo has {', '.join(names())}")
-    spec = load_spec(found)
-    summary = summarize(spec)
-    return Architecture(name, summary.trainable, summary.macs, dict(summary.inputs), spec.description or "")
