@@ -90,7 +90,7 @@ def _ensure_loaded() -> None:
     if _LOADED[0]:
         return
     _LOADED[0] = True
-    from .layers import base, types, vision, attention  # noqa: F401  (each module registers its types)
+    from .layers import base, types, vision, attention, recurrent, sequence  # noqa: F401  (each module registers its types)
     for cls in base.BUILTINS:
         _add(cls)
     _load_plugins()

@@ -21,5 +21,5 @@ def test_training_finds_its_heads_through_the_registry():
     with pytest.raises(graphspec.GraphspecError) as e:
         heads_of(cut)
     assert str(e.value) == ("cannot train 'nn4small2': none of its outputs (embeddings) is an output layer "
-                            "(center_loss_output or cnn_loss or loss or output) with a loss; give one in the spec or in "
-                            "the recipe's 'losses'")
+                            "(center_loss_output or cnn_loss or loss or output or rnn_loss or rnn_output) with a loss; give "
+                            "one in the spec or in the recipe's 'losses'")

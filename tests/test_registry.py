@@ -94,7 +94,12 @@ EXAMPLES: dict[str, list[dict]] = {
     "identity": [dict(id="conv", params={}, inputs=[(2, 3, 3)]), dict(id="ff", params={}, inputs=[(4,)])],
     "preprocessor": [dict(id="flatten", params={"preprocessor": "cnn_to_feed_forward"}, inputs=[(2, 3, 4)]),
                      dict(id="unflatten", params={"preprocessor": "feed_forward_to_cnn", "channels": 2, "height": 3,
-                                                  "width": 2}, inputs=[(12,)])],
+                                                  "width": 2}, inputs=[(12,)]),
+                     dict(id="rnn-rows", params={"preprocessor": "rnn_to_feed_forward", "length": 4}, inputs=[(3, 4)]),
+                     dict(id="rnn-images", params={"preprocessor": "rnn_to_cnn", "channels": 2, "height": 2, "width": 1,
+                                                   "length": 3}, inputs=[(4, 3)]),
+                     dict(id="rows-rnn", params={"preprocessor": "feed_forward_to_rnn", "length": 1}, inputs=[(5,)]),
+                     dict(id="images-rnn", params={"preprocessor": "cnn_to_rnn", "length": 1}, inputs=[(2, 2, 2)])],
     "stack": [dict(id="two", params={}, inputs=[(3,), (3,)]), dict(id="one-conv", params={}, inputs=[(2, 3, 3)])],
     "unstack": [dict(id="second", params={"from": 1, "stack_size": 2}, inputs=[(3,)])],
     "l2_normalize": [dict(id="ff", params={"eps": 1e-6}, inputs=[(5,)]),
@@ -144,6 +149,42 @@ EXAMPLES: dict[str, list[dict]] = {
                                                   "convolution_mode": "same"}, inputs=[(3, 5, 6)], n_in=3)],
     "separable_conv": [dict(id="m2", params={"out": 4, "depth_multiplier": 2, "kernel": 3}, inputs=[(3, 5, 5)],
                             n_in=3)],
+    "lstm": [dict(id="fused", params={"out": 3}, inputs=[(4, 5)], n_in=4),
+             dict(id="loop-concat", params={"out": 2, "activation": "softsign", "gate_activation": "hardsigmoid",
+                                            "bidirectional": "concat"}, inputs=[(3, 4)], n_in=3)],
+    "graves_lstm": [dict(id="one-way", params={"out": 3}, inputs=[(4, 5)], n_in=4),
+                    dict(id="add", params={"out": 2, "bidirectional": "add", "forget_gate_bias_init": 0.5},
+                         inputs=[(3, 4)], n_in=3)],
+    "simple_rnn": [dict(id="tanh", params={"out": 3}, inputs=[(4, 5)], n_in=4),
+                   dict(id="relu-concat", params={"out": 2, "activation": "relu", "bidirectional": "concat"},
+                        inputs=[(3, 4)], n_in=3),
+                   dict(id="sigmoid-mul", params={"out": 2, "activation": "sigmoid", "bidirectional": "mul"},
+                        inputs=[(3, 4)], n_in=3)],
+    "gru": [dict(id="fused", params={"out": 3}, inputs=[(4, 5)], n_in=4),
+            dict(id="average", params={"out": 2, "bidirectional": "average"}, inputs=[(3, 4)], n_in=3)],
+    "embedding": [dict(id="index", params={"num_embeddings": 3, "out": 4, "activation": "tanh"}, inputs=[(1,)]),
+                  dict(id="steps-nobias", params={"num_embeddings": 2, "out": 3, "bias": False}, inputs=[(1, 1)])],
+    # random normal inputs are valid indices (truncated toward zero: 0 or 1) only for one step per example
+    "embedding_sequence": [dict(id="steps", params={"num_embeddings": 2, "out": 3, "activation": "identity"},
+                                inputs=[(1, 1)])],
+    "conv1d": [dict(id="truncate", params={"out": 3, "kernel": 3, "stride": 2, "padding": 1, "dilation": 2},
+                    inputs=[(2, 9)], n_in=2),
+               dict(id="same", params={"out": 2, "kernel": 4, "stride": 2, "convolution_mode": "same"}, inputs=[(3, 7)],
+                    n_in=3),
+               dict(id="causal-nobias", params={"out": 2, "kernel": 3, "convolution_mode": "causal", "bias": False},
+                    inputs=[(2, 5)], n_in=2)],
+    "subsampling1d": [dict(id="max-defaults", params={}, inputs=[(2, 5)]),
+                      dict(id="avg-same", params={"pooling": "avg", "kernel": 3, "stride": 2,
+                                                  "convolution_mode": "same"}, inputs=[(3, 7)]),
+                      dict(id="pnorm", params={"pooling": "pnorm", "pnorm": 2, "kernel": 2, "stride": 2},
+                           inputs=[(2, 6)])],
+    "rnn_output": [dict(id="softmax", params={"out": 3, "activation": "softmax"}, inputs=[(4, 5)], n_in=4),
+                   dict(id="mse-nobias", params={"out": 2, "loss": "mse", "bias": False}, inputs=[(3, 2)], n_in=3)],
+    "rnn_loss": [dict(id="mcxent", params={}, inputs=[(3, 4)]),
+                 dict(id="mse", params={"loss": "mse", "activation": "tanh"}, inputs=[(2, 3)])],
+    "last_time_step": [dict(id="sequence", params={}, inputs=[(3, 4)])],
+    "duplicate_to_time_series": [dict(id="vector-sequence", params={}, inputs=[(3,), (2, 4)])],
+    "reverse_time_series": [dict(id="sequence", params={}, inputs=[(3, 4)])],
 }
 
 
@@ -505,6 +546,17 @@ def _window_values(case, shape_out):
     return math.prod(shape_out) * kh * kw
 
 
+def _recurrent_macs(gates: int, peepholes: int = 0):
+    """One MAC per weight per time step and direction: T·directions·(gates·n·(n_in + n) + peepholes·n), plus
+    combining two directions (add, mul: 1 per output value, average 2; concat 0)."""
+    def macs(case, out):
+        (n_in, steps), p = case["inputs"][0], case["params"]
+        n, mode = p["out"], p.get("bidirectional")
+        combine = {"add": 1, "mul": 1, "average": 2}.get(mode, 0)
+        return steps * ((2 if mode else 1) * (gates * n * (n_in + n) + peepholes * n) + combine * n)
+    return macs
+
+
 # MACs by hand for the types that are not linear algebra: windows count one per value combined, element-wise
 # arithmetic one per value per extra input, data movement and activations 0 (docs/spec.md, 'MACs').
 MACS_BY_HAND = {
@@ -520,6 +572,15 @@ MACS_BY_HAND = {
     "cosine_similarity": lambda case, out: 3 * math.prod(case["inputs"][0]),
     "layer_norm": lambda case, out: 3 * math.prod(out),
     "position_embedding": lambda case, out: math.prod(out),
+    "conv1d": lambda case, out: math.prod(out) * case["inputs"][0][0] * case["params"].get("kernel", 5),
+    "subsampling1d": lambda case, out: math.prod(out) * case["params"].get("kernel", 2),
+    "rnn_output": lambda case, out: case["inputs"][0][0] * math.prod(out),
+    **{t: (lambda case, out: 0) for t in ("embedding", "embedding_sequence", "rnn_loss", "last_time_step",
+                                          "duplicate_to_time_series", "reverse_time_series")},
+    "lstm": _recurrent_macs(4),
+    "graves_lstm": _recurrent_macs(4, peepholes=3),
+    "simple_rnn": _recurrent_macs(1),
+    "gru": _recurrent_macs(3),
     **{t: (lambda case, out: 0) for t in ("activation", "dropout", "merge", "subset", "reshape", "pool_helper",
                                           "identity", "preprocessor", "stack", "unstack", "loss", "permute",
                                           "class_token", "time_step", "cnn_loss")},
@@ -680,7 +741,8 @@ def test_width_following_types_are_those_without_their_own_width():
     assert follow == {"batchnorm", "activation", "subsampling", "lrn", "dropout", "merge", "l2_normalize", "scale",
                       "shift", "global_pool", "pool_helper", "elementwise", "identity", "stack", "unstack", "loss",
                       "upsampling", "zero_padding", "cropping", "space_to_depth", "depth_to_space", "depthwise_conv",
-                      "layer_norm", "position_embedding", "class_token", "time_step", "cnn_loss"}
+                      "layer_norm", "position_embedding", "class_token", "time_step", "cnn_loss", "subsampling1d",
+                      "rnn_loss", "last_time_step", "duplicate_to_time_series", "reverse_time_series"}
     # a width is either a parameter (the layers n_out_replace edits) or follows the inputs, never both — but for a
     # depthwise convolution, whose width is in · depth_multiplier: its weights follow the input like batch norm's
     assert follow & {name for name, entry in TYPES.items() if entry.weight_params} == {"depthwise_conv"}
@@ -702,7 +764,8 @@ def test_in_place_facts():
 
 
 def test_training_facts():
-    assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output", "loss", "cnn_loss"}
-    assert {n for n, e in TYPES.items() if e.per_position} == {"cnn_loss"}
+    assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output", "loss", "cnn_loss",
+                                                            "rnn_output", "rnn_loss"}
+    assert {n for n, e in TYPES.items() if e.per_position} == {"cnn_loss", "rnn_output", "rnn_loss"}
     assert {n for n, e in TYPES.items() if e.center_loss} == {"center_loss_output"}
     assert {n for n, e in TYPES.items() if e.batch_statistics} == {"batchnorm"}

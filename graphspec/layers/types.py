@@ -747,18 +747,32 @@ class IdentityVertex(VertexType):
 
 
 class PreprocessorParams(Params):
-    preprocessor: Literal["cnn_to_feed_forward", "feed_forward_to_cnn"]
-    channels: Optional[Size] = None  # feed_forward_to_cnn: the image shape to unflatten to
+    preprocessor: Literal["cnn_to_feed_forward", "feed_forward_to_cnn", "rnn_to_feed_forward", "feed_forward_to_rnn",
+                          "rnn_to_cnn", "cnn_to_rnn"]
+    channels: Optional[Size] = None  # feed_forward_to_cnn, rnn_to_cnn: the image shape to unflatten to
     height: Optional[Size] = None
     width: Optional[Size] = None
+    # the T of the sequences: the network's batch changes by T between rows and sequences, and a batch multiple is
+    # known before the input's shape (SEMANTICS-SEQUENCES.md §10)
+    length: Optional[Size] = None
 
     @model_validator(mode="after")
     def _shape(self):
-        given = [k for k in ("channels", "height", "width") if getattr(self, k) is not None]
-        if self.preprocessor == "feed_forward_to_cnn" and len(given) != 3:
-            raise ValueError("'feed_forward_to_cnn' needs 'channels', 'height' and 'width'")
-        if self.preprocessor == "cnn_to_feed_forward" and given:
-            raise ValueError(f"'cnn_to_feed_forward' takes no '{given[0]}': the shape comes from its input")
+        # what each preprocessor needs besides its input: an image shape to unflatten to, the T its rows regroup into
+        needs = {"cnn_to_feed_forward": (), "feed_forward_to_cnn": ("channels", "height", "width"),
+                 "rnn_to_feed_forward": ("length",), "feed_forward_to_rnn": ("length",),
+                 "rnn_to_cnn": ("channels", "height", "width", "length"), "cnn_to_rnn": ("length",)}[self.preprocessor]
+        given = [k for k in ("channels", "height", "width", "length") if getattr(self, k) is not None]
+        image = [k for k in ("channels", "height", "width") if k in needs]
+        if image and any(k not in given for k in image):
+            raise ValueError(f"'{self.preprocessor}' needs 'channels', 'height' and 'width'")
+        if "length" in needs and "length" not in given:
+            raise ValueError(f"'{self.preprocessor}' needs 'length': the number of time steps T (its rows are "
+                             f"example i at step t, row t·N + i, as DL4J orders them)")
+        extra = [k for k in given if k not in needs]
+        if extra:
+            where = "the shape comes from its input" if not needs else "it takes " + ", ".join(f"'{k}'" for k in needs)
+            raise ValueError(f"'{self.preprocessor}' takes no '{extra[0]}': {where}")
         return self
 
 
@@ -767,22 +781,65 @@ class PreprocessorVertex(VertexType):
     name, dl4j, kind = "preprocessor", "PreprocessorVertex", "vertex"
     Params = PreprocessorParams
     doc = ("DL4J's preprocessors as a vertex: `cnn_to_feed_forward` flattens [C, H, W] to [C·H·W] (C order), "
-           "`feed_forward_to_cnn` unflattens to [channels, height, width].")
+           "`feed_forward_to_cnn` unflattens to [channels, height, width]; `rnn_to_feed_forward` and `rnn_to_cnn` turn "
+           "a sequence [F, T] into T rows [F] (or images) per example, row t·N + i, and `feed_forward_to_rnn` and "
+           "`cnn_to_rnn` regroup such rows into sequences [F, length] (the batch changes by T, as DL4J's).")
 
     def infer(self, p, in_shapes):
+        shape = in_shapes[0]
         if p.preprocessor == "cnn_to_feed_forward":
-            return Inferred((_prod(_need_rank3(in_shapes[0])),))
-        shape = (p.channels, p.height, p.width)
-        if len(in_shapes[0]) != 1 or in_shapes[0][0] != _prod(shape):
-            raise ShapeError(f"expected [{_prod(shape)}] features to unflatten to {_fmt(shape)}; received "
-                             f"{_fmt(in_shapes[0])}", key="preprocessor")
-        return Inferred(shape)
+            return Inferred((_prod(_need_rank3(shape)),))
+        if p.preprocessor in ("rnn_to_feed_forward", "rnn_to_cnn"):
+            return self._rows_of_sequence(p, shape)
+        if p.preprocessor == "cnn_to_rnn":
+            return Inferred((_prod(_need_rank3(shape)), p.length))
+        if p.preprocessor == "feed_forward_to_rnn":
+            if len(shape) != 1:
+                raise ShapeError(f"expected rows of features [F]; received {_fmt(shape)}", key="preprocessor")
+            return Inferred((shape[0], p.length))
+        image = (p.channels, p.height, p.width)
+        if len(shape) != 1 or shape[0] != _prod(image):
+            raise ShapeError(f"expected [{_prod(image)}] features to unflatten to {_fmt(image)}; received "
+                             f"{_fmt(shape)}", key="preprocessor")
+        return Inferred(image)
+
+    def _rows_of_sequence(self, p, shape):
+        if len(shape) != 2:
+            raise ShapeError(f"expected a sequence [size, T]; received {_fmt(shape)}", key="preprocessor")
+        if shape[1] != p.length:
+            raise ShapeError(f"'length' is {p.length} but the input has {shape[1]} time steps", key="length")
+        if p.preprocessor == "rnn_to_feed_forward":
+            return Inferred((shape[0],))
+        image = (p.channels, p.height, p.width)
+        if shape[0] != _prod(image):
+            raise ShapeError(f"expected [{_prod(image)}, T] features to unflatten to {_fmt(image)} at every step; "
+                             f"received {_fmt(shape)}", key="preprocessor")
+        return Inferred(image)
+
+    def batch(self, p, in_batches):
+        batch = in_batches[0]
+        if p.preprocessor in ("rnn_to_feed_forward", "rnn_to_cnn"):
+            return batch * p.length  # T rows per example
+        if p.preprocessor in ("feed_forward_to_rnn", "cnn_to_rnn"):
+            if (batch / p.length).denominator != 1:
+                raise ShapeError(f"'{p.preprocessor}' regroups T = {p.length} rows per example into a sequence, but "
+                                 f"its input has {batch}× the network's batch (the rows of an rnn_to_feed_forward or "
+                                 f"rnn_to_cnn of length {p.length} have {p.length}×)", key="length")
+            return batch / p.length
+        return batch
 
     def macs(self, p, inf):
         return 0
 
     def build(self, p, inf):
-        return M.Flatten() if p.preprocessor == "cnn_to_feed_forward" else M.Unflatten(inf.out_shape)
+        if p.preprocessor == "cnn_to_feed_forward":
+            return M.Flatten()
+        if p.preprocessor == "feed_forward_to_cnn":
+            return M.Unflatten(inf.out_shape)
+        from . import sequence_modules as S  # the sequence preprocessors live beside the other sequence modules
+        if p.preprocessor in ("rnn_to_feed_forward", "rnn_to_cnn"):
+            return S.RnnToRows(inf.out_shape if p.preprocessor == "rnn_to_cnn" else None)
+        return S.RowsToRnn(p.length)
 
 
 @builtin

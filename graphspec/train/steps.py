@@ -168,16 +168,18 @@ def check_targets(heads: list[Head], y, shapes: dict) -> None:
         t = target_of(y, h.name)
         loss = getattr(h.cfg, "loss", None)
         where = f"the target of '{h.name}'"
+        # a per-position loss reads one class index per position: [N, H, W] for cnn_loss's [C, H, W] output, [N, T]
+        # for rnn_output's and rnn_loss's [C, T]
+        positions = tuple(shapes[h.name][1:]) if h.entry.per_position else ()
+        wanted = ", ".join(["N", *map(str, positions)])
         if t.is_floating_point():
             want = (1,) if loss == "contrastive" else tuple(shapes[h.name])
             if loss != "contrastive" and tuple(t.shape[1:]) != want:
                 raise GraphspecError(f"{where} is [N, {', '.join(map(str, t.shape[1:]))}] values; the output is "
-                                     f"[{', '.join(map(str, want))}] per example (or give class indices [N])")
+                                     f"[{', '.join(map(str, want))}] per example (or give class indices [{wanted}])")
             continue
-        # a per-position loss (cnn_loss) reads one class index per pixel: [N, H, W] for its [C, H, W] output
-        positions = tuple(shapes[h.name][1:]) if h.entry.per_position else ()
         if t.dim() != 1 + len(positions) or tuple(t.shape[1:]) != positions:
-            received, wanted = (", ".join(["N", *map(str, dims)]) for dims in (t.shape[1:], positions))
+            received = ", ".join(["N", *map(str, t.shape[1:])])
             raise GraphspecError(f"{where} is an integer array of shape [{received}]; class indices are [{wanted}]")
         classes = h.module.weight.shape[0] if hasattr(h.module, "weight") else None
         classes = shapes[h.name][0] if positions else classes
