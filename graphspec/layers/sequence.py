@@ -14,15 +14,16 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ..errors import GraphspecError
 from . import sequence_modules as S
 from .attention import CnnLossParams, _need_sequence, cnn_loss_activation
-from .base import (ActivationName, ConvolutionMode, Inferred, NonNegative, ParamShape, Params, Positive, ShapeError,
+from .base import (ActivationName, Inferred, NonNegative, ParamShape, Params, Positive, ShapeError,
                    Size, VertexType, WeightInitName, builtin)
 from .losses import per_example
-from .types import LAYER_KEYS, DenseParams, LossName, NoParams, _check_given, _fmt, _prod, window_geometry
+from .types import (LAYER_KEYS, DenseParams, LossName, NoParams, PoolingParams, _check_given, _fmt, _prod,
+                    window_geometry)
 from .weight_init import init_
 
 
@@ -174,21 +175,12 @@ class Convolution1DLayer(VertexType):
             module.bias.data.fill_(p.bias_init)
 
 
-class Pool1dParams(Params):
+class Pool1dParams(PoolingParams):
     """DL4J Subsampling1DLayer's keys and builder defaults (max, kernel 2, stride 1, padding 0), §7.3."""
 
-    pooling: Literal["max", "avg", "sum", "pnorm"] = "max"
     kernel: Positive = 2
     stride: Positive = 1
     padding: NonNegative = 0
-    pnorm: int = Field(0, ge=0, le=64)
-    convolution_mode: ConvolutionMode
-
-    @model_validator(mode="after")
-    def _pnorm(self):
-        if self.pooling == "pnorm" and self.pnorm <= 0:
-            raise ValueError("pooling 'pnorm' needs 'pnorm' > 0 (p-norm must be greater than zero)")
-        return self
 
 
 @builtin

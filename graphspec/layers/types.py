@@ -140,13 +140,11 @@ class Convolution(VertexType):
             module.bias.data.fill_(p.bias_init)
 
 
-class PoolParams(Params):
+class PoolingParams(Params):
+    """The pooling kind of DL4J's subsampling layers (2-D and 1-D); `pnorm` needs its p."""
+
     pooling: Literal["max", "avg", "sum", "pnorm"] = "max"
-    kernel: PositivePair = (1, 1)
-    stride: PositivePair = (2, 2)
-    padding: NonNegativePair = (0, 0)
     pnorm: int = Field(0, ge=0, le=64)
-    eps: float = 1e-8
     convolution_mode: ConvolutionMode
 
     @model_validator(mode="after")
@@ -154,6 +152,13 @@ class PoolParams(Params):
         if self.pooling == "pnorm" and self.pnorm <= 0:
             raise ValueError("pooling 'pnorm' needs 'pnorm' > 0 (p-norm must be greater than zero)")
         return self
+
+
+class PoolParams(PoolingParams):
+    kernel: PositivePair = (1, 1)
+    stride: PositivePair = (2, 2)
+    padding: NonNegativePair = (0, 0)
+    eps: float = 1e-8
 
 
 @builtin
