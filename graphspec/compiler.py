@@ -60,7 +60,7 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
         v.entry.init(module, v.cfg, inf, generator)
         root.add_module(name, module)
     _inplace_activations(spec, analysis, root)
-    graph = _fx_graph(spec, analysis)
+    graph = _fx_graph(spec, analysis, root)
     gm = fx.GraphModule(root, graph, class_name=_class_name(spec.name))
     frozen = frozenset(frozen)
     unknown = sorted(frozen - set(spec.vertices))
@@ -100,7 +100,7 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(int(seed))
 
 
-def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None,
+def _fx_graph(spec: Spec, analysis: Analysis, root: nn.Module, outputs: list[str] | None = None,
               needed_inputs_only: bool = False) -> fx.Graph:
     """The forward graph computing ``outputs`` from the inputs, in topological order. With the spec's outputs
     (the default) it returns a tensor for one output and a dict for several; with explicit ``outputs``, a dict.
@@ -109,16 +109,52 @@ def _fx_graph(spec: Spec, analysis: Analysis, outputs: list[str] | None = None,
     outputs = list(spec.outputs if outputs is None else outputs)
     graph = fx.Graph()
     needed = analysis.needed_for(outputs)
-    nodes: dict[str, fx.Node] = {name: graph.placeholder(_ident(name)) for name in spec.inputs
-                                 if not needed_inputs_only or name in needed}
+    taken = [name for name in spec.inputs if not needed_inputs_only or name in needed]
+    nodes: dict[str, fx.Node] = {name: graph.placeholder(_ident(name)) for name in taken}
+    masks = _mask_placeholders(graph, spec, taken)
     for name in analysis.order:
         if name not in needed:
             continue  # reaches no output (analyze warned); its module still exists for its weights
         v = spec.vertices[name]
-        nodes[name] = graph.create_node("call_module", v.module, tuple(nodes[i] for i in v.inputs), name=_ident(name))
+        mask = next((masks[i] for i in v.inputs if masks.get(i) is not None), None)
+        module = root.get_submodule(v.module)
+        reads = mask is not None and _reads_mask(module)
+        nodes[name] = graph.create_node("call_module", v.module, tuple(nodes[i] for i in v.inputs),
+                                        {"mask": mask} if reads else {}, name=_ident(name))
+        masks[name] = _mask_after(graph, v, module, analysis, mask)
     graph.output({o: nodes[o] for o in outputs} if as_dict else nodes[outputs[0]])
     graph.lint()
     return graph
+
+
+# Masks (DL4J's feature masks): a sequence input ``x`` [size, T] gives the forward an optional ``x_mask`` [N, T]
+# (1 = a real step, 0 = padding). Each vertex passes on the mask of its first input that carries one: a module
+# whose forward takes ``mask=`` receives it, and the mask after the vertex is what its module's ``output_mask``
+# says, else the same mask while the output is a sequence of the same length, else none (DL4J's rules,
+# SEMANTICS-SEQUENCES.md §2). Without masks given, every mask is None at run time and nothing changes.
+
+
+def _mask_placeholders(graph: fx.Graph, spec: Spec, inputs: list[str]) -> dict[str, fx.Node | None]:
+    return {name: graph.placeholder(_ident(name) + "_mask", default_value=None) if
+            len(spec.input_shape(name)) == 2 else None for name in inputs}
+
+
+def _reads_mask(module: nn.Module) -> bool:
+    import inspect
+    return "mask" in inspect.signature(module.forward).parameters
+
+
+def _mask_after(graph: fx.Graph, v, module: nn.Module, analysis: Analysis, mask):
+    if mask is None:
+        return None
+    if hasattr(module, "output_mask"):
+        return graph.call_function(_output_mask, (graph.get_attr(v.module), mask))
+    out, first = analysis.shapes[v.name], analysis.shapes[v.inputs[0]]
+    return mask if len(out) == 2 and len(first) == 2 and out[1] == first[1] else None
+
+
+def _output_mask(module: nn.Module, mask):
+    return None if mask is None else module.output_mask(mask)
 
 
 def subgraph(model: fx.GraphModule, outputs: list[str], *, needed_inputs_only: bool = False) -> fx.GraphModule:
@@ -128,7 +164,7 @@ def subgraph(model: fx.GraphModule, outputs: list[str], *, needed_inputs_only: b
     ``needed_inputs_only`` to run one tower of a Siamese network on one input.
     """
     info = model.graphspec
-    graph = _fx_graph(info.spec, info.analysis, outputs, needed_inputs_only)
+    graph = _fx_graph(info.spec, info.analysis, model, outputs, needed_inputs_only)
     return fx.GraphModule(model, graph, class_name=_class_name(info.spec.name) + "Trunk")
 
 
