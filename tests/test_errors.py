@@ -124,8 +124,8 @@ def known_types() -> str:
     return ", ".join(sorted(all_types()))
 
 
-def unknown_type(name: str) -> str:
-    return f"unknown vertex type '{name}' (did you mean 'conv'?); known types: {known_types()}"
+def unknown_type(name: str, suggestion: str = "conv1d") -> str:
+    return f"unknown vertex type '{name}' (did you mean '{suggestion}'?); known types: {known_types()}"
 
 
 CASES = [
@@ -188,7 +188,7 @@ CASES = [
                                        "received 'image'", At("x:")),)),
 
     # --- vertices ----------------------------------------------------------------------------------------
-    Case("unknown_type_convv.yaml", (E(lambda p: unknown_type("convv"), At("type: convv"), "c1"),)),
+    Case("unknown_type_convv.yaml", (E(lambda p: unknown_type("convv", "conv"), At("type: convv"), "c1"),)),
     Case("unknown_type_conv2d.yaml", (E(lambda p: unknown_type("conv2d"), At("type: conv2d"), "c1"),)),
     Case("missing_type.yaml", (E("missing required key 'type'", At("c1:"), "c1"),)),
     Case("unknown_param.yaml", (E(f"unknown key 'kernal' (did you mean 'kernel'?); expected one of: {CONV_KEYS}",
