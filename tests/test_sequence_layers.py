@@ -574,3 +574,14 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
             want = net(tokens, features)
         (got,) = session.run(None, {"tokens": tokens.numpy(), "features": features.numpy()})
         torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_summary_does_not_mark_an_embeddings_class_count_as_inferred():
+    from graphspec.summary import summarize
+    d = {"version": 1, "name": "emb", "inputs": {"tokens": {"type": "recurrent", "size": 1, "length": 4}},
+         "vertices": {"words": {"type": "embedding_sequence", "inputs": ["tokens"], "num_embeddings": 10, "out": 3},
+                      "rnn": {"type": "lstm", "inputs": ["words"], "out": 2}},
+         "outputs": ["rnn"]}
+    rows = {r.name: r for r in summarize(d).rows}
+    assert (rows["words"].n_in, rows["words"].in_inferred) == (10, False)
+    assert (rows["rnn"].n_in, rows["rnn"].in_inferred) == (3, True)
