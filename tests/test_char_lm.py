@@ -47,6 +47,3 @@ def test_bits_per_character_is_the_mean_negative_log2_probability_of_the_next_ch
     assert sample.bits_per_character(net, chars, following, batch=3) == pytest.approx(expected, rel=1e-5)
     text = sample.sample(net, "def ", 5, temperature=0.7, seed=0)
     assert text.startswith("def ") and len(text) == 9
-
-
-
