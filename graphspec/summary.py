@@ -125,9 +125,7 @@ def summarize(spec_or_path, batch_size: int = 1, frozen: set[str] | None = None)
         shapes = [] if v.shares else entry.param_shapes(v.cfg, inf)  # a shared layer's are counted at its owner
         trainable = sum(p.numel for p in shapes if p.trainable)
         total = sum(p.numel for p in shapes)
-        # nIn is "inferred" only for a type that takes `in` and was not given it (an embedding's nIn is its
-        # `num_embeddings`, a parameter, not an inference)
-        given_in = v.params.get("in") is not None or "in_" not in entry.Params.model_fields
+        given_in = v.params.get("in") is not None or entry.n_in_is_parameter
         rows.append(Row(name, entry.name, entry.dl4j, entry.kind, list(v.inputs),
                         inf.n_in if has_params else None, inf.n_out if has_params else None,
                         has_params and inf.n_in is not None and not given_in, tuple(inf.out_shape), total,

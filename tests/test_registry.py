@@ -767,5 +767,6 @@ def test_training_facts():
     assert {n for n, e in TYPES.items() if e.loss_head} == {"output", "center_loss_output", "loss", "cnn_loss",
                                                             "rnn_output", "rnn_loss"}
     assert {n for n, e in TYPES.items() if e.per_position} == {"cnn_loss", "rnn_output", "rnn_loss"}
+    assert {n for n, e in TYPES.items() if e.n_in_is_parameter} == {"embedding", "embedding_sequence"}
     assert {n for n, e in TYPES.items() if e.center_loss} == {"center_loss_output"}
     assert {n for n, e in TYPES.items() if e.batch_statistics} == {"batchnorm"}

@@ -108,6 +108,9 @@ class VertexType:
     # A loss head whose class-index targets have one class per position of its output ([N, H, W] for an image
     # output [C, H, W]: a per-pixel loss), not one per example ([N]).
     per_position: ClassVar[bool] = False
+    # Its nIn is one of its parameters (an embedding's number of classes), not inferred from its input's shape
+    # (the summary marks inferred nIns with `*`).
+    n_in_is_parameter: ClassVar[bool] = False
     # Its training-mode output uses the batch's statistics (``module.sync = True`` makes a distributed run
     # compute them over every rank's share: ``sync_batchnorm``).
     batch_statistics: ClassVar[bool] = False

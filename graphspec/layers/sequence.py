@@ -59,6 +59,7 @@ def _need_indices(shape, sequence_only: bool) -> Optional[int]:
 
 
 class _EmbeddingLike(VertexType):
+    n_in_is_parameter = True  # nIn is `num_embeddings`, the class count, not read from the input
     uses = LAYER_KEYS
     weight_params, bias_params = ("weight",), ("bias",)
     sequence_only = False
