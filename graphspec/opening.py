@@ -51,26 +51,28 @@ def resolve(source) -> tuple[str, Path | str]:
     A missing path keeps its own reader's error ("cannot read spec: ..."); a bare name that is neither a file nor a
     catalogued model raises :class:`GraphspecError` with a did-you-mean over the catalogued names.
     """
-    from . import catalog, zoo
+    # the modules' functions, not `from . import ...`: that would import the package (and reach back here)
+    from .catalog import available, path as catalog_path
+    from .zoo import names as zoo_names, path as zoo_path
     from .errors import GraphspecError, Location, did_you_mean
     text = os.fspath(source)
     if not isinstance(text, str):
         text = os.fsdecode(text)
     if os.path.exists(text):
         return ("model" if is_model_file(text) else "spec"), text
-    shipped = catalog.path(text)
+    shipped = catalog_path(text)
     if shipped is not None:
         return "model", shipped
-    architecture = zoo.path(text)
+    architecture = zoo_path(text)
     if architecture is not None:
         return "spec", architecture
     if _is_bare_name(text):
-        names = sorted(catalog.available())
+        names = sorted(available())
         listed = ", ".join(f"'{n}'" for n in names) if names else "none are installed"
         raise GraphspecError(f"no such file, and no catalogued model or zoo architecture of that name"
-                             f"{did_you_mean(text, names + zoo.names())}; expected a spec file, a model file, one "
+                             f"{did_you_mean(text, names + zoo_names())}; expected a spec file, a model file, one "
                              f"of the catalogued models ({listed}) or one of the zoo's architectures "
-                             f"({', '.join(zoo.names())})", location=Location(text))
+                             f"({', '.join(zoo_names())})", location=Location(text))
     return ("model" if is_model_file(text) else "spec"), text  # the reader says why it cannot be read
 
 

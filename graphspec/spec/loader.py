@@ -42,8 +42,8 @@ def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph
             from ..graph import analyze
             source.analysis = analyze(source, warn=False)
         return source
-    from .. import zoo
-    zoo_spec = zoo.path(source)  # a zoo architecture's name (and not a file): its spec
+    from ..zoo import path as zoo_path  # the function, not the package (no import back into graphspec)
+    zoo_spec = zoo_path(source)  # a zoo architecture's name (and not a file): its spec
     if zoo_spec is not None:
         source = zoo_spec
     if isinstance(source, Source):
