@@ -101,10 +101,12 @@ def _generator(seed: int | None) -> torch.Generator | None:
 
 
 def _fx_graph(spec: Spec, analysis: Analysis, root: nn.Module, outputs: list[str] | None = None,
-              needed_inputs_only: bool = False) -> fx.Graph:
+              needed_inputs_only: bool = False, with_masks: bool = False) -> fx.Graph:
     """The forward graph computing ``outputs`` from the inputs, in topological order. With the spec's outputs
     (the default) it returns a tensor for one output and a dict for several; with explicit ``outputs``, a dict.
-    ``needed_inputs_only``: the forward takes only the inputs the outputs depend on (in the spec's order)."""
+    ``needed_inputs_only``: the forward takes only the inputs the outputs depend on (in the spec's order).
+    ``with_masks``: it returns ``(activations, masks)``, two dicts by output name (a mask is None where none
+    reaches the output), for the per-step losses that read the mask of their input."""
     as_dict = outputs is not None or len(spec.outputs) > 1
     outputs = list(spec.outputs if outputs is None else outputs)
     graph = fx.Graph()
@@ -122,7 +124,8 @@ def _fx_graph(spec: Spec, analysis: Analysis, root: nn.Module, outputs: list[str
         nodes[name] = graph.create_node("call_module", v.module, tuple(nodes[i] for i in v.inputs),
                                         {"mask": mask} if reads else {}, name=_ident(name))
         masks[name] = _mask_after(graph, v, module, analysis, mask)
-    graph.output({o: nodes[o] for o in outputs} if as_dict else nodes[outputs[0]])
+    result = {o: nodes[o] for o in outputs} if as_dict else nodes[outputs[0]]
+    graph.output((result, {o: masks.get(o) for o in outputs}) if with_masks else result)
     graph.lint()
     return graph
 
@@ -135,7 +138,7 @@ def _fx_graph(spec: Spec, analysis: Analysis, root: nn.Module, outputs: list[str
 
 
 def _mask_placeholders(graph: fx.Graph, spec: Spec, inputs: list[str]) -> dict[str, fx.Node | None]:
-    return {name: graph.placeholder(_ident(name) + "_mask", default_value=None) if
+    return {name: graph.placeholder(mask_argument(name), default_value=None) if
             len(spec.input_shape(name)) == 2 else None for name in inputs}
 
 
@@ -157,15 +160,32 @@ def _output_mask(module: nn.Module, mask):
     return None if mask is None else module.output_mask(mask)
 
 
-def subgraph(model: fx.GraphModule, outputs: list[str], *, needed_inputs_only: bool = False) -> fx.GraphModule:
-    """A module sharing ``model``'s submodules that returns ``{name: activation}`` for ``outputs``.
+def subgraph(model: fx.GraphModule, outputs: list[str], *, needed_inputs_only: bool = False,
+             with_masks: bool = False) -> fx.GraphModule:
+    """A module sharing ``model``'s submodules that returns ``{name: activation}`` for ``outputs`` (with
+    ``with_masks``: and ``{name: mask or None}``, the sequence mask each output carries).
 
     Training uses it to run the network up to the inputs of its output layers; ``embed`` with
     ``needed_inputs_only`` to run one tower of a Siamese network on one input.
     """
     info = model.graphspec
-    graph = _fx_graph(info.spec, info.analysis, model, outputs, needed_inputs_only)
+    graph = _fx_graph(info.spec, info.analysis, model, outputs, needed_inputs_only, with_masks)
     return fx.GraphModule(model, graph, class_name=_class_name(info.spec.name) + "Trunk")
+
+
+def call(module: fx.GraphModule, spec: Spec, x):
+    """``module`` (compiled from ``spec``) on ``x``: a tensor, a tuple of tensors in the spec's input order, or a
+    dict by input name that may hold the mask of a sequence input under ``<input>_mask`` (the names of an ``.npz``
+    file's arrays)."""
+    if isinstance(x, dict):
+        return module(**{(_ident(k) if k in spec.inputs else mask_argument(k[:-len("_mask")])): v
+                         for k, v in x.items()})
+    return module(*(x if isinstance(x, tuple) else (x,)))
+
+
+def mask_argument(input_name: str) -> str:
+    """The forward's keyword argument that takes the mask [N, T] of the sequence input ``input_name``."""
+    return _ident(input_name) + "_mask"
 
 
 def _ident(name: str) -> str:

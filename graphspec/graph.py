@@ -29,6 +29,14 @@ class Analysis:
     warnings: list[Problem] = field(default_factory=list)
     # each input's and vertex's batch as a multiple of the network's (1 unless a stack/unstack vertex changed it)
     batch: dict[str, Fraction] = field(default_factory=dict)
+    # Variable-length sequences: ``shapes`` are at T = EXAMPLE_LENGTH, and ``varies`` marks, per input and
+    # vertex, the dimensions of its shape that follow T.
+    varies: dict[str, tuple[bool, ...]] = field(default_factory=dict)
+
+    def pattern(self, name: str) -> tuple[int | None, ...]:
+        """``name``'s shape with None for each dimension that follows a variable sequence length."""
+        marks = self.varies.get(name, ())
+        return tuple(None if i < len(marks) and marks[i] else d for i, d in enumerate(self.shapes[name]))
 
     # The one implementation of the graph queries that compiling, probing, freezing and surgery need.
 
@@ -61,6 +69,11 @@ class Analysis:
         return frozenset(self.needed_for(names) & vertices)
 
 
+def fits(shape, pattern) -> bool:
+    """Whether a concrete ``shape`` matches a :meth:`Analysis.pattern` (None matches any length)."""
+    return len(shape) == len(pattern) and all(p is None or d == p for d, p in zip(shape, pattern))
+
+
 class SpecWarning(UserWarning):
     pass
 
@@ -75,6 +88,8 @@ def analyze(spec: Spec, *, warn: bool = True, broken: frozenset[str] = frozenset
     result = None
     if not cyclic:  # shapes need an order; a cycle has none
         result = _shapes(spec, g, _order(spec, g), problems)
+        if not problems and any(spec.is_variable(n) for n in spec.inputs):
+            _vary(spec, g, result, problems)
     if problems:
         raise SpecError(problems)
     result.warnings = _reachability(spec, result)
@@ -144,8 +159,9 @@ def _order(spec: Spec, g: nx.DiGraph) -> list[str]:
     return [n for n in order if n in spec.vertices]
 
 
-def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem]) -> Analysis:
-    shapes: dict[str, Shape] = {n: tuple(spec.input_shape(n)) for n in spec.inputs}
+def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem],
+            length: int | None = None) -> Analysis:
+    shapes: dict[str, Shape] = {n: tuple(spec.input_shape(n, length)) for n in spec.inputs}
     batch = {n: Fraction(1) for n in spec.inputs}
     inference, in_shapes = {}, {}
     for name in order:
@@ -164,6 +180,41 @@ def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem]
         inference[name], in_shapes[name], shapes[name] = inf, ins, tuple(inf.out_shape)
     _check_shared(spec, inference, in_shapes, problems)
     return Analysis(order, shapes, inference, in_shapes, g, batch=batch)
+
+
+def _vary(spec: Spec, g: nx.DiGraph, analysis: Analysis, problems: list[Problem]) -> None:
+    """Analyse again with variable-length inputs of other lengths: a layer whose parameters or configuration
+    differ at T + 1 (e.g. padding that depends on T mod the stride) cannot take sequences of any length (refused);
+    the dimensions that differ at 2T (a stride halves T + 1 and T alike) are marked in ``varies``."""
+    from .spec.model import EXAMPLE_LENGTH as t
+    next_, double = (_shapes(spec, g, analysis.order, problems, length=n) for n in (t + 1, 2 * t))
+    for p in problems:
+        p.message = f"{p.message} (with other sequence lengths than {t}: the input has no fixed 'length')"
+    for name, shape in analysis.shapes.items():
+        analysis.varies[name] = tuple(a != b for a, b in zip(shape, double.shapes.get(name, shape)))
+        if name in spec.vertices and name in next_.inference:
+            _check_length_free(spec, analysis, spec.vertices[name], analysis.inference[name], next_.inference[name],
+                               problems)
+
+
+def _check_length_free(spec: Spec, analysis: Analysis, v, mine, theirs, problems: list[Problem]) -> None:
+    """Refuse vertex ``v`` if its parameters or module configuration at T (``mine``) and T + 1 differ."""
+    own = {p.name: p.shape for p in v.entry.param_shapes(v.cfg, mine)}
+    own_next = {p.name: p.shape for p in v.entry.param_shapes(v.cfg, theirs)}
+    if own == own_next and (mine.n_in, mine.n_out, _config(v, mine)) == (theirs.n_in, theirs.n_out,
+                                                                        _config(v, theirs)):
+        return
+    from .spec.model import EXAMPLE_LENGTH as t
+    what = (f"parameters {_fmt_params(own)} at T = {t}, {_fmt_params(own_next)} at T = {t + 1}"
+            if own != own_next else "a configuration that depends on T (e.g. padding for stride > 1)")
+    inputs = [n for n in spec.inputs if spec.is_variable(n) and n in analysis.ancestors([v.name])]
+    problems.append(_problem(spec, f"needs its input's length: it would have {what}; give the input "
+                                   f"'{inputs[0] if inputs else '?'}' a fixed 'length'", v.name, v.path))
+
+
+def _config(v, inf) -> dict:
+    """What of ``inf.info`` configures ``v``'s module (not the work counts that follow the sequence length)."""
+    return {k: x for k, x in inf.info.items() if k not in v.entry.counts}
 
 
 def _check_shared(spec: Spec, inference: dict, in_shapes: dict, problems: list[Problem]) -> None:

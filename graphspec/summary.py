@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from .registry import ParamShape
 from .spec.loader import load_spec
+from .spec.model import EXAMPLE_LENGTH
 
 BYTES_PER_VALUE = 4  # float32
 
@@ -30,6 +31,10 @@ class Row:
     frozen: bool = False
     shares: str | None = None  # the vertex whose layer (and parameters, counted there once) this one uses
     batch: float = 1.0  # its batch as a multiple of the network's (stack/unstack vertices change it)
+    # variable-length sequences: which dims of out_shape follow T (out_shape is at T = EXAMPLE_LENGTH), and the
+    # MACs per time step of a vertex whose work follows T (its ``macs`` are then at EXAMPLE_LENGTH)
+    varies: tuple[bool, ...] = ()
+    macs_per_step: float | None = None
 
     @property
     def n_in_out(self) -> str:
@@ -47,6 +52,22 @@ class Summary:
     rows: list[Row]
     outputs: list[str]
     warnings: list[str] = field(default_factory=list)
+    input_varies: dict[str, tuple[bool, ...]] = field(default_factory=dict)  # dims that follow T, per input
+
+    @property
+    def variable(self) -> bool:
+        """Whether the network takes sequences of any length T (shapes and MACs are then given in T)."""
+        return any(any(v) for v in self.input_varies.values())
+
+    @property
+    def macs_per_step(self) -> float:
+        """MACs per example and time step of the vertices whose work follows T (0 for fixed shapes)."""
+        return sum(r.macs_per_step for r in self.rows if r.macs_per_step is not None)
+
+    @property
+    def macs_fixed(self) -> int:
+        """MACs per example of the vertices whose work does not follow T."""
+        return sum(r.macs for r in self.rows if r.macs is not None and r.macs_per_step is None)
 
     @property
     def trainable(self) -> int:
@@ -92,7 +113,10 @@ class Summary:
                 "param_bytes": self.param_bytes, "activation_bytes": self.activation_bytes,
                 "macs_per_example": self.macs, "macs": None if self.macs is None else self.macs * self.batch_size,
                 "macs_known_per_example": self.macs_known, "macs_unknown": self.macs_unknown,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, "variable_length": self.variable,
+                "example_length": EXAMPLE_LENGTH if self.variable else None,
+                "macs_per_step": self.macs_per_step if self.variable else None,
+                "macs_fixed": self.macs_fixed if self.variable else None}
 
     def to_dict(self) -> dict:
         rows = []
@@ -100,8 +124,10 @@ class Summary:
             d = asdict(r)
             d["param_shapes"] = {p.name: list(p.shape) for p in r.param_shapes}
             d["out_shape"] = list(r.out_shape)
+            d["varies"] = list(r.varies)
             rows.append(d)
         return {"name": self.name, "inputs": {k: list(v) for k, v in self.inputs.items()}, "rows": rows,
+                "input_varies": {k: list(v) for k, v in self.input_varies.items()},
                 "outputs": self.outputs, "totals": self.totals(), "warnings": self.warnings}
 
 
@@ -126,20 +152,33 @@ def summarize(spec_or_path, batch_size: int = 1, frozen: set[str] | None = None)
         trainable = sum(p.numel for p in shapes if p.trainable)
         total = sum(p.numel for p in shapes)
         given_in = v.params.get("in") is not None or entry.n_in_is_parameter
+        macs = entry.macs(v.cfg, inf)
+        follows = bool(macs) and any(any(a.varies.get(n, ())) for n in (name, *v.inputs))
         rows.append(Row(name, entry.name, entry.dl4j, entry.kind, list(v.inputs),
                         inf.n_in if has_params else None, inf.n_out if has_params else None,
                         has_params and inf.n_in is not None and not given_in, tuple(inf.out_shape), total,
-                        trainable, total - trainable, shapes, entry.macs(v.cfg, inf), "/".join(v.group),
-                        name in frozen, v.shares, float(a.batch[name])))
+                        trainable, total - trainable, shapes, macs, "/".join(v.group),
+                        name in frozen, v.shares, float(a.batch[name]), a.varies.get(name, ()),
+                        macs / EXAMPLE_LENGTH if follows else None))
     return Summary(spec.name, batch_size, {k: tuple(spec.input_shape(k)) for k in spec.inputs}, rows,
-                   list(spec.outputs), [str(w) for w in a.warnings])
+                   list(spec.outputs), [str(w) for w in a.warnings], {k: a.varies.get(k, ()) for k in spec.inputs})
 
 
 # --- renderings ---------------------------------------------------------------------------------------------
 
 
-def _shape(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
+def _shape(shape, varies=()) -> str:
+    """``[12, 64]``; a dimension that follows a variable length T as ``T``, ``T/2``, ``2T`` (the ratio at the
+    example length, rounded: strided layers' exact length is ⌊…⌋ of it)."""
+    return "[" + ", ".join(_in_t(d) if i < len(varies) and varies[i] else str(d) for i, d in enumerate(shape)) + "]"
+
+
+def _in_t(d: int) -> str:
+    from fractions import Fraction
+    r = Fraction(d, EXAMPLE_LENGTH).limit_denominator(16)
+    if r == 1:
+        return "T"
+    return (f"{r.numerator}" if r.numerator != 1 else "") + "T" + (f"/{r.denominator}" if r.denominator != 1 else "")
 
 
 def _bytes(n: int) -> str:
@@ -168,20 +207,29 @@ def _count(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
 
 
+def _per_step(m: float) -> str:
+    return f"{round(m):,}·T" if abs(m - round(m)) < 1e-9 else f"{m:,.1f}·T"
+
+
 def _cells(r: Row) -> list[str]:
-    return [f"{r.name} ({r.type})", ", ".join(r.inputs), r.n_in_out, _shape(r.out_shape),
-            f"{r.params:,}" if r.params else "0", _trainable_cell(r), _count(r.macs)]
+    return [f"{r.name} ({r.type})", ", ".join(r.inputs), r.n_in_out, _shape(r.out_shape, r.varies),
+            f"{r.params:,}" if r.params else "0", _trainable_cell(r),
+            _per_step(r.macs_per_step) if r.macs_per_step is not None else _count(r.macs)]
 
 
-def _input_cells(name: str, shape) -> list[str]:
-    return [f"{name} (input)"] + [_shape(shape) if c is None else c for c in INPUT_CELLS]
+def _input_cells(name: str, shape, varies=()) -> list[str]:
+    return [f"{name} (input)"] + [_shape(shape, varies) if c is None else c for c in INPUT_CELLS]
 
 
 def _macs_total(s: Summary, per: int) -> str:
+    if s.variable:
+        known = f"{_per_step(s.macs_per_step * per)} + {s.macs_fixed * per:,}"
+    else:
+        known = f"{s.macs_known * per:,}"
     if not s.macs_unknown:
-        return f"{s.macs_known * per:,}"
+        return known
     names = ", ".join(s.macs_unknown[:3]) + (f", ... ({len(s.macs_unknown)} in all)" if len(s.macs_unknown) > 3 else "")
-    return f"? (at least {s.macs_known * per:,}; unknown for {names})"
+    return f"? (at least {known}; unknown for {names})"
 
 
 def total_lines(s: Summary) -> list[tuple[str, str]]:
@@ -201,11 +249,12 @@ def total_lines(s: Summary) -> list[tuple[str, str]]:
 def render_markdown(s: Summary) -> str:
     lines = [f"# {s.name}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for k, shape in s.inputs.items():
-        lines.append("| " + " | ".join(_input_cells(k, shape)) + " |")
+        lines.append("| " + " | ".join(_input_cells(k, shape, s.input_varies.get(k, ()))) + " |")
     for r in s.rows:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
     lines += ["", "| total | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in total_lines(s)]
-    lines += ["", "`*` nIn inferred from the input shapes."]
+    lines += ["", "`*` nIn inferred from the input shapes."] + ([f"T: the sequence length (any); activation memory at "
+                                                               f"T = {EXAMPLE_LENGTH}."] if s.variable else [])
     return "\n".join(lines) + "\n"
 
 
@@ -222,7 +271,7 @@ def render_table(s: Summary, console) -> None:
         table.add_column(h, overflow="fold", no_wrap=h != "inputs",
                          justify="right" if h in ("params", "MACs") else "left")
     for k, shape in s.inputs.items():
-        table.add_row(*map(Text, _input_cells(k, shape)))
+        table.add_row(*map(Text, _input_cells(k, shape, s.input_varies.get(k, ()))))
     for r in s.rows:
         table.add_row(*map(Text, _cells(r)), style="dim" if r.frozen else None)
     console.print(table)
@@ -233,3 +282,5 @@ def render_table(s: Summary, console) -> None:
         totals.add_row(Text(k), Text(v))
     console.print(totals)
     console.print("[dim]* nIn inferred from the input shapes[/dim]")
+    if s.variable:
+        console.print(f"[dim]T: the sequence length (any); activation memory at T = {EXAMPLE_LENGTH}[/dim]")

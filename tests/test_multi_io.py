@@ -142,7 +142,6 @@ def test_a_zero_weight_leaves_its_head_untouched(tmp_path):
 
 def test_loss_weights_scale_the_gradient(tmp_path):
     from graphspec.train.steps import LossModule, heads_of
-    from graphspec.compiler import subgraph
     net = graphspec.build(TWO_HEADS)
     inputs, targets = _named(_two_heads_npz(tmp_path / "t.npz")).batch(range(8))
     x = tuple(torch.from_numpy(t) for t in inputs)
@@ -150,9 +149,9 @@ def test_loss_weights_scale_the_gradient(tmp_path):
     totals = {}
     for w in (1.0, 3.0):
         heads = heads_of(net, {"reg": Recipe(losses={"reg": {"weight": w}}).losses["reg"]})
-        module = LossModule(subgraph(net, ["trunk"]), heads)
+        module = LossModule(net, heads)
         totals[w] = float(module(x, y)[0].detach())
-    cls_only = float(LossModule(subgraph(net, ["trunk"]), heads_of(net, {"reg": Recipe(
+    cls_only = float(LossModule(net, heads_of(net, {"reg": Recipe(
         losses={"reg": {"weight": 0.0}}).losses["reg"]}))(x, y)[0].detach())
     assert totals[3.0] - cls_only == pytest.approx(3 * (totals[1.0] - cls_only), rel=1e-5)
 

@@ -121,7 +121,9 @@ class Batches:
     def _inputs(self, inputs, draw):
         """Network-ready tensors: uint8 arrays are images (augmented with a fresh ``draw()`` each, or centred
         when ``draw`` is None, then scaled by the preprocessing); other arrays are values, as float32. Several
-        inputs (a tuple, in the spec's input order) stay a tuple."""
+        inputs (a tuple, in the spec's input order) stay a tuple; inputs by name (with their masks) a dict."""
+        if isinstance(inputs, dict):
+            return dict(zip(inputs, self._inputs(tuple(inputs.values()), draw)))
         several = isinstance(inputs, (tuple, list))
         out = []
         for array in (inputs if several else (inputs,)):

@@ -148,7 +148,9 @@ def arrays(path, model, recipe: Recipe):
     """The training and held-out parts (``data.eval_fraction``) of an ``.npz`` file for ``model``."""
     from ..data.named import NamedArrays
     spec = model.graphspec.spec
-    data = NamedArrays.from_npz(path, {k: spec.input_shape(k) for k in spec.inputs}, spec.outputs)
+    analysis = model.graphspec.analysis
+    data = NamedArrays.from_npz(path, {k: analysis.pattern(k) for k in spec.inputs},
+                                {k: analysis.pattern(k) for k in spec.outputs})
     return data.split(recipe.data.eval_fraction, recipe.seed)
 
 

@@ -120,6 +120,9 @@ class VertexType:
     # Its module can compute in place over its only input (``module.set_inplace(producer)``); the compiler lets it
     # when the producer's output may be overwritten (:meth:`output_overwritable`) and nothing else reads it.
     computes_in_place: ClassVar[bool] = False
+    # Keys of ``Inferred.info`` that only count work for :meth:`macs` (e.g. time steps), free to follow a
+    # variable sequence length; every other key configures the module, which must then not depend on T.
+    counts: ClassVar[tuple[str, ...]] = ()
 
     def infer(self, p: Any, in_shapes: list[Shape]) -> Inferred:
         return Inferred(in_shapes[0])

@@ -54,6 +54,7 @@ class _Recurrent(VertexType):
     Module: ClassVar[type[R.Recurrent]]
     uses = ("weight_init",)
     weight_params, bias_params = _with_reverse("weight_ih", "weight_hh"), _with_reverse("bias")
+    counts = ("steps",)
 
     def infer(self, p, in_shapes):
         n_in, steps = _need_sequence(in_shapes[0])

@@ -468,6 +468,7 @@ class GlobalPoolingLayer(VertexType):
     name, dl4j = "global_pool", "GlobalPoolingLayer"
     Params = GlobalPoolParams
     width_follows_input = True
+    counts = ("values",)
     doc = ("Pools over all spatial positions of an image, or all time steps of a sequence (DL4J's RNN pooling; a "
            "transformer's mean pooling of its tokens); `collapse` gives [C] instead of [C, 1, 1] or [C, 1].")
 
@@ -708,6 +709,7 @@ class _PairScore(VertexType):
     kind = "vertex"
     Params = EpsParams
     arity = (2, 2)
+    counts = ("values",)
 
     def infer(self, p, in_shapes):
         return Inferred((1,), info={"values": _prod(_same_shapes(in_shapes))})

@@ -82,17 +82,22 @@ class FeedForwardInput(_Strict):
         return (self.size,)
 
 
+# The length T at which the shapes of a variable-length sequence input are checked (and examples are drawn, e.g.
+# for ``forward`` and ONNX export); the analysis checks them again at T + 1 to find what depends on T.
+EXAMPLE_LENGTH = 64
+
+
 class RecurrentInput(_Strict):
     """A sequence: ``size`` features at each of ``length`` time steps, per example ``[size, length]`` (DL4J's
-    layout, time last)."""
+    layout, time last). Without ``length`` the network takes sequences of any length T (``[size, T]``)."""
 
     type: Literal["recurrent"]
     size: int = Field(ge=1, le=100_000_000)
-    length: int = Field(ge=1, le=100_000_000)
+    length: Optional[int] = Field(None, ge=1, le=100_000_000)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.size, self.length)
+        return (self.size, self.length or EXAMPLE_LENGTH)
 
 
 InputDef = Annotated[Union[ConvolutionalInput, FeedForwardInput, RecurrentInput], Field(discriminator="type")]
@@ -192,8 +197,16 @@ class Spec:
     def loc(self, path: tuple = ()) -> Location:
         return self.source.loc(path) if self.source else Location(self.file)
 
-    def input_shape(self, name: str) -> tuple[int, ...]:
-        return self.inputs[name].shape
+    def input_shape(self, name: str, length: int | None = None) -> tuple[int, ...]:
+        """Input ``name``'s shape per example; a variable-length sequence's at ``length`` steps (default
+        EXAMPLE_LENGTH)."""
+        shape = self.inputs[name].shape
+        return shape[:-1] + (length,) if length is not None and self.is_variable(name) else shape
+
+    def is_variable(self, name: str) -> bool:
+        """Whether input ``name`` is a sequence of any length (a recurrent input without ``length``)."""
+        i = self.inputs[name]
+        return isinstance(i, RecurrentInput) and i.length is None
 
     def uses(self, name: str) -> list[str]:
         """Every vertex that computes with ``name``'s module: its owner first, then the vertices sharing it."""

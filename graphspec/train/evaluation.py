@@ -6,16 +6,22 @@ from __future__ import annotations
 import torch
 
 
-def head_metrics(head, output: torch.Tensor, features: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+def head_metrics(head, output: torch.Tensor, features: torch.Tensor, target: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> dict[str, float]:
     """What one trained output scores on held-out data: accuracy, precision, recall and F1 for a classifier (class
-    indices as targets), mean squared and absolute error for values, the mean loss for a metric-learning loss."""
-    if head.vertex is not None and target.dim() == 1 and not target.is_floating_point() and output.dim() == 2 \
+    indices as targets; for a per-step classifier [N, C, T] over every real time step, ``mask`` [N, T] telling
+    which are real), mean squared and absolute error for values, the mean loss for a metric-learning loss."""
+    if head.vertex is not None and not target.is_floating_point() and output.dim() == target.dim() + 1 \
             and output.shape[1] > 1:
-        return classification_metrics(output.argmax(1), target, output.shape[1])
+        predicted = output.argmax(1)
+        if output.dim() == 3:  # per step: every real step is one classified example
+            keep = mask.bool() if mask is not None else torch.ones_like(target, dtype=torch.bool)
+            predicted, target = predicted[keep], target[keep]
+        return classification_metrics(predicted, target, output.shape[1])
     if target.is_floating_point() and target.shape == output.shape:
         diff = (output - target).flatten(1)
         return {"mse": float((diff ** 2).mean()), "mae": float(diff.abs().mean()), "examples": int(len(target))}
-    return {"loss": float(head.loss(features.float(), target).mean()), "examples": int(len(target))}
+    return {"loss": float(head.loss(features.float(), target, mask).mean()), "examples": int(len(target))}
 
 
 def classification_metrics(predicted: torch.Tensor, actual: torch.Tensor, n_classes: int) -> dict[str, float]:

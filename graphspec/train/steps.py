@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..compiler import subgraph
+from ..compiler import call, subgraph
+from ..graph import fits
 from ..errors import GraphspecError, did_you_mean
 from ..registry import ShapeError, all_types, lookup
 from .updaters import DL4JUpdater
@@ -37,8 +38,11 @@ class Head:
     def is_center(self) -> bool:
         return self.entry.center_loss
 
-    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.entry.training_loss(self.cfg, self.module, x, target)
+    def loss(self, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-example losses; ``mask`` [N, T] (per-step losses only) zeroes the padded steps' terms."""
+        if mask is None:
+            return self.entry.training_loss(self.cfg, self.module, x, target)
+        return self.entry.training_loss(self.cfg, self.module, x, target, mask=mask)
 
 
 @dataclass
@@ -135,25 +139,28 @@ class LossModule(torch.nn.Module):
     """The network up to its output layers plus their losses, as one module (what DDP wraps).
 
     ``forward(x, y)`` returns the *sum* over the examples of the data losses and center terms, and the detached
-    inputs of the center-loss heads (for the center update).
+    inputs of the center-loss heads (for the center update). A per-step loss (rnn_output, rnn_loss) reads its
+    output's label mask ``y["<output>_mask"]`` if the data has one, else the mask that reaches it from the inputs
+    (DL4J's RnnLossLayer rule; DL4J's RnnOutputLayer would train on the padding instead — docs/training.md).
     """
 
-    def __init__(self, trunk: torch.nn.Module, heads: list[Head]):
+    def __init__(self, model: torch.nn.Module, heads: list[Head]):
         super().__init__()
-        self.trunk = trunk
+        self.trunk = subgraph(model, sorted({h.input for h in heads}), with_masks=True)
         self.head_modules = torch.nn.ModuleDict({h.name: h.module for h in heads})
-        self._heads = heads
+        self._heads, self._spec = heads, model.graphspec.spec
 
     def forward(self, x, y):
-        """``x``: the input tensor, or a tuple in the spec's input order; ``y``: the target, or a dict of targets
-        by output name."""
-        feats = self.trunk(*(x if isinstance(x, tuple) else (x,)))
+        """``x``: the input tensor, a tuple in the spec's input order, or a dict by input name with masks;
+        ``y``: the target, or a dict of targets (and label masks) by output name."""
+        feats, reached = call(self.trunk, self._spec, x)
         total = 0.0
         inputs = {}
         for h in self._heads:
             e, target = feats[h.input].float(), target_of(y, h.name)
+            mask = label_mask(y, h.name, reached[h.input]) if h.entry.per_position else None
             with torch.autocast(e.device.type, enabled=False):  # heads, losses and centers stay float32
-                total = total + h.weight * h.loss(e, target).sum()
+                total = total + h.weight * h.loss(e, target, mask).sum()
                 if h.is_center:
                     e, c = torch.flatten(e, 1), h.module.centers
                     total = total + h.weight * h.module.lambda_ / 2 * ((e - c[target].detach()) ** 2).sum()
@@ -161,9 +168,16 @@ class LossModule(torch.nn.Module):
         return total, inputs
 
 
+def label_mask(y, name: str, reached):
+    """The mask of output ``name``'s per-step loss: its label mask in the data, else the one that reached it."""
+    given = y.get(name + "_mask") if isinstance(y, dict) else None
+    return given if given is not None else reached
+
+
 def check_targets(heads: list[Head], y, shapes: dict) -> None:
-    """Refuse, before any training, targets that do not fit their outputs: a missing target, class indices out of
-    an output layer's range, values of another shape than the output, a contrastive target that is not 0/1."""
+    """Refuse, before any training, targets that do not fit their outputs (``shapes``: per example, None for a
+    dimension that follows a variable sequence length): a missing target, class indices out of an output layer's
+    range, values of another shape than the output, a contrastive target that is not 0/1."""
     for h in heads:
         t = target_of(y, h.name)
         loss = getattr(h.cfg, "loss", None)
@@ -171,14 +185,14 @@ def check_targets(heads: list[Head], y, shapes: dict) -> None:
         # a per-position loss reads one class index per position: [N, H, W] for cnn_loss's [C, H, W] output, [N, T]
         # for rnn_output's and rnn_loss's [C, T]
         positions = tuple(shapes[h.name][1:]) if h.entry.per_position else ()
-        wanted = ", ".join(["N", *map(str, positions)])
+        wanted = ", ".join(["N", *map(_dim, positions)])
         if t.is_floating_point():
             want = (1,) if loss == "contrastive" else tuple(shapes[h.name])
-            if loss != "contrastive" and tuple(t.shape[1:]) != want:
+            if loss != "contrastive" and not fits(t.shape[1:], want):
                 raise GraphspecError(f"{where} is [N, {', '.join(map(str, t.shape[1:]))}] values; the output is "
-                                     f"[{', '.join(map(str, want))}] per example (or give class indices [{wanted}])")
+                                     f"[{', '.join(map(_dim, want))}] per example (or give class indices [{wanted}])")
             continue
-        if t.dim() != 1 + len(positions) or tuple(t.shape[1:]) != positions:
+        if t.dim() != 1 + len(positions) or not fits(t.shape[1:], positions):
             received = ", ".join(["N", *map(str, t.shape[1:])])
             raise GraphspecError(f"{where} is an integer array of shape [{received}]; class indices are [{wanted}]")
         classes = h.module.weight.shape[0] if hasattr(h.module, "weight") else None
@@ -191,8 +205,13 @@ def check_targets(heads: list[Head], y, shapes: dict) -> None:
                                  f"values {sorted(set(t.tolist()))[:5]}")
 
 
+def _dim(d) -> str:
+    return "T" if d is None else str(d)
+
+
 def batch_size(x) -> int:
-    return (x[0] if isinstance(x, tuple) else x).shape[0]
+    first = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, tuple) else x
+    return first.shape[0]
 
 
 def target_of(y, name: str) -> torch.Tensor:
@@ -205,8 +224,7 @@ def target_of(y, name: str) -> torch.Tensor:
 
 
 def _loss_module(model, heads, ctx):
-    trunk = subgraph(model, sorted({h.input for h in heads}))
-    module = LossModule(trunk, heads)
+    module = LossModule(model, heads)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     used = {id(p) for p in module.parameters() if p.requires_grad}
     return ctx.wrap(module, find_unused=bool(trainable - used))

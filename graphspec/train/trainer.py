@@ -159,12 +159,15 @@ class Trainer:
         from .steps import check_targets
         targets = getattr(data, "targets", None)  # datasets by name hold them as arrays; labelled data as labels
         y = as_targets(targets if targets is not None else np.asarray(data.labels))
-        check_targets(self.step.heads, y, self.model.graphspec.analysis.shapes)
+        analysis = self.model.graphspec.analysis
+        check_targets(self.step.heads, y, {h.name: analysis.pattern(h.name) for h in self.step.heads})
 
     def _to_model(self, x):
         """The layout the model runs in (NHWC for images when channels_last); several inputs stay a tuple."""
         if isinstance(x, tuple):
             return tuple(self._to_model(t) for t in x)
+        if isinstance(x, dict):
+            return {k: self._to_model(t) for k, t in x.items()}
         return x.contiguous(memory_format=self._memory_format) if x.dim() == 4 else x
 
     # --- loop ----------------------------------------------------------------------------------------------
@@ -249,21 +252,22 @@ class Trainer:
         data = data if data is not None else self.eval_data
         if data is None or len(data) == 0 or not self.ctx.is_main:
             return {}
-        from ..compiler import subgraph
-        from .steps import target_of
+        from ..compiler import call, subgraph
+        from .steps import label_mask, target_of
         heads = self.step.heads
-        trunk = subgraph(self.model, sorted({h.input for h in heads} | {h.name for h in heads}))
+        trunk = subgraph(self.model, sorted({h.input for h in heads} | {h.name for h in heads}), with_masks=True)
         was = self.model.training
         self.model.eval()
         seen: dict[str, list] = {h.name: [] for h in heads}
         try:
             for x, y in self._batches(data, batch_size, shuffle=False).evaluation():
-                out = trunk(*(self._to_model(t) for t in (x if isinstance(x, tuple) else (x,))))
+                out, reached = call(trunk, self.model.graphspec.spec, self._to_model(x))
                 for h in heads:
-                    seen[h.name].append((out[h.name], out[h.input], target_of(y, h.name)))
+                    mask = label_mask(y, h.name, reached[h.input]) if h.entry.per_position else None
+                    seen[h.name].append((out[h.name], out[h.input], target_of(y, h.name), mask))
         finally:
             self.model.train(was)
-        metrics = {h.name: head_metrics(h, *(torch.cat(parts) for parts in zip(*seen[h.name]))) for h in heads}
+        metrics = {h.name: head_metrics(h, *(_cat(parts) for parts in zip(*seen[h.name]))) for h in heads}
         if len(heads) == 1:
             return metrics[heads[0].name]
         return {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items()}
@@ -357,3 +361,8 @@ class Trainer:
             finally:
                 signal.signal(signal.SIGINT, previous)
         return handler()
+
+
+def _cat(parts):
+    """The batches' tensors joined (None when none of them has one: a mask that no batch carries)."""
+    return None if any(p is None for p in parts) else torch.cat(parts)
