@@ -90,6 +90,10 @@ class NamedArrays:
         shapes = {**(outputs if isinstance(outputs, dict) else {}), **inputs}
         sequences = {n + MASK: n for n, s in shapes.items() if len(s) == 2}  # maskable: [size, T] per example
         for name in arrays:
+            owner = name[:-len(MASK)] if name.endswith(MASK) else None
+            if owner in shapes and name not in sequences:
+                raise located(f"array '{name}' is a mask, but '{owner}' is [{', '.join(map(str, shapes[owner]))}] per "
+                              f"example, not a sequence [size, T]; masks: {', '.join(sequences) or 'none'}", path)
             if name not in inputs and name not in outputs and name not in sequences:
                 raise located(f"array '{name}' names no input or output of the network"
                               f"{did_you_mean(name, list(inputs) + list(outputs) + list(sequences))}; inputs: "

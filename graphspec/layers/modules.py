@@ -283,11 +283,17 @@ class Dropout(nn.Module):
 
 
 class GlobalPooling(nn.Module):
+    """Pooling over every position; over a sequence with a mask [N, T], over its real steps only, as DL4J's
+    MaskedReductionUtil (SEMANTICS-SEQUENCES.md §12.3): sum and p-norm of x·m, the average divides by the number
+    of real steps, the maximum skips the padded steps. An example without any real step is refused."""
+
     def __init__(self, pooling: str, pnorm: int, collapse: bool):
         super().__init__()
         self.pooling, self.pnorm, self.collapse = pooling, pnorm, collapse
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        if mask is not None and x.dim() == 3:
+            return self._masked(x, mask)
         dims = tuple(range(2, x.dim()))
         if self.pooling == "max":
             y = x.amax(dim=dims, keepdim=True)
@@ -298,6 +304,26 @@ class GlobalPooling(nn.Module):
         else:
             y = x.abs().pow(self.pnorm).sum(dim=dims, keepdim=True).pow(1.0 / self.pnorm)
         return torch.flatten(y, 1) if self.collapse else y
+
+    def _masked(self, x, mask):
+        m = mask.to(x.dtype).unsqueeze(1)  # [N, 1, T]
+        steps = m.sum(2, keepdim=True)
+        if bool((steps == 0).any()):
+            empty = int((steps.flatten() == 0).nonzero()[0])
+            raise ValueError(f"global_pool over a masked sequence: example {empty} has no real time step (its mask "
+                             "is all 0)")
+        if self.pooling == "max":
+            y = x.masked_fill(m == 0, float("-inf")).amax(2, keepdim=True)
+        elif self.pooling == "avg":
+            y = (x * m).sum(2, keepdim=True) / steps
+        elif self.pooling == "sum":
+            y = (x * m).sum(2, keepdim=True)
+        else:
+            y = (x * m).abs().pow(self.pnorm).sum(2, keepdim=True).pow(1.0 / self.pnorm)
+        return torch.flatten(y, 1) if self.collapse else y
+
+    def output_mask(self, mask):
+        return None  # the time steps are reduced away
 
 
 class Merge(nn.Module):
