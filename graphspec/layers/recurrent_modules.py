@@ -64,6 +64,11 @@ class Recurrent(nn.Module):
 
     state_size: ClassVar[int] = 1  # tensors in the state: (h,), or (h, c) for an LSTM
     gated: ClassVar[bool] = True  # has gates, computed with ``gate_activation``
+    # Carried state (truncated BPTT, stateful inference; SEMANTICS-SEQUENCES.md §11): with ``carry`` on, a forward
+    # starts from the state the previous one ended with (zeros the first time and after ``reset_state()``) and
+    # keeps its own final state, detached, so that no gradient crosses from one call to the next.
+    carry: bool = False
+    carried: tuple | None = None
 
     def __init__(self, n_in: int, n_out: int, bidirectional: str | None = None, activation: str = "tanh",
                  gate_activation: str = "sigmoid"):
@@ -92,21 +97,51 @@ class Recurrent(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         rows = x.permute(2, 0, 1)  # [T, N, n_in], a view
+        start = self._start(rows)
         if mask is None and self.fusable():
-            y = self._fused(rows)  # [T, N, directions·n], the directions concatenated
+            y, end = self._fused(rows, start)  # [T, N, directions·n], the directions concatenated
             if self.bidirectional not in (None, "concat"):
                 y = combine(self.bidirectional, *y.chunk(2, dim=-1))
         else:
             factors = None if mask is None else _mask_rows(mask, x)
-            runs = [self._loop(rows, factors, suffix, reverse=suffix != "") for suffix in self.suffixes]
-            y = runs[0] if len(runs) == 1 else combine(self.bidirectional, *runs)
+            runs = [self._loop(rows, factors, suffix, suffix != "", start) for suffix in self.suffixes]
+            end = runs[0][1]
+            y = runs[0][0] if len(runs) == 1 else combine(self.bidirectional, *(r[0] for r in runs))
+        if self.carry:
+            self.carried = tuple(s.detach() for s in end)
         return y.permute(1, 2, 0)  # [N, width, T], still time-major in memory
+
+    def set_carry(self, on: bool) -> None:
+        """Carry the state from one forward to the next (on) or start every forward from zeros (off); either way
+        the carried state is dropped."""
+        if on and self.bidirectional:
+            raise ValueError("a bidirectional layer cannot carry its state from one part of a sequence to the next "
+                             "(its backward direction reads the sequence's end first); DL4J refuses it too")
+        self.carry, self.carried = on, None
+
+    def reset_state(self) -> None:
+        self.carried = None
+
+    def _start(self, rows: torch.Tensor) -> tuple:
+        """The state before the first step: the carried one, or zeros."""
+        if self.carry and self.carried is not None:
+            if self.carried[0].shape[0] != rows.shape[1]:
+                raise ValueError(f"the carried state is for a batch of {self.carried[0].shape[0]}; this batch has "
+                                 f"{rows.shape[1]} (reset the state between batches of different sizes)")
+            return self.carried
+        return tuple(self._zero_state(rows) for _ in range(self.state_size))
+
+    def _stacked(self, start: tuple) -> list:
+        """The start state in torch's kernels' layout: [directions, N, n] per state tensor."""
+        return [torch.stack([s] * len(self.suffixes)) for s in start]
 
     def fusable(self) -> bool:
         """Whether torch's fused kernel computes this layer (its activations are the kernel's)."""
         return False
 
-    def _fused(self, rows: torch.Tensor) -> torch.Tensor:
+    def _fused(self, rows: torch.Tensor, start: tuple) -> tuple[torch.Tensor, tuple]:
+        """torch's kernel over every step from ``start``: ([T, N, directions·n], the first direction's final
+        state)."""
         raise NotImplementedError
 
     def _fused_weights(self) -> list[torch.Tensor]:
@@ -119,22 +154,21 @@ class Recurrent(nn.Module):
         w_ih, w_hh, bias = w
         return [w_ih, w_hh, bias, torch.zeros_like(bias)]
 
-    def _zero_state(self, rows: torch.Tensor, directions: int | None = None) -> torch.Tensor:
-        shape = (rows.shape[1], self.n_out) if directions is None else (directions, rows.shape[1], self.n_out)
-        return rows.new_zeros(shape)
+    def _zero_state(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.new_zeros((rows.shape[1], self.n_out))
 
-    def _loop(self, rows, factors, suffix: str, reverse: bool) -> torch.Tensor:
-        """One direction over every step: [T, N, n]. ``factors`` [T, N, 1] is the mask, or None."""
+    def _loop(self, rows, factors, suffix: str, reverse: bool, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """One direction over every step from ``state``: ([T, N, n], the final state). ``factors`` [T, N, 1] is
+        the mask, or None."""
         w = self.direction(suffix)
         projected = self._project(rows, w)  # the input's share of every step, in one matrix product
-        state = tuple(self._zero_state(rows) for _ in range(self.state_size))
         outputs: list = [None] * len(rows)
         for t in (reversed(range(len(rows))) if reverse else range(len(rows))):
             state = self._step(projected[t], state, w)
             if factors is not None:  # §2.3: a padded step outputs 0, and the next step starts from 0
                 state = tuple(s * factors[t] for s in state)
             outputs[t] = state[0]
-        return torch.stack(outputs)
+        return torch.stack(outputs), state
 
     def _project(self, rows, w) -> torch.Tensor:
         return F.linear(rows, w[0], w[2])  # weight_ih and the (one) bias
@@ -162,13 +196,12 @@ class LSTM(Recurrent):
     def fusable(self):
         return self.activation == "tanh" and self.gate_activation == "sigmoid"
 
-    def _fused(self, rows):
-        directions = len(self.suffixes)
-        h0 = self._zero_state(rows, directions)
+    def _fused(self, rows, start):
         # what nn.LSTM.forward calls: (input, (h0, c0), weights, has_biases, layers, dropout, train, bidirectional,
         # batch_first)
-        return torch.lstm(rows, (h0, h0), self._fused_weights(), True, 1, 0.0, self.training, directions == 2,
-                          False)[0]
+        y, h, c = torch.lstm(rows, self._stacked(start), self._fused_weights(), True, 1, 0.0, self.training,
+                             len(self.suffixes) == 2, False)
+        return y, (h[0], c[0])
 
     def _step(self, projected, state, w):
         h, c = state
@@ -211,11 +244,11 @@ class SimpleRnn(Recurrent):
     def fusable(self):
         return self.activation in ("tanh", "relu")
 
-    def _fused(self, rows):
-        directions = len(self.suffixes)
+    def _fused(self, rows, start):
         kernel = torch.rnn_tanh if self.activation == "tanh" else torch.rnn_relu
-        return kernel(rows, self._zero_state(rows, directions), self._fused_weights(), True, 1, 0.0, self.training,
-                      directions == 2, False)[0]
+        y, h = kernel(rows, self._stacked(start)[0], self._fused_weights(), True, 1, 0.0, self.training,
+                      len(self.suffixes) == 2, False)
+        return y, (h[0],)
 
     def _step(self, projected, state, w):
         return (self._act(projected + F.linear(state[0], w[1])),)
@@ -238,10 +271,10 @@ class GRU(Recurrent):
     def _torch_weights(w):
         return list(w)  # already torch's four
 
-    def _fused(self, rows):
-        directions = len(self.suffixes)
-        return torch.gru(rows, self._zero_state(rows, directions), self._fused_weights(), True, 1, 0.0,
-                         self.training, directions == 2, False)[0]
+    def _fused(self, rows, start):
+        y, h = torch.gru(rows, self._stacked(start)[0], self._fused_weights(), True, 1, 0.0, self.training,
+                         len(self.suffixes) == 2, False)
+        return y, (h[0],)
 
     def _step(self, projected, state, w):
         h = state[0]

@@ -101,6 +101,9 @@ class Recipe(_Model):
     optimizer: OptimizerRecipe = OptimizerRecipe()
     schedule: Schedule = Schedule()
     clip_grad_norm: Optional[float] = Field(None, gt=0)
+    # Truncated backpropagation through time (DL4J's tBPTTLength): sequences are trained in parts of this many
+    # steps, each one update, the recurrent state carried (detached) from part to part. None: whole sequences.
+    tbptt_length: Optional[int] = Field(None, ge=1)
     # Replace parameters of the spec's output layers for this run, e.g. {head: cosine, scale: 24, margin: 0.2,
     # loss: mcxent, bias: false}: a spec stays the tutorial's network while a recipe trains it differently.
     head: Optional[dict[str, Any]] = None

@@ -93,6 +93,9 @@ class Trainer:
                     model.get_submodule(v.module).sync = True
         self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle, recipe.data.per_class)
         self.step = self._make_step()
+        if recipe.tbptt_length:
+            from . import tbptt
+            tbptt.check(model, recipe.tbptt_length)
         self._check_targets(train)
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ class Trainer:
             n = len(self.batches.indices(self.epoch, b, order=order))  # the global batch
             x, y = self.batches.batch(self.epoch, b, self.ctx.part(n), order=order)
             lr = self._lr()  # the rate this step uses (the scheduler moves it afterwards)
-            score = self.step(self._to_model(x), y, n)
+            score = self._fit_batch(self._to_model(x), y, n)
             if not math.isfinite(score):
                 last = checkpoints(self.run_dir)[-1] if self.run_dir and checkpoints(self.run_dir) else None
                 where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -225,6 +228,13 @@ class Trainer:
             self._stop = self.ctx.any(self._stop)  # every rank stops at the same iteration
             if self._stop:
                 return
+
+    def _fit_batch(self, x, y, n: int) -> float:
+        """One update on the batch, or with truncated BPTT one per part of it (the score: the parts' mean)."""
+        if not self.recipe.tbptt_length:
+            return self.step(x, y, n)
+        from . import tbptt
+        return tbptt.step(self.step, self.model, x, y, n, self.recipe.tbptt_length)
 
     def _after_iteration(self, score: float, lr: float, clock: _Clock, bar) -> None:
         rate = clock.images / max(time.perf_counter() - clock.start, 1e-9)
