@@ -223,7 +223,7 @@ def _input_cells(name: str, shape, varies=()) -> list[str]:
 
 def _macs_total(s: Summary, per: int) -> str:
     if s.variable:
-        known = f"{_per_step(s.macs_per_step * per)} + {s.macs_fixed * per:,}"
+        known = _per_step(s.macs_per_step * per) + (f" + {s.macs_fixed * per:,}" if s.macs_fixed else "")
     else:
         known = f"{s.macs_known * per:,}"
     if not s.macs_unknown:

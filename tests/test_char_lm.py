@@ -47,3 +47,10 @@ def test_bits_per_character_is_the_mean_negative_log2_probability_of_the_next_ch
     assert sample.bits_per_character(net, chars, following, batch=3) == pytest.approx(expected, rel=1e-5)
     text = sample.sample(net, "def ", 5, temperature=0.7, seed=0)
     assert text.startswith("def ") and len(text) == 9
+    # the carried state gives what re-reading the whole text at every step gives
+    g, again = torch.Generator().manual_seed(0), [ord(c) for c in "def "]
+    with torch.no_grad():
+        for _ in range(5):
+            p = net(torch.tensor(again, dtype=torch.float32).view(1, 1, -1))[0, :, -1]
+            again.append(int(torch.multinomial(torch.softmax(torch.log(p.clamp_min(1e-12)) / 0.7, 0), 1, generator=g)))
+    assert text == "".join(map(chr, again))

@@ -3,8 +3,9 @@
     python examples/char-lm/sample.py runs/char-lm/model.safetensors --data runs/char-lm-heldout.npz
 
 Bits per character: the mean over every step of every held-out window of −log2 p(next character). The sample
-continues a prompt one character at a time (the model reads the last 64 characters; sampling with a temperature,
-seeded).
+continues a prompt one character at a time, as DL4J's rnnTimeStep does: the LSTMs carry their state from one
+character to the next (graphspec.state.carried_state), so each step reads one character and the whole text so far
+conditions it (sampling with a temperature, seeded).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 import graphspec
+from graphspec.state import carried_state
 
 
 def bits_per_character(net, chars: np.ndarray, following: np.ndarray, batch: int = 256) -> float:
@@ -30,15 +32,15 @@ def bits_per_character(net, chars: np.ndarray, following: np.ndarray, batch: int
 
 
 def sample(net, prompt: str, length: int, temperature: float, seed: int) -> str:
-    steps = net.graphspec.spec.input_shape("chars")[1]
-    text = [ord(c) for c in prompt if ord(c) < 128]
+    text = [ord(c) for c in prompt if ord(c) < 128] or [ord("\n")]
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
+    with torch.no_grad(), carried_state(net):
+        read = text  # the prompt once, then one character per step
         for _ in range(length):
-            window = ([ord(" ")] * steps + text)[-steps:]
-            p = net(torch.tensor(window, dtype=torch.float32).view(1, 1, steps))[0, :, -1]
+            p = net(torch.tensor(read, dtype=torch.float32).view(1, 1, -1))[0, :, -1]
             logits = torch.log(p.clamp_min(1e-12)) / temperature
-            text.append(int(torch.multinomial(torch.softmax(logits, 0), 1, generator=g)))
+            read = [int(torch.multinomial(torch.softmax(logits, 0), 1, generator=g))]
+            text.append(read[0])
     return "".join(map(chr, text))
 
 
