@@ -118,7 +118,7 @@ def _fx_graph(spec: Spec, analysis: Analysis, root: nn.Module, outputs: list[str
         if name not in needed:
             continue  # reaches no output (analyze warned); its module still exists for its weights
         v = spec.vertices[name]
-        mask = next((masks[i] for i in v.inputs if masks.get(i) is not None), None)
+        mask = _input_mask(graph, v, masks)
         module = root.get_submodule(v.module)
         reads = mask is not None and _reads_mask(module)
         nodes[name] = graph.create_node("call_module", v.module, tuple(nodes[i] for i in v.inputs),
@@ -131,7 +131,8 @@ def _fx_graph(spec: Spec, analysis: Analysis, root: nn.Module, outputs: list[str
 
 
 # Masks (DL4J's feature masks): a sequence input ``x`` [size, T] gives the forward an optional ``x_mask`` [N, T]
-# (1 = a real step, 0 = padding). Each vertex passes on the mask of its first input that carries one: a module
+# (1 = a real step, 0 = padding). Each vertex passes on the mask of its first input that carries one (a merging
+# vertex: the OR of its inputs' masks, none if one has none): a module
 # whose forward takes ``mask=`` receives it, and the mask after the vertex is what its module's ``output_mask``
 # says, else the same mask while the output is a sequence of the same length, else none (DL4J's rules,
 # SEMANTICS-SEQUENCES.md §2). Without masks given, every mask is None at run time and nothing changes.
@@ -140,6 +141,23 @@ def _fx_graph(spec: Spec, analysis: Analysis, root: nn.Module, outputs: list[str
 def _mask_placeholders(graph: fx.Graph, spec: Spec, inputs: list[str]) -> dict[str, fx.Node | None]:
     return {name: graph.placeholder(mask_argument(name), default_value=None) if
             len(spec.input_shape(name)) == 2 else None for name in inputs}
+
+
+def _input_mask(graph: fx.Graph, v, masks: dict):
+    given = [masks.get(i) for i in v.inputs]
+    if v.entry.merges_masks and len(given) > 1:
+        return None if any(m is None for m in given) else graph.call_function(_any_mask, tuple(given))
+    return next((m for m in given if m is not None), None)
+
+
+def _any_mask(*masks):
+    """DL4J's merged mask: a step is real where any input's is; none unless every input has one (at run time)."""
+    if any(m is None for m in masks):
+        return None
+    out = masks[0]
+    for m in masks[1:]:
+        out = torch.maximum(out, m)
+    return out
 
 
 def _reads_mask(module: nn.Module) -> bool:

@@ -45,3 +45,20 @@ def test_a_graph_without_sequences_takes_no_mask_and_exports_as_before():
     net = graphspec.build("resnet18")
     assert list(inspect.signature(net.forward).parameters) == ["image"]
     assert list(inspect.signature(graphspec.build(SPEC).forward).parameters) == ["x", "x_mask"]
+
+
+def test_a_merge_of_two_masked_sequences_carries_the_or_of_their_masks_and_none_without_both():
+    from graphspec.compiler import subgraph
+    spec = {"version": 1, "name": "two", "inputs": {"a": {"type": "recurrent", "size": 2},
+                                                   "b": {"type": "recurrent", "size": 3}},
+            "vertices": {"both": {"type": "merge", "inputs": ["a", "b"]},
+                         "sum": {"type": "elementwise", "inputs": ["a", "a"], "op": "add"}},
+            "outputs": ["both", "sum"]}
+    net = graphspec.build(spec)
+    trunk = subgraph(net, ["both", "sum"], with_masks=True)
+    ma, mb = torch.tensor([[1.0, 1.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    _, masks = trunk(torch.randn(1, 2, 4), torch.randn(1, 3, 4), ma, mb)
+    torch.testing.assert_close(masks["both"], torch.tensor([[1.0, 1.0, 1.0, 0.0]]))  # DL4J's MergeVertex: OR
+    torch.testing.assert_close(masks["sum"], ma)
+    _, masks = trunk(torch.randn(1, 2, 4), torch.randn(1, 3, 4), a_mask=ma)
+    assert masks["both"] is None  # one input without a mask: none (DL4J)

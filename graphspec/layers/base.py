@@ -123,6 +123,10 @@ class VertexType:
     # Keys of ``Inferred.info`` that only count work for :meth:`macs` (e.g. time steps), free to follow a
     # variable sequence length; every other key configures the module, which must then not depend on T.
     counts: ClassVar[tuple[str, ...]] = ()
+    # It joins its inputs position by position (merge, element-wise): with several sequence inputs its mask is
+    # DL4J's OR of their masks, and none if one of them has none (SEMANTICS-SEQUENCES.md §2.1); any other vertex
+    # passes on the mask of its first input that carries one.
+    merges_masks: ClassVar[bool] = False
 
     def infer(self, p: Any, in_shapes: list[Shape]) -> Inferred:
         return Inferred(in_shapes[0])

@@ -529,6 +529,7 @@ class MergeVertex(VertexType):
     Params = MergeParams
     arity = (1, None)
     width_follows_input = True
+    merges_masks = True
     doc = "Concatenates its inputs along `axis` (channels/features by default), in the order listed."
 
     def infer(self, p, in_shapes):
@@ -560,6 +561,7 @@ class ElementWiseVertex(VertexType):
     Params = ElementWiseParams
     arity = (1, None)
     width_follows_input = True
+    merges_masks = True
     doc = ("Element-wise add, subtract and divide (exactly two inputs), product, average, max or min of same-shape "
            "inputs.")
 
