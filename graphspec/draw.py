@@ -30,8 +30,10 @@ class Drawing:
     shares: list[tuple[str, str]] = field(default_factory=list)  # (owner, user) of a shared layer: a dashed link
 
 
-def _shape(shape) -> str:
-    return "×".join(str(d) for d in shape)
+def _shape(shape, varies=()) -> str:
+    """``3×64``; a dimension that follows a variable sequence length T as the summary shows it (``T``, ``T/2``)."""
+    from .summary import time_dim
+    return "×".join(time_dim(d) if i < len(varies) and varies[i] else str(d) for i, d in enumerate(shape))
 
 
 def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
@@ -45,8 +47,8 @@ def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
             return name
         return "block:" + "/".join(v.group[:depth + 1])
 
-    for name, shape in ((n, a.shapes[n]) for n in spec.inputs):
-        d.nodes[name] = Node(name, f"{name}\\ninput {_shape(shape)}", "input", ())
+    for name in spec.inputs:
+        d.nodes[name] = Node(name, f"{name}\\ninput {_shape(a.shapes[name], a.varies.get(name, ()))}", "input", ())
     for name in a.order:
         v = spec.vertices[name]
         node_id = owner(name)
@@ -63,7 +65,7 @@ def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
             origin = owner(src)
             if origin != target and (origin, target) not in seen:
                 seen.add((origin, target))
-                d.edges.append((origin, target, _shape(a.shapes[src])))
+                d.edges.append((origin, target, _shape(a.shapes[src], a.varies.get(src, ()))))
         v = spec.vertices[name]
         link = (owner(v.shares), target) if v.shares else None
         if link and link[0] != link[1] and link not in d.shares:

@@ -8,7 +8,13 @@ the file. The batch dimension is dynamic, every intermediate value carries its s
 records the spec's name, its outputs and the preprocessing the inputs need.
 
 Both formats take inputs already preprocessed (``model.graphspec.preprocessing``: crop, size, channel order,
-scale) in NCHW float32; they compute the model's outputs in inference mode.
+scale) in NCHW float32; they compute the model's outputs in inference mode. Sequences are ``[N, size, T]`` with a
+fixed T: the input's ``length``, or for a sequence input without one the export's ``length`` (default
+EXAMPLE_LENGTH), over which the exporter unrolls the step loops (:attr:`ExportReport.lengths`); shorter sequences
+are padded to T and masked. With ``masks=True`` every sequence input ``x`` is followed by a mask input ``x_mask``
+``[N, T]`` (float32, 1 = a real step, 0 = padding), the compiled module's ``x_mask``. (No dynamic time axis: torch's
+exporter unrolls ``simple_rnn`` and every step loop over the example's steps, and its while-loop decompositions of
+LSTM and GRU gave, for some graphs, files that fail at other lengths.)
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import GraphspecError, Location
+from .spec.model import EXAMPLE_LENGTH
 
 FORMATS = ("onnx", "torchscript")
 ONNX_EXTRA = "ONNX export needs the optional packages onnx and onnxscript: pip install 'graphspec[onnx]'"
@@ -36,53 +43,139 @@ class ExportReport:
     vertices: int = 0  # vertices that own at least one ONNX node
     ops: Counter = field(default_factory=Counter)
     max_abs_diff: float | None = None  # onnxruntime (or TorchScript) against PyTorch on the check input
+    masks: list[str] = field(default_factory=list)  # the mask inputs, after the inputs: "<input>_mask"
+    # each sequence input without a fixed length of its own: the number of steps the file takes
+    lengths: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [f"wrote {self.path} ({self.format})"]
         if self.nodes:
             top = ", ".join(f"{op} {n}" for op, n in self.ops.most_common(6))
             out.append(f"{self.nodes} nodes from {self.vertices} vertices ({top}, ...)")
+        if self.masks:
+            out.append(f"mask inputs after the inputs: {', '.join(self.masks)} [N, T] (1: a real step, 0: padding)")
+        for name, steps in self.lengths.items():
+            out.append(f"input '{name}': sequences of exactly {steps} steps (choose with --length; pad shorter ones "
+                       "and mask them: --masks)")
         if self.max_abs_diff is not None:
-            out.append(f"checked against PyTorch on a random batch of 3: max abs difference {self.max_abs_diff:.2e}")
+            padded = " of sequences of random lengths, masked" if self.masks else ""
+            out.append(f"checked against PyTorch on a random batch of 3{padded}: max abs difference "
+                       f"{self.max_abs_diff:.2e}")
         return out
 
 
 class _Positional(torch.nn.Module):
-    """The model with positional inputs and a tuple of outputs in the spec's order (what exporters want)."""
+    """The model with positional inputs and a tuple of outputs in the spec's order (what exporters want). With
+    ``masks``, the inputs are followed by the masks of the sequence inputs (:func:`mask_inputs`), in that order:
+    the compiled forward's positional order."""
 
-    def __init__(self, model):
+    def __init__(self, model, masks: bool = False, length: int | None = None):
         super().__init__()
         self.model = model
         self.outputs = list(model.graphspec.spec.outputs)
+        self.masks = mask_inputs(model) if masks else []
+        self.length = length  # the examples' T for sequence inputs without a fixed length
 
     def forward(self, *xs):
         y = self.model(*xs)
         return tuple(y[o] for o in self.outputs) if isinstance(y, dict) else (y,)
 
+    def input_names(self) -> list[str]:
+        return list(self.model.graphspec.spec.inputs) + [f"{name}_mask" for name in self.masks]
 
-def example_inputs(model, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs of the spec's input shapes (uniform in [0, 1), like preprocessed images)."""
+    def examples(self, batch: int, seed: int, length: int | None = None) -> tuple[torch.Tensor, ...]:
+        length = length or self.length
+        xs = example_inputs(self.model, batch, seed, length)
+        return xs + example_masks(self.model, batch, seed, length) if self.masks else xs
+
+    def dynamic_shapes(self) -> tuple:
+        """torch.export's dynamic dimensions, per positional input: the batch."""
+        batch = torch.export.Dim("batch")
+        return tuple({0: batch} for _ in self.input_names())
+
+
+def mask_inputs(model) -> list[str]:
+    """The inputs that take a mask: the sequences ``[size, T]`` (the compiled forward's ``<input>_mask``)."""
+    spec = model.graphspec.spec
+    return [name for name in spec.inputs if len(spec.input_shape(name)) == 2]
+
+
+def variable_inputs(model) -> list[str]:
+    """The sequence inputs without a fixed length (``{type: recurrent, size: S}``)."""
+    spec = model.graphspec.spec
+    return [name for name in spec.inputs if spec.is_variable(name)]
+
+
+def index_classes(spec, name: str) -> int | None:
+    """How many classes the indices of input ``name`` may take when it feeds layers whose nIn is a class count
+    (registry fact ``n_in_is_parameter``: embeddings; the smallest among the vertices reading it), else None."""
+    counts = [spec.analysis.inference[v.shares or v.name].n_in for v in spec.vertices.values()
+              if name in v.inputs and v.entry.n_in_is_parameter]
+    return min(counts) if counts else None
+
+
+def example_inputs(model, batch: int = 2, seed: int = 0, length: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the spec's input shapes: uniform in [0, 1), like preprocessed images, or, for an input that
+    feeds embeddings, class indices 0..num_embeddings-1 (as floats, what the data gives). A sequence input without
+    a fixed length gets ``length`` steps (default EXAMPLE_LENGTH)."""
     g = torch.Generator().manual_seed(seed)
-    return tuple(torch.rand(batch, *i.shape, generator=g) for i in model.graphspec.spec.inputs.values())
+    spec = model.graphspec.spec
+    out = []
+    for name in spec.inputs:
+        shape, classes = (batch, *spec.input_shape(name, length)), index_classes(spec, name)
+        out.append(torch.rand(shape, generator=g) if classes is None
+                   else torch.randint(0, classes, shape, generator=g).float())
+    return tuple(out)
+
+
+def example_masks(model, batch: int = 2, seed: int = 0, length: int | None = None) -> tuple[torch.Tensor, ...]:
+    """A mask [batch, T] for each sequence input: example i has its first L_i steps real and the rest padding, with
+    L_0 = T and the other lengths random in 1..T (so that padding is exercised)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    spec = model.graphspec.spec
+    out = []
+    for name in mask_inputs(model):
+        steps = spec.input_shape(name, length)[1]
+        lengths = torch.randint(1, steps + 1, (batch,), generator=g)
+        lengths[0] = steps
+        out.append((torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)).float())
+    return tuple(out)
 
 
 def export(model, path: str | os.PathLike, *, format: str = "onnx", check: bool = True,
-           opset: int | None = None) -> ExportReport:
+           opset: int | None = None, masks: bool = False, length: int | None = None) -> ExportReport:
     """Write ``model`` (a module built or loaded by graphspec) to ``path`` as ONNX or TorchScript.
 
-    With ``check``, the written file is run on a random batch (onnxruntime for ONNX, when installed) and the
-    largest absolute difference from PyTorch is reported.
+    With ``masks``, the exported model takes after its inputs a mask ``<input>_mask`` [N, T] (float32, 1 = a real
+    step, 0 = padding) for each sequence input, as the compiled forward's ``<input>_mask``; all ones is the
+    unmasked result (within rounding: the masked recurrent layers run their step loop, not torch's fused kernel).
+    A sequence input without a fixed length of its own is exported at ``length`` steps (default EXAMPLE_LENGTH):
+    the file takes exactly that many. With ``check``, the written file is run on a random batch (onnxruntime for
+    ONNX, when installed; with masks, sequences of random lengths) and the largest absolute difference from
+    PyTorch is reported.
     """
     path = str(path)
     if format not in FORMATS:
         raise GraphspecError(f"unknown export format '{format}' (expected one of: {', '.join(FORMATS)})",
                              location=Location(path))
+    if masks and not mask_inputs(model):
+        raise GraphspecError("cannot export masks: the model has no sequence input ([size, T]) to mask",
+                             location=Location(path))
+    if length is not None:
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise GraphspecError(f"the export length must be a positive number of steps; received {length!r}",
+                                 location=Location(path))
+        if not variable_inputs(model):
+            raise GraphspecError("an export length applies to sequence inputs without a fixed length; this model "
+                                 "has none", location=Location(path))
     model.eval()
-    wrapped = _Positional(model).eval()
+    wrapped = _Positional(model, masks, length).eval()
     if format == "torchscript":
         report = _torchscript(wrapped, path)
     else:
         report = _onnx(wrapped, path, opset)
+    report.masks = [f"{name}_mask" for name in wrapped.masks]
+    report.lengths = {name: length or EXAMPLE_LENGTH for name in variable_inputs(model)}
     if check:
         report.max_abs_diff = _check(wrapped, path, format)
     return report
@@ -91,7 +184,7 @@ def export(model, path: str | os.PathLike, *, format: str = "onnx", check: bool 
 def _torchscript(wrapped, path: str) -> ExportReport:
     # Tracing (not scripting): the compiled graph is static, so a trace records all of it.
     with torch.no_grad(), _quiet():
-        traced = torch.jit.trace(wrapped, example_inputs(wrapped.model), check_trace=False)
+        traced = torch.jit.trace(wrapped, wrapped.examples(2, 0), check_trace=False)
     with _quiet():
         _atomic(path, lambda tmp: torch.jit.save(traced, tmp))
     return ExportReport(path, "torchscript")
@@ -104,19 +197,18 @@ def _onnx(wrapped, path: str, opset: int | None) -> ExportReport:
     except ImportError as e:
         raise GraphspecError(ONNX_EXTRA, location=Location(path)) from e
     info = wrapped.model.graphspec
-    inputs = list(info.spec.inputs)
-    batch = torch.export.Dim("batch")
+    inputs = wrapped.input_names()
     kwargs = {"opset_version": opset} if opset else {}
     with torch.no_grad(), _quiet():
         program = torch.onnx.export(
-            wrapped, example_inputs(wrapped.model), None, dynamo=True, optimize=False, verbose=False,
+            wrapped, wrapped.examples(2, 0), None, dynamo=True, optimize=False, verbose=False,
             input_names=inputs, output_names=wrapped.outputs,
-            dynamic_shapes=(tuple({0: batch} for _ in inputs),), **kwargs)  # forward(*xs): one tuple argument
+            dynamic_shapes=(wrapped.dynamic_shapes(),), **kwargs)  # forward(*xs): one tuple argument
     proto = program.model_proto
     report = ExportReport(path, "onnx")
     report.vertices = name_nodes(proto.graph, set(info.spec.vertices))
     report.nodes, report.ops = len(proto.graph.node), Counter(n.op_type for n in proto.graph.node)
-    _describe(proto, info)
+    _describe(proto, info, wrapped.masks)
     import onnx
     onnx.checker.check_model(proto)
     _atomic(path, lambda tmp: onnx.save(proto, tmp))
@@ -168,11 +260,13 @@ def _vertex_of(node, vertices: set[str]) -> str | None:
     return vertex if vertex in vertices else None
 
 
-def _describe(proto, info) -> None:
+def _describe(proto, info, masks: list[str] = ()) -> None:
     import json
     proto.doc_string = f"graphspec model '{info.spec.name}': inputs preprocessed as recorded in metadata"
     prep = info.preprocessing
     meta = {"graphspec.spec": info.spec.name, "graphspec.outputs": ",".join(info.spec.outputs)}
+    if masks:  # which graph inputs are masks [N, T] (1 = a real step, 0 = padding), and of which input
+        meta["graphspec.masks"] = ",".join(f"{name}_mask" for name in masks)
     if prep is not None:
         meta["graphspec.preprocessing"] = prep.model_dump_json() if hasattr(prep, "model_dump_json") \
             else json.dumps(prep)
@@ -182,18 +276,20 @@ def _describe(proto, info) -> None:
 
 
 def _check(wrapped, path: str, format: str) -> float | None:
-    xs = example_inputs(wrapped.model, batch=3, seed=1)  # another batch size than the export's: dynamic batch
+    xs = wrapped.examples(3, 1)  # another batch size than the export's: dynamic batch
     with torch.no_grad():
         want = wrapped(*xs)
     if format == "torchscript":
-        with _quiet():
+        with _quiet(), torch.no_grad():
             got = torch.jit.load(path)(*xs)
         return max(float((a - b).abs().max()) for a, b in zip(got, want))
     try:
         import onnxruntime as ort
     except ImportError:
         return None
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its optimiser's notes (constant folding) are not the user's
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     got = session.run(None, {n: x.numpy() for n, x in zip(names, xs)})
     return max(float(abs(torch.from_numpy(a) - b).max()) for a, b in zip(got, want))

@@ -170,10 +170,10 @@ def summarize(spec_or_path, batch_size: int = 1, frozen: set[str] | None = None)
 def _shape(shape, varies=()) -> str:
     """``[12, 64]``; a dimension that follows a variable length T as ``T``, ``T/2``, ``2T`` (the ratio at the
     example length, rounded: strided layers' exact length is ⌊…⌋ of it)."""
-    return "[" + ", ".join(_in_t(d) if i < len(varies) and varies[i] else str(d) for i, d in enumerate(shape)) + "]"
+    return "[" + ", ".join(time_dim(d) if i < len(varies) and varies[i] else str(d) for i, d in enumerate(shape)) + "]"
 
 
-def _in_t(d: int) -> str:
+def time_dim(d: int) -> str:
     from fractions import Fraction
     r = Fraction(d, EXAMPLE_LENGTH).limit_denominator(16)
     if r == 1:

@@ -77,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     ex.add_argument("-o", "--out", required=True, help="file to write (.onnx / .pt)")
     ex.add_argument("--opset", type=positive, help="ONNX opset (default: the exporter's)")
+    ex.add_argument("--masks", action="store_true",
+                    help="give every sequence input x a mask input x_mask [N, T] (1: a real step, 0: padding)")
+    ex.add_argument("--length", type=positive, help="the examples' T for sequence inputs without a fixed length "
+                    "(default 64): the steps an unrolled step loop takes (where the time axis cannot be dynamic)")
     ex.add_argument("--no-check", action="store_true",
                     help="skip running the file (onnxruntime / TorchScript) against PyTorch on a random batch")
     ex.add_argument("--seed", type=int, default=None)

@@ -46,10 +46,11 @@ def cmd_forward(args) -> int:
 
     import torch
 
+    from ..export import example_inputs
     net = open(args.spec, seed=args.seed)
     info = net.graphspec
     net.train(args.train)
-    xs = [torch.randn(args.batch_size, *info.spec.input_shape(n)) for n in info.spec.inputs]
+    xs = example_inputs(net, args.batch_size, args.seed or 0)  # class indices for the inputs of embeddings
     with torch.no_grad():
         start = time.perf_counter()
         out = net(*xs)
@@ -127,7 +128,8 @@ def cmd_export(args) -> int:
     """Write a model as ONNX or TorchScript for use outside graphspec."""
     from ..export import export
     model = open(args.model, seed=args.seed)
-    report = export(model, args.out, format=args.format, check=not args.no_check, opset=args.opset)
+    report = export(model, args.out, format=args.format, check=not args.no_check, opset=args.opset,
+                    masks=args.masks, length=args.length)
     for line in report.lines():
         print(line)
     return 0
