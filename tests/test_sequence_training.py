@@ -223,3 +223,18 @@ def test_global_pooling_over_a_masked_sequence_reduces_its_real_steps_only(pooli
         torch.testing.assert_close(pooled[i], want)
     with pytest.raises(ValueError, match="example 0 has no real time step"):
         GlobalPooling(pooling, 3, True)(x, torch.zeros(2, 5))
+
+
+def test_batchnorm_in_training_takes_its_statistics_from_the_real_steps_only():
+    spec = {"version": 1, "name": "bn", "inputs": {"x": {"type": "recurrent", "size": 2}},
+            "vertices": {"bn": {"type": "batchnorm", "inputs": ["x"]}}, "outputs": ["bn"]}
+    net = graphspec.build(spec).train()
+    real = torch.tensor([[[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], [[4.0, 5.0, 6.0], [2.0, 2.0, 2.5]]])
+    padded = torch.cat([real, torch.full((2, 2, 2), 9.0)], dim=2)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0]] * 2)
+    want = torch.nn.functional.batch_norm(real, None, None, training=True, eps=1e-5)
+    torch.testing.assert_close(net(padded, mask)[:, :, :3], want, rtol=1e-5, atol=1e-5)
+    running = net.get_submodule("bn").running_mean.clone()
+    net.get_submodule("bn").running_mean.zero_()
+    net(real)
+    torch.testing.assert_close(running, net.get_submodule("bn").running_mean)  # the same running statistics

@@ -13,3 +13,7 @@ fi
 # installed torch (torch 2.N pairs with torchvision 0.(N+15)), never one that would replace torch.
 TV=$(.venv/bin/python -c "import torch; m = int(torch.__version__.split('.')[1]); print(f'0.{m + 15}.*')")
 .venv/bin/pip install -q "torchvision==$TV" || echo "torchvision $TV is not available: the zoo's reference tests will be skipped"
+# aeon is a test/benchmark-only source of real time series (the UCR/UEA archive's GunPoint and JapaneseVowels ship
+# inside its wheel): tests/test_ucr.py and benchmarks/bench_ucr.py read them; everything else works without it.
+.venv/bin/python -c "import aeon" 2>/dev/null || .venv/bin/pip install -q "aeon>=1.0" \
+  || echo "aeon is not available: the UCR/UEA data tests will be skipped"

@@ -116,7 +116,8 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
         train_set, eval_set = arrays(data, model, recipe)
         _record(run, resume, ctx, str(Path(data).resolve()))
         if console is not None:
-            console.print(f"data: {data} (arrays by name: {', '.join([*train_set.inputs, *train_set.targets])})")
+            names = [*train_set.inputs, *train_set.targets, *train_set.masks]
+            console.print(f"data: {data} (arrays by name: {', '.join(names)})")
         return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, console=console,
                            listeners=listeners, ctx=ctx)
     input_shape = next(iter(model.graphspec.spec.inputs.values())).shape

@@ -109,12 +109,16 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
         self.sync = False  # distributed training: statistics over all ranks (set by the trainer)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 0.0)
         momentum = (1.0 - self.decay) if self.minibatch else 1.0
-        if self.sync:
-            return self._sync_forward(x, momentum)
+        if mask is not None and x.dim() == 3:
+            mask = mask.to(x.dtype).unsqueeze(1)  # [N, 1, T]
+        else:
+            mask = None
+        if self.sync or mask is not None:
+            return self._explicit_forward(x, momentum, mask)
         var = self.running_var.clone()  # torch updates this copy; autograd must not see the buffer change later
         count = x.numel() // x.shape[1]
         y = F.batch_norm(x, self.running_mean, var, self.weight, self.bias, True, momentum, self.eps)
@@ -125,16 +129,17 @@ class BatchNorm(nn.Module):
             old.copy_((1.0 - momentum) * old + blended * ((count - 1) / count) + momentum * self.eps)
         return y
 
-    def _sync_forward(self, x, momentum):
-        """Batch statistics over every rank: sums and sums of squares all-reduced with autograd (so gradients
-        flow across ranks as in torch's SyncBatchNorm, which is CUDA-only), running statistics as DL4J's."""
-        import torch.distributed.nn.functional as dist_fn
+    def _explicit_forward(self, x, momentum, mask=None):
+        """Batch statistics written out: over the real steps only when a sequence's ``mask`` [N, 1, T] is given
+        (a graphspec extension: padding then never changes a real step's output), and over every rank when
+        ``sync`` is on (sums all-reduced with autograd, so gradients flow across ranks as in torch's
+        SyncBatchNorm, which is CUDA-only). Running statistics as DL4J's."""
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
-        local = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_tensor([x.numel() // c])])
-        with warnings.catch_warnings():  # its replacement (_functional_collectives) is private; this one is stable
-            warnings.simplefilter("ignore", FutureWarning)
-            stats = dist_fn.all_reduce(local)
+        weighted = x if mask is None else x * mask
+        count = x.new_tensor([x.numel() // c]) if mask is None else mask.sum().reshape(1)
+        local = torch.cat([weighted.sum(dims), (weighted * x).sum(dims), count])
+        stats = self._all_reduce(local) if self.sync else local
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c:2 * c] / n - mean * mean  # biased, as DL4J and torch normalise
@@ -145,6 +150,13 @@ class BatchNorm(nn.Module):
             self.running_mean.mul_(1.0 - momentum).add_(momentum * mean)
             self.running_var.mul_(1.0 - momentum).add_(momentum * (var + self.eps))
         return y
+
+    @staticmethod
+    def _all_reduce(local):
+        import torch.distributed.nn.functional as dist_fn
+        with warnings.catch_warnings():  # its replacement (_functional_collectives) is private; this one is stable
+            warnings.simplefilter("ignore", FutureWarning)
+            return dist_fn.all_reduce(local)
 
     def extra_repr(self):
         return f"{self.running_mean.numel()}, decay={self.decay}, eps={self.eps}"
