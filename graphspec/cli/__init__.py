@@ -12,7 +12,7 @@ import traceback
 
 from .. import __version__
 from ..errors import GraphspecError
-from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_init, cmd_models, cmd_schema, cmd_snip, cmd_summary,
+from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_import, cmd_init, cmd_models, cmd_schema, cmd_snip, cmd_summary,
                        cmd_upgrade, cmd_validate)
 from .common import positive
 
@@ -85,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
                     help="skip running the file (onnxruntime / TorchScript) against PyTorch on a random batch")
     ex.add_argument("--seed", type=int, default=None)
     ex.set_defaults(func=cmd_export)
+
+    im = sub.add_parser("import", help="turn an ONNX or Keras model into a graphspec spec and model file")
+    im.add_argument("model", help="an .onnx, .keras or .h5 file")
+    im.add_argument("-o", "--out", required=True, help="folder to write NAME.yaml and NAME.safetensors into")
+    im.add_argument("--name", help="the spec's name (default: the file's stem)")
+    im.add_argument("--no-check", action="store_true",
+                    help="skip comparing the imported network with onnxruntime on a random batch (ONNX)")
+    im.set_defaults(func=cmd_import)
 
     from ..faces.commands import register as register_faces  # the one place the framework names faces
     register_faces(sub)

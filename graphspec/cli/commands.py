@@ -40,6 +40,22 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """Import an ONNX or Keras model: a readable spec and a model file, checked against onnxruntime (ONNX)."""
+    from ..importers import import_model
+    imported = import_model(args.model, name=args.name)
+    spec_path, model_path = imported.write(args.out)
+    print(f"wrote {spec_path} ({len(imported.document['vertices'])} vertices) and {model_path}")
+    for note in imported.notes:
+        print(f"note: {note}")
+    if not args.no_check and args.model.lower().endswith(".onnx"):
+        from ..importers.onnx import check
+        diff = check(imported)
+        print("not checked: onnxruntime is not installed" if diff is None else
+              f"checked against onnxruntime on a random batch of 2: max abs difference {diff:.3g}")
+    return 0
+
+
 def cmd_forward(args) -> int:
     """Build the spec and run a random batch through it, checking real shapes against the static ones."""
     import time
