@@ -228,3 +228,19 @@ def test_a_constant_that_would_be_huge_is_refused_before_it_is_computed(tmp_path
                  [("shape", np.array([1 << 20, 1 << 20], np.int64))], name="bomb")
     with pytest.raises(ImportRefused, match=r"node 'bomb' \(ConstantOfShape\) would make a constant of"):
         import_model(path)
+
+
+def test_onnx_backend_cases_of_every_claimed_operator_pass_or_are_refused_never_wrong():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import onnx_backend
+    results, details = onnx_backend.table()
+    failed = [(name, detail) for op in details for name, status, detail in details[op] if status == "failed"]
+    assert failed == []
+    passed = {name for op in details for name, status, _ in details[op] if status == "passed"}
+    assert {"test_conv_with_strides_padding", "test_gemm_transposeB", "test_gemm_alpha", "test_batchnorm_epsilon",
+            "test_lrn", "test_globalaveragepool", "test_concat_2d_axis_1", "test_maxpool_2d_strides",
+            "test_averagepool_2d_pads_count_include_pad", "test_reshape_reduced_dims", "test_flatten_axis1",
+            "test_softmax_example", "test_leakyrelu_default"} <= passed
+    assert set(results) <= set(onnx_backend.CLAIMED)

@@ -12,8 +12,8 @@ import traceback
 
 from .. import __version__
 from ..errors import GraphspecError
-from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_import, cmd_init, cmd_models, cmd_schema, cmd_snip, cmd_summary,
-                       cmd_upgrade, cmd_validate)
+from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_import, cmd_init, cmd_models, cmd_schema, cmd_snip,
+                       cmd_summary, cmd_upgrade, cmd_validate)
 from .common import positive
 
 EXIT_USAGE, EXIT_INTERNAL = 2, 3

@@ -19,7 +19,7 @@ from ..errors import Location
 from .common import Imported, ImportRefused, Names, Unsupported
 
 OPSET = 13  # older files are converted to this opset before translation
-MAX_OPSET = 23
+MAX_OPSET = 25  # the newest the installed onnx package defines here (1.23)
 MAX_ELEMENTS = 1 << 30  # any one tensor (declared or folded): 4 GiB of float32
 MAX_DIMS = 8
 
@@ -160,7 +160,7 @@ class Graph:
         """A vertex for ``node``'s output ``output`` reading the vertices of the ONNX tensors ``inputs`` (parameters
         at their defaults are left out, so that the spec reads as one written by hand)."""
         name = self.names(_vertex_name(node, self, output), node.op_type.lower())
-        params = {k: v for k, v in (params or {}).items() if DEFAULTS.get(k, object()) != v}
+        params = {k: v for k, v in (params or {}).items() if DEFAULTS.get(type_, {}).get(k, object()) != v}
         self.vertices[name] = {"type": type_, "inputs": [self.producer[i] for i in inputs], **params}
         self.weights.update({f"{name}.{k}": np.asarray(v, dtype=np.float32) for k, v in (weights or {}).items()})
         self.producer[node.output[output]] = name
@@ -177,7 +177,9 @@ class Graph:
             self.producer.setdefault(out, "(refused)")
 
 
-DEFAULTS = {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "bias": True}  # conv/dense/pooling defaults
+# parameters at graphspec's defaults, left out of the spec (pooling's stride is always written: DL4J's default is 2)
+DEFAULTS = {"conv": {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "bias": True},
+            "subsampling": {"padding": [0, 0]}, "dense": {"bias": True}}
 
 
 def _vertex_name(node, g: Graph, output: int) -> str:
@@ -315,7 +317,10 @@ def _gemm(g: Graph, node) -> None:
     w = w * np.float32(a.get("alpha", 1.0))
     weights = {"weight": w}
     if c is not None:
-        c = np.broadcast_to(c * np.float32(a.get("beta", 1.0)), (w.shape[0],))
+        if c.size not in (1, w.shape[0]) or c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
+            g.refuse(node, f"a bias C of shape {list(c.shape)} (one value per output, or a scalar)")
+            return
+        c = np.broadcast_to(c.reshape(-1) * np.float32(a.get("beta", 1.0)), (w.shape[0],))
         weights["bias"] = c
     g.add(node, "dense", [node.input[0]], {"out": int(w.shape[0]), "bias": c is not None}, weights)
 
@@ -397,6 +402,10 @@ def _softmax(g: Graph, node) -> None:
 
 @translates("Identity", "Dropout")
 def _identity(g: Graph, node) -> None:
+    training = _const(g, node, 2, "training_mode") if node.op_type == "Dropout" else None
+    if training is not None and bool(training):
+        g.refuse(node, "training_mode=true (graphspec imports networks for inference: Dropout passes through)")
+        return
     g.alias(node, node.input[0])  # Dropout at inference passes its input through
 
 
@@ -450,12 +459,19 @@ def _reshape(g: Graph, node) -> None:
     if shape is None:
         return
     shape = [int(d) for d in shape]
+    if attrs(node).get("allowzero", 0) and 0 in shape:
+        g.refuse(node, "allowzero=1 with a 0 in the shape")
+        return
     if not shape or shape[0] not in (0, -1) and shape[0] != (g.shapes.get(node.input[0]) or [None])[0]:
         g.refuse(node, f"shape {shape} that changes the batch dimension")
         return
-    rest = [source[i + 1] if d == 0 and source and i + 1 < len(source) else d for i, d in enumerate(shape[1:])]
-    if shape[0] == -1 and -1 in rest:
-        g.refuse(node, f"shape {shape} with two unknown dimensions")
+    if source is None or not _static(source):
+        g.refuse(node, "an input whose shape is not known statically")
+        return
+    rest = [source[i] if d == 0 and i < len(source) else d for i, d in enumerate(shape[1:])]
+    values, known = int(np.prod(source)), int(np.prod([d for d in rest if d != -1]))
+    if rest.count(-1) > 1 or (values % max(known, 1) if -1 in rest else values != known):
+        g.refuse(node, f"shape {shape} on {[None, *source]} (each example must keep its {values} values)")
         return
     g.add(node, "reshape", [node.input[0]], {"shape": rest or [1]})
 
@@ -535,6 +551,9 @@ def _pad(g: Graph, node) -> None:
     pads, value = _const(g, node, 1, "the pads"), _const(g, node, 2, "the value")
     if pads is None and len(node.input) > 1:
         return
+    if len(node.input) > 3 and node.input[3]:
+        g.refuse(node, "an axes input")
+        return
     pads = [int(p) for p in (pads if pads is not None else a.get("pads", []))]
     if (mode.decode() if isinstance(mode, bytes) else mode) != "constant" or (value is not None and float(value) != 0):
         g.refuse(node, "a mode other than constant zeros")
@@ -575,6 +594,10 @@ def import_onnx(path: Path, name: str | None = None) -> Imported:
     g = Graph(model, path)
     inputs = _inputs(g)
     for node in fold(g):
+        extra = [o for o in node.output[1:] if o and (o in g.consumers or o in {v.name for v in model.graph.output})]
+        if extra:
+            g.refuse(node, f"its output '{extra[0]}' (graphspec computes an operator's first output only)")
+            continue
         translate = TRANSLATIONS.get(node.op_type)
         if translate is None:
             g.refuse(node, "no graphspec translation of this operator")
