@@ -244,3 +244,17 @@ def test_onnx_backend_cases_of_every_claimed_operator_pass_or_are_refused_never_
             "test_averagepool_2d_pads_count_include_pad", "test_reshape_reduced_dims", "test_flatten_axis1",
             "test_softmax_example", "test_leakyrelu_default"} <= passed
     assert set(results) <= set(onnx_backend.CLAIMED)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_graphspec_export_then_import_gives_the_same_network_with_its_vertex_names(arch, tmp_path, cli):
+    net = graphspec.build(arch, seed=0).eval()
+    rc, _, err = cli("export", arch, "-o", tmp_path / f"{arch}.onnx", "--seed", "0", "--no-check")
+    assert rc == 0, err
+    imported = import_model(tmp_path / f"{arch}.onnx")
+    kept = set(net.graphspec.spec.vertices) & set(imported.document["vertices"])
+    dropped = {n for n in net.graphspec.spec.vertices if net.graphspec.spec.vertices[n].type == "dropout"}
+    assert kept == set(net.graphspec.spec.vertices) - dropped  # dropout is gone from an inference export
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert float((imported.model()(x) - net(x)).abs().max()) <= 1e-5

@@ -94,16 +94,13 @@ class Names:
 
     def __init__(self, reserved=()):
         self.taken: set[str] = set(reserved)
-        self.given: dict[str, str] = {}
 
     def __call__(self, raw: str, fallback: str = "node") -> str:
-        if raw in self.given:
-            return self.given[raw]
+        """A new name for each call (two things the file names alike get ``x`` and ``x_2``)."""
         base = re.sub(r"[^A-Za-z0-9_-]+", "_", raw or "").strip("_-") or fallback
         base = base if NAME.match(base) else f"n_{base}"
         name, i = base, 2
         while name in self.taken:
             name, i = f"{base}_{i}", i + 1
         self.taken.add(name)
-        self.given[raw] = name
         return name

@@ -145,6 +145,8 @@ class Graph:
         self.ops: dict[str, str] = {}  # vertex -> the ONNX op type it came from
         self.unsupported = Unsupported(str(path))
         self.names = Names()
+        # graph outputs keep their names: reserved before any vertex is named
+        self.output_names = {o.name: self.names(o.name, "output") for o in model.graph.output}
         self.notes: list[str] = []
         self.consumers: dict[str, list] = {}
         for node in model.graph.node:
@@ -159,7 +161,8 @@ class Graph:
             weights: dict[str, np.ndarray] | None = None, output: int = 0) -> str:
         """A vertex for ``node``'s output ``output`` reading the vertices of the ONNX tensors ``inputs`` (parameters
         at their defaults are left out, so that the spec reads as one written by hand)."""
-        name = self.names(_vertex_name(node, self, output), node.op_type.lower())
+        tensor = node.output[output]
+        name = self.output_names.pop(tensor, None) or self.names(_vertex_name(node), node.op_type.lower())
         params = {k: v for k, v in (params or {}).items() if DEFAULTS.get(type_, {}).get(k, object()) != v}
         self.vertices[name] = {"type": type_, "inputs": [self.producer[i] for i in inputs], **params}
         self.weights.update({f"{name}.{k}": np.asarray(v, dtype=np.float32) for k, v in (weights or {}).items()})
@@ -182,13 +185,11 @@ DEFAULTS = {"conv": {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "b
             "subsampling": {"padding": [0, 0]}, "dense": {"bias": True}}
 
 
-def _vertex_name(node, g: Graph, output: int) -> str:
-    """A graph output keeps its name; any other vertex is named after its node (else its output tensor), without
-    the operator-type suffix torch's exporter appends ("/layer1/layer1.0/conv1/Conv" -> layer1_layer1_0_conv1)."""
-    outputs = {o.name for o in g.model.graph.output}
-    tensor = node.output[output]
-    if tensor in outputs or not node.name:
-        return tensor
+def _vertex_name(node) -> str:
+    """A vertex is named after its node (else its output tensor), without the operator-type suffix torch's
+    exporter appends ("/layer1/layer1.0/conv1/Conv" -> layer1_layer1_0_conv1)."""
+    if not node.name:
+        return node.output[0]
     parts = node.name.strip("/").split("/")
     if len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
         parts = parts[:-1]
@@ -205,39 +206,70 @@ def attrs(node) -> dict[str, Any]:
 # --- constant folding ---------------------------------------------------------------------------------------
 
 
+# The batch size in a folded shape: ``Shape`` of a tensor whose only unknown dimension is the batch gives it at index
+# 0; shape-moving operators carry it along, anything else that reads it is not folded (refused later).
+BATCH = np.int64(-(2 ** 62))
+MOVES_SHAPES = {"Squeeze", "Unsqueeze", "Reshape", "Concat", "Gather", "Slice", "Identity", "Cast", "CastLike"}
+
+
 def fold(g: Graph) -> list:
-    """Evaluate every node whose inputs are all constants (and ``Shape`` of a fully static tensor) with ONNX's
-    reference evaluator; return the nodes left to translate."""
-    from onnx import helper
-    from onnx.reference import ReferenceEvaluator
+    """Evaluate every node whose inputs are all constants (and ``Shape`` of a tensor whose dimensions are static
+    but for the batch) with ONNX's reference evaluator; ``CastLike`` of a constant takes the type of the other
+    input, whatever its values. Return the nodes left to translate."""
+    batch_derived: set[str] = set()
     left = []
     for node in g.model.graph.node:
-        if node.op_type == "Shape" and _static(g.shapes.get(node.input[0])):
-            g.const[node.output[0]] = np.array(g.shapes[node.input[0]], dtype=np.int64)
+        if node.op_type == "Shape" and _static((g.shapes.get(node.input[0]) or (None,))[1:]):
+            shape = g.shapes[node.input[0]]
+            part = slice(attrs(node).get("start", 0), attrs(node).get("end"))
+            g.const[node.output[0]] = np.array([BATCH if shape[0] is None else shape[0], *shape[1:]], np.int64)[part]
+            if shape[0] is None and BATCH in g.const[node.output[0]]:
+                batch_derived.add(node.output[0])
             continue
-        if node.op_type == "Constant" or (node.input and all(i == "" or i in g.const for i in node.input)):
-            for out in node.output:
-                shape = g.shapes.get(out)
-                if shape and _static(shape) and int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
-                    raise ImportRefused(f"node '{node.name or out}' ({node.op_type}) would make a constant of "
-                                        f"{shape}; more than graphspec computes", location=Location(str(g.path)))
-            graph = helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None)
-                                                           for o in node.output])
-            feeds = {i: g.const[i] for i in node.input if i}
-            try:
-                outs = ReferenceEvaluator(helper.make_model(graph, opset_imports=g.model.opset_import)).run(
-                    None, feeds)
-            except Exception as e:
-                raise ImportRefused(f"cannot fold the constant node '{node.name or node.output[0]}' "
-                                    f"({node.op_type}): {e}", location=Location(str(g.path))) from None
-            for out, value in zip(node.output, outs):
-                if np.asarray(value).size > MAX_ELEMENTS:
-                    raise ImportRefused(f"node '{node.name or out}' makes a constant of {np.shape(value)}",
-                                        location=Location(str(g.path)))
-                g.const[out] = np.asarray(value)
+        if node.op_type == "CastLike" and node.input[0] in g.const and node.input[1] not in g.const:
+            g.const[node.output[0]] = g.const[node.input[0]].astype(_dtype(g, node.input[1]))
+            continue
+        constant = node.op_type == "Constant" or (node.input and all(i == "" or i in g.const for i in node.input))
+        tainted = any(i in batch_derived for i in node.input)
+        if constant and (not tainted or node.op_type in MOVES_SHAPES):
+            for out, value in zip(node.output, _evaluate(g, node)):
+                g.const[out] = value
+                if tainted:
+                    batch_derived.add(out)
             continue
         left.append(node)
     return left
+
+
+def _dtype(g: Graph, tensor: str):
+    """The element type of a graph input or inferred value (float32 when unknown: graphspec computes in float)."""
+    from onnx import helper
+    for v in (*g.model.graph.input, *g.model.graph.value_info):
+        if v.name == tensor and v.type.tensor_type.elem_type:
+            return helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+    return np.float32
+
+
+def _evaluate(g: Graph, node) -> list[np.ndarray]:
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+    for out in node.output:
+        shape = g.shapes.get(out)
+        if shape and _static(shape) and int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
+            raise ImportRefused(f"node '{node.name or out}' ({node.op_type}) would make a constant of "
+                                f"{shape}; more than graphspec computes", location=Location(str(g.path)))
+    graph = helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in node.output])
+    try:
+        outs = ReferenceEvaluator(helper.make_model(graph, opset_imports=g.model.opset_import)).run(
+            None, {i: g.const[i] for i in node.input if i})
+    except Exception as e:
+        raise ImportRefused(f"cannot fold the constant node '{node.name or node.output[0]}' ({node.op_type}): {e}",
+                            location=Location(str(g.path))) from None
+    for out, value in zip(node.output, outs):
+        if np.asarray(value).size > MAX_ELEMENTS:
+            raise ImportRefused(f"node '{node.name or out}' makes a constant of {np.shape(value)}",
+                                location=Location(str(g.path)))
+    return [np.asarray(v) for v in outs]
 
 
 def _static(shape) -> bool:
@@ -347,7 +379,9 @@ def _batchnorm(g: Graph, node) -> None:
     scale, bias, mean, var = consts
     eps = float(a.get("epsilon", 1e-5))
     # graphspec's inference divides by sqrt(running_var) (DL4J folds eps into it): store var + eps
-    g.add(node, "batchnorm", [node.input[0]], {"eps": eps, "decay": float(a.get("momentum", 0.9))},
+    # (an epsilon of 0, as graphspec's own export writes it, leaves graphspec's default for training)
+    g.add(node, "batchnorm", [node.input[0]], {**({"eps": eps} if eps > 0 else {}),
+                                               "decay": float(a.get("momentum", 0.9))},
           {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var.astype(np.float32) + np.float32(eps)})
 
 
@@ -394,8 +428,9 @@ def _clip(g: Graph, node) -> None:
 @translates("Softmax")
 def _softmax(g: Graph, node) -> None:
     axis, rank = attrs(node).get("axis", -1), len(g.shapes.get(node.input[0]) or (0, 0))
-    if axis % max(rank, 1) != 1 or rank != 2:
-        g.refuse(node, f"axis {axis} on a rank-{rank} tensor (graphspec's softmax is over the features of [N, F])")
+    if axis % max(rank, 1) != 1:
+        g.refuse(node, f"axis {axis} on a rank-{rank} tensor (graphspec's softmax is over dimension 1: the "
+                       "features or channels)")
         return
     g.add(node, "activation", [node.input[0]], {"activation": "softmax"})
 
@@ -458,8 +493,9 @@ def _reshape(g: Graph, node) -> None:
     source = g.per_example(node.input[0])
     if shape is None:
         return
-    shape = [int(d) for d in shape]
-    if attrs(node).get("allowzero", 0) and 0 in shape:
+    keeps_batch = len(shape) > 0 and np.asarray(shape).reshape(-1)[0] == BATCH  # the batch size, from a Shape
+    shape = [0 if d == BATCH else int(d) for d in np.asarray(shape).reshape(-1)]
+    if attrs(node).get("allowzero", 0) and 0 in shape[1 if keeps_batch else 0:]:
         g.refuse(node, "allowzero=1 with a 0 in the shape")
         return
     if not shape or shape[0] not in (0, -1) and shape[0] != (g.shapes.get(node.input[0]) or [None])[0]:
@@ -497,11 +533,35 @@ def _elementwise(g: Graph, node) -> None:
     if consts:
         _with_constant(g, node, consts)
         return
-    shapes = {g.shapes.get(i) for i in node.input}
-    if len(shapes) != 1:
+    shapes = [g.shapes.get(i) for i in node.input]
+    if not _same_shapes(shapes):
         g.refuse(node, f"broadcasting between shapes {sorted(map(str, shapes))}")
         return
     g.add(node, "elementwise", list(node.input), {"op": ELEMENTWISE[node.op_type]})
+
+
+def _same_shapes(shapes) -> bool:
+    """Equal ranks and no two known sizes that differ (unknown sizes are checked by graphspec's analysis)."""
+    if any(s is None for s in shapes) or len({len(s) for s in shapes}) != 1:
+        return all(s is None for s in shapes)
+    return all(len({d for d in dims if d is not None}) <= 1 for dims in zip(*shapes))
+
+
+@translates("ReduceMean", "ReduceMax")
+def _reduce(g: Graph, node) -> None:
+    a = attrs(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = _const(g, node, 1, "the axes")
+        if axes is None:
+            return
+    rank = len(g.shapes.get(node.input[0]) or ())
+    if axes is None or sorted(int(x) % rank for x in axes) != list(range(2, rank)) or rank < 3:
+        g.refuse(node, f"axes {None if axes is None else [int(x) for x in axes]} (graphspec reduces every "
+                       "position of each channel: a global pooling)")
+        return
+    g.add(node, "global_pool", [node.input[0]], {"pooling": "avg" if node.op_type == "ReduceMean" else "max",
+                                                 "collapse": not a.get("keepdims", 1)})
 
 
 def _with_constant(g: Graph, node, consts: list[str]) -> None:
@@ -610,8 +670,20 @@ def import_onnx(path: Path, name: str | None = None) -> Imported:
                 "description": f"Imported from {Path(path).name} (ONNX, opset {_opset(model, path)}).",
                 "defaults": {"activation": "identity", "convolution_mode": "truncate"},
                 "inputs": inputs, "vertices": g.vertices, "outputs": outputs}
+    _validate(document, path)
     return Imported(spec_name, document, g.weights, str(path), g.notes,
                     {g.producer[v.name]: v.name for v in model.graph.input if v.name in g.producer})
+
+
+def _validate(document: dict, path: Path) -> None:
+    """The translated spec must validate whole (shapes the file left unknown are checked here)."""
+    from ..errors import SpecError
+    from ..spec.loader import load_spec
+    try:
+        load_spec(document)
+    except SpecError as e:
+        raise ImportRefused(f"the spec translated from {path.name} does not validate:\n{e}",
+                            location=Location(str(path))) from None
 
 
 def check(imported: Imported, batch: int = 2, seed: int = 0) -> float | None:
@@ -662,8 +734,8 @@ def _outputs(g: Graph) -> list[str]:
     outs = []
     for o in g.model.graph.output:
         vertex = g.producer.get(o.name)
-        if vertex is None or vertex in outs or vertex not in g.vertices:
-            name = g.names(o.name + ("_out" if o.name in g.names.taken else ""), "output")
+        if vertex is None or vertex in outs or vertex not in g.vertices:  # an input, a repeat, an alias
+            name = g.output_names.pop(o.name, None) or g.names(o.name, "output")
             g.vertices[name] = {"type": "identity", "inputs": [vertex]}
             vertex = name
         outs.append(vertex)
