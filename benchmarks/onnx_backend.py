@@ -25,7 +25,7 @@ CLAIMED = {"Conv": 1, "Gemm": 1, "MatMul": 1, "BatchNormalization": 1, "Relu": 1
            "Mish": 1, "Gelu": 1, "Abs": 1, "Clip": 1, "Softmax": 1, "Identity": 1, "Dropout": 1, "MaxPool": 1,
            "AveragePool": 1, "GlobalAveragePool": 1, "GlobalMaxPool": 1, "Flatten": 1, "Reshape": 1, "Concat": 99,
            "Add": 99, "Sub": 99, "Mul": 99, "Div": 99, "Sum": 99, "Max": 99, "Min": 99, "Mean": 99, "LRN": 1,
-           "Pad": 1, "Resize": 1, "Upsample": 1}
+           "Pad": 1, "Resize": 1, "Upsample": 1, "ConvTranspose": 1, "ReduceMean": 1, "ReduceMax": 1}
 
 
 def cases():

@@ -246,7 +246,7 @@ def test_onnx_backend_cases_of_every_claimed_operator_pass_or_are_refused_never_
     assert set(results) <= set(onnx_backend.CLAIMED)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "unet"])
 def test_graphspec_export_then_import_gives_the_same_network_with_its_vertex_names(arch, tmp_path, cli):
     net = graphspec.build(arch, seed=0).eval()
     rc, _, err = cli("export", arch, "-o", tmp_path / f"{arch}.onnx", "--seed", "0", "--no-check")
@@ -255,6 +255,7 @@ def test_graphspec_export_then_import_gives_the_same_network_with_its_vertex_nam
     kept = set(net.graphspec.spec.vertices) & set(imported.document["vertices"])
     dropped = {n for n in net.graphspec.spec.vertices if net.graphspec.spec.vertices[n].type == "dropout"}
     assert kept == set(net.graphspec.spec.vertices) - dropped  # dropout is gone from an inference export
-    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(2, *net.graphspec.spec.input_shape(next(iter(net.graphspec.spec.inputs))),
+                   generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert float((imported.model()(x) - net(x)).abs().max()) <= 1e-5

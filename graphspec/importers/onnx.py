@@ -182,6 +182,7 @@ class Graph:
 
 # parameters at graphspec's defaults, left out of the spec (pooling's stride is always written: DL4J's default is 2)
 DEFAULTS = {"conv": {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "bias": True},
+            "deconv": {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "bias": True},
             "subsampling": {"padding": [0, 0]}, "dense": {"bias": True}}
 
 
@@ -335,6 +336,27 @@ def _conv(g: Graph, node) -> None:
     if a.get("group", 1) != 1:
         params["groups"] = int(a["group"])
     g.add(node, "conv", [node.input[0]], params, {"weight": w, **({"bias": b} if b is not None else {})})
+
+
+@translates("ConvTranspose")
+def _deconv(g: Graph, node) -> None:
+    a = attrs(node)
+    w, b = _const(g, node, 1, "the weight"), _const(g, node, 2, "the bias")
+    if w is None:
+        return
+    problems = [f"{k} {list(a[k])}" for k in ("output_padding", "output_shape") if any(a.get(k) or [])]
+    problems += [f"group {a['group']}"] if a.get("group", 1) != 1 else []
+    auto = a.get("auto_pad", b"NOTSET")
+    problems += [f"auto_pad {auto.decode()}"] if auto not in (b"NOTSET", b"VALID") else []
+    if problems:
+        g.refuse(node, ", ".join(problems))
+        return
+    window = _pairs(node, {**a, "kernel_shape": a.get("kernel_shape") or list(w.shape[2:])}, g)
+    if window is None:
+        return
+    # ONNX: s·(n−1) + k_e − pads_begin − pads_end: graphspec's truncate mode (DL4J's) with symmetric padding
+    params = {**window, "out": int(w.shape[1]), "dilation": list(a.get("dilations") or [1, 1]), "bias": b is not None}
+    g.add(node, "deconv", [node.input[0]], params, {"weight": w, **({"bias": b} if b is not None else {})})
 
 
 @translates("Gemm")
