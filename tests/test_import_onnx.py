@@ -91,7 +91,7 @@ def test_cli_import_writes_a_spec_and_a_model_file_that_the_other_commands_read(
 
 
 def test_everything_unsupported_is_listed_at_once_and_nothing_is_written(tmp_path, cli):
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="odd", pads=[0, 0, 1, 1]),
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="odd", auto_pad="SAME_LOWER"),
              helper.make_node("Erf", ["c"], ["e1"], name="erf1"), helper.make_node("Erf", ["e1"], ["e2"], name="erf2"),
              helper.make_node("MaxPool", ["e2"], ["y"], name="pool", kernel_shape=[2, 2], pads=[1, 1, 1, 1])]
     path = _save(tmp_path, nodes, [_info("x", ["N", 1, 6, 6])], [_info("y", None)],
@@ -99,7 +99,7 @@ def test_everything_unsupported_is_listed_at_once_and_nothing_is_written(tmp_pat
     with pytest.raises(ImportRefused) as e:
         import_model(path)
     assert str(e.value) == (f"{path}: cannot import bad.onnx exactly; graphspec cannot express:\n"
-                            "  Conv: asymmetric pads [0, 0, 1, 1] (nodes: odd)\n"
+                            "  Conv: auto_pad SAME_LOWER (nodes: odd)\n"
                             "  Erf: no graphspec translation of this operator (nodes: erf1, erf2)\n"
                             "  MaxPool: padding on an input that may be negative (graphspec's max pooling pads with 0, "
                             "ONNX's with -inf) (nodes: pool)")
@@ -113,6 +113,19 @@ def test_max_pooling_with_padding_on_a_signed_input_is_refused_and_accepted_afte
     with pytest.raises(ImportRefused, match=r"MaxPool: padding on an input that may be negative \(graphspec's max "
                                             r"pooling pads with 0, ONNX's with -inf\) \(nodes: pool\)"):
         import_model(path)
+    # after a Relu, through a Concat: never negative, so zero padding is -inf padding; Caffe's asymmetric pads
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Concat", ["r", "r"], ["c"],
+                                                                                    name="cat", axis=1),
+             helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[0, 0, 1, 1])]
+    path = _save(tmp_path, nodes, [_info("x", ["N", 1, 6, 6])], [_info("y", None)], name="relu_pool")
+    imported = import_model(path)
+    assert imported.document["vertices"]["pool-pad"] == {"type": "zero_padding", "inputs": ["cat"],
+                                                         "padding": [0, 1, 0, 1]}
+    x = np.random.default_rng(0).normal(size=(2, 1, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        got = imported.model()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, _run_ort(path, {"x": x})[0], rtol=1e-6)
 
 
 def test_constant_subgraphs_are_folded_and_initializers_listed_as_inputs_are_constants(tmp_path):
@@ -259,3 +272,28 @@ def test_graphspec_export_then_import_gives_the_same_network_with_its_vertex_nam
                    generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert float((imported.model()(x) - net(x)).abs().max()) <= 1e-5
+
+
+LIGHT = ["light_bvlc_alexnet", "light_squeezenet", "light_densenet121"]
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_old_model_zoo_files_shipped_with_onnx_import_equal_to_onnxruntime(name, tmp_path):
+    """Opset 9 files as people meet them (initializers listed as inputs, weights from ConstantOfShape, batch norm
+    as Mul/Add, Sum, Dropout, Caffe's asymmetric pooling pads): their weights are all 0.02, so random ones are put
+    in first (variances positive) to make the comparison mean something."""
+    import os
+    from graphspec.importers.onnx import check
+    source = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"{name}.onnx")
+    if not os.path.exists(source):
+        pytest.skip(f"{name}.onnx is not shipped with this onnx package")
+    model = onnx.load(source)
+    g = np.random.default_rng(0)
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32:
+            values = np.abs(g.normal(size=a.shape)) + 0.5 if "var" in t.name else g.normal(size=a.shape) * 0.05
+            t.CopyFrom(numpy_helper.from_array(values.astype(np.float32), t.name))
+    onnx.save(model, str(tmp_path / f"{name}.onnx"))
+    imported = import_model(tmp_path / f"{name}.onnx")
+    assert check(imported) <= 1e-4

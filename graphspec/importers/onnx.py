@@ -142,6 +142,7 @@ class Graph:
         self.vertices: dict[str, dict] = {}
         self.weights: dict[str, np.ndarray] = {}
         self.producer: dict[str, str] = {}  # tensor name -> the vertex (or input) that computes it
+        self.nonneg: set[str] = set()  # vertices whose output is never negative (zero padding equals -inf there)
         self.ops: dict[str, str] = {}  # vertex -> the ONNX op type it came from
         self.unsupported = Unsupported(str(path))
         self.names = Names()
@@ -168,7 +169,22 @@ class Graph:
         self.weights.update({f"{name}.{k}": np.asarray(v, dtype=np.float32) for k, v in (weights or {}).items()})
         self.producer[node.output[output]] = name
         self.ops[name] = node.op_type
+        if _never_negative(type_, params, [i in self.nonneg for i in self.vertices[name]["inputs"]]):
+            self.nonneg.add(name)
         return name
+
+    def pad_before(self, node, pads: list[int]) -> str:
+        """A zero_padding vertex [top, bottom, left, right] in front of ``node``'s first input; the tensor name that
+        stands for its output (asymmetric padding, which graphspec's windows do not take)."""
+        tensor = node.output[0] + "#padded"
+        name = self.names(_vertex_name(node) + "-pad", "pad")
+        source = self.producer[node.input[0]]
+        self.vertices[name] = {"type": "zero_padding", "inputs": [source], "padding": pads}
+        self.producer[tensor] = name
+        self.ops[name] = "Pad"
+        if source in self.nonneg:
+            self.nonneg.add(name)
+        return tensor
 
     def alias(self, node, tensor: str) -> None:
         """``node``'s output is ``tensor`` unchanged (Identity, Dropout at inference)."""
@@ -184,6 +200,19 @@ class Graph:
 DEFAULTS = {"conv": {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "bias": True},
             "deconv": {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "bias": True},
             "subsampling": {"padding": [0, 0]}, "dense": {"bias": True}}
+
+
+POSITIVE_ACTIVATIONS = {"relu", "relu6", "sigmoid", "softmax", "abs", "softplus", "hardsigmoid"}
+SIGN_KEEPING = {"subsampling", "zero_padding", "global_pool", "lrn", "reshape", "merge", "upsampling", "identity"}
+
+
+def _never_negative(type_: str, params: dict, inputs_nonneg: list[bool]) -> bool:
+    if type_ == "activation":
+        return params.get("activation") in POSITIVE_ACTIVATIONS
+    if type_ in SIGN_KEEPING or (type_ == "elementwise" and params.get("op") in ("add", "product", "max", "min",
+                                                                                  "average")):
+        return bool(inputs_nonneg) and all(inputs_nonneg)
+    return False
 
 
 def _vertex_name(node) -> str:
@@ -301,41 +330,48 @@ def _const(g: Graph, node, index: int, what: str) -> np.ndarray | None:
     return g.const[name]
 
 
-def _pairs(node, a: dict, g: Graph) -> dict | None:
-    """kernel/stride/dilation/padding of a 2-D window: symmetric explicit padding or SAME_UPPER only."""
+def _pairs(node, a: dict, g: Graph) -> tuple[dict | None, list[int] | None]:
+    """(kernel/stride/dilation/padding of a 2-D window, padding [top, bottom, left, right] to apply before it when
+    the file's is asymmetric, else None): explicit pads, VALID, or SAME_UPPER (graphspec's same mode)."""
     kernel = list(a.get("kernel_shape") or [])
     if len(kernel) != 2:
         g.refuse(node, f"{len(kernel)}-D windows (graphspec imports 2-D ones)")
-        return None
-    pads = list(a.get("pads") or [0, 0, 0, 0])
+        return None, None
+    pads = [int(p) for p in (a.get("pads") or [0, 0, 0, 0])]
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     out = {"kernel": kernel, "stride": list(a.get("strides") or [1, 1])}
     if auto == "SAME_UPPER":
         out["convolution_mode"] = "same"  # TF's SAME: the extra pad at the end, DL4J's same mode
-    elif auto in ("NOTSET", "VALID"):
-        if pads[:2] != pads[2:]:
-            g.refuse(node, f"asymmetric pads {pads}")
-            return None
-        out["padding"] = pads[:2]
-    else:
+        return out, None
+    if auto not in ("NOTSET", "VALID"):
         g.refuse(node, f"auto_pad {auto}")
-        return None
-    return out
+        return None, None
+    if auto == "VALID" or pads[:2] == pads[2:]:
+        out["padding"] = [0, 0] if auto == "VALID" else pads[:2]
+        return out, None
+    out["padding"] = [0, 0]
+    return out, [pads[0], pads[2], pads[1], pads[3]]  # ONNX [t, l, b, r] -> graphspec [t, b, l, r]
+
+
+def _window_input(g: Graph, node, before: list[int] | None) -> str:
+    """The tensor a window layer reads: its input, or a zero-padded copy of it."""
+    return node.input[0] if before is None else g.pad_before(node, before)
 
 
 @translates("Conv")
 def _conv(g: Graph, node) -> None:
     a = attrs(node)
     w, b = _const(g, node, 1, "the weight"), _const(g, node, 2, "the bias")
-    window = _pairs(node, {**a, "kernel_shape": a.get("kernel_shape") or (list(w.shape[2:]) if w is not None
-                                                                             else [])}, g)
+    window, before = _pairs(node, {**a, "kernel_shape": a.get("kernel_shape") or (
+        list(w.shape[2:]) if w is not None else [])}, g)
     if w is None or window is None:
         return
     params = {**window, "out": int(w.shape[0]), "dilation": list(a.get("dilations") or [1, 1]), "bias": b is not None}
     if a.get("group", 1) != 1:
         params["groups"] = int(a["group"])
-    g.add(node, "conv", [node.input[0]], params, {"weight": w, **({"bias": b} if b is not None else {})})
+    g.add(node, "conv", [_window_input(g, node, before)], params,
+          {"weight": w, **({"bias": b} if b is not None else {})})
 
 
 @translates("ConvTranspose")
@@ -351,7 +387,10 @@ def _deconv(g: Graph, node) -> None:
     if problems:
         g.refuse(node, ", ".join(problems))
         return
-    window = _pairs(node, {**a, "kernel_shape": a.get("kernel_shape") or list(w.shape[2:])}, g)
+    window, before = _pairs(node, {**a, "kernel_shape": a.get("kernel_shape") or list(w.shape[2:])}, g)
+    if window is not None and (before is not None or window.get("convolution_mode")):
+        g.refuse(node, f"pads {list(a.get('pads') or [])} {a.get('auto_pad', b'').decode()} (symmetric pads only)")
+        return
     if window is None:
         return
     # ONNX: s·(n−1) + k_e − pads_begin − pads_end: graphspec's truncate mode (DL4J's) with symmetric padding
@@ -466,13 +505,10 @@ def _identity(g: Graph, node) -> None:
     g.alias(node, node.input[0])  # Dropout at inference passes its input through
 
 
-NON_NEGATIVE = {"Relu", "Sigmoid", "Softmax", "Abs", "Softplus", "HardSigmoid"}
-
-
 @translates("MaxPool", "AveragePool")
 def _pool(g: Graph, node) -> None:
     a = attrs(node)
-    window = _pairs(node, a, g)
+    window, before = _pairs(node, a, g)
     if window is None:
         return
     if a.get("ceil_mode", 0):
@@ -481,18 +517,17 @@ def _pool(g: Graph, node) -> None:
     if any(d != 1 for d in a.get("dilations") or [1, 1]):
         g.refuse(node, f"dilations {list(a['dilations'])}")
         return
-    padded = any(window.get("padding", [0, 0])) or window.get("convolution_mode") == "same"
+    padded = before is not None or any(window.get("padding", [0, 0])) or window.get("convolution_mode") == "same"
     if padded and node.op_type == "AveragePool" and not a.get("count_include_pad", 0):
         g.refuse(node, "padding with count_include_pad=0 (graphspec's average counts the padding, as DL4J's)")
         return
-    source = g.ops.get(g.producer.get(node.input[0], ""), "")
-    if padded and node.op_type == "MaxPool" and source not in NON_NEGATIVE:
+    if padded and node.op_type == "MaxPool" and g.producer.get(node.input[0]) not in g.nonneg:
         # graphspec pads with zeros (DL4J); ONNX with -inf: the same only where the input is never negative
         g.refuse(node, "padding on an input that may be negative (graphspec's max pooling pads with 0, ONNX's "
                        "with -inf)")
         return
-    g.add(node, "subsampling", [node.input[0]], {"pooling": "max" if node.op_type == "MaxPool" else "avg",
-                                                  **window})
+    g.add(node, "subsampling", [_window_input(g, node, before)],
+          {"pooling": "max" if node.op_type == "MaxPool" else "avg", **window})
 
 
 @translates("GlobalAveragePool", "GlobalMaxPool")
@@ -719,7 +754,11 @@ def check(imported: Imported, batch: int = 2, seed: int = 0) -> float | None:
 
     from ..export import example_inputs
     model = imported.model()
-    xs = example_inputs(model, batch, seed)
+    import onnx
+    names = {imported.file_inputs.get(n, n) for n in model.graphspec.spec.inputs}
+    fixed = {d.dim_value for v in onnx.load(imported.source, load_external_data=False).graph.input
+             if v.name in names for d in v.type.tensor_type.shape.dim[:1] if d.HasField("dim_value")}
+    xs = example_inputs(model, fixed.pop() if len(fixed) == 1 else batch, seed)  # a file may fix its batch
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(imported.source, options, providers=["CPUExecutionProvider"])
