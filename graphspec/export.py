@@ -264,7 +264,9 @@ def _describe(proto, info, masks: list[str] = ()) -> None:
     import json
     proto.doc_string = f"graphspec model '{info.spec.name}': inputs preprocessed as recorded in metadata"
     prep = info.preprocessing
-    meta = {"graphspec.spec": info.spec.name, "graphspec.outputs": ",".join(info.spec.outputs)}
+    meta = {"graphspec.spec": info.spec.name, "graphspec.outputs": ",".join(info.spec.outputs),
+            # the flat spec, so that `graphspec import` gives back exactly this network (docs/import.md)
+            "graphspec.document": json.dumps(info.spec.to_dict())}
     if masks:  # which graph inputs are masks [N, T] (1 = a real step, 0 = padding), and of which input
         meta["graphspec.masks"] = ",".join(f"{name}_mask" for name in masks)
     if prep is not None:

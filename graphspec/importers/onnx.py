@@ -708,6 +708,16 @@ def import_onnx(path: Path, name: str | None = None) -> Imported:
         raise ImportRefused("importing ONNX needs the onnx package: pip install 'graphspec[onnx]'",
                             location=Location(str(path))) from None
     model = read(path)
+    try:
+        return _translate(model, path, name)
+    except ImportRefused:
+        recorded = _recorded(model, path, name)
+        if recorded is None:
+            raise
+        return recorded
+
+
+def _translate(model, path: Path, name: str | None) -> Imported:
     g = Graph(model, path)
     inputs = _inputs(g)
     for node in fold(g):
@@ -730,6 +740,49 @@ def import_onnx(path: Path, name: str | None = None) -> Imported:
     _validate(document, path)
     return Imported(spec_name, document, g.weights, str(path), g.notes,
                     {g.producer[v.name]: v.name for v in model.graph.input if v.name in g.producer})
+
+
+MAX_DOCUMENT = 16 << 20  # bytes of a recorded spec
+
+
+def _recorded(model, path: Path, name: str | None) -> Imported | None:
+    """The network of a file graphspec exported, from the spec it recorded in its metadata and the parameters among
+    its initializers (``model.<vertex>.<param>``): used when the operators torch's exporter wrote for a vertex
+    (e.g. DL4J's LRN, p-norm pooling) have no translation. None when the file has no recorded spec."""
+    import json
+    text = next((p.value for p in model.metadata_props if p.key == "graphspec.document"), None)
+    if text is None:
+        return None
+    where = Location(str(path))
+    if len(text) > MAX_DOCUMENT:
+        raise ImportRefused(f"{path.name}: its recorded spec is {len(text):,} bytes (at most {MAX_DOCUMENT:,})",
+                            location=where)
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ImportRefused(f"{path.name}: its recorded spec is not valid JSON ({type(e).__name__})",
+                            location=where) from None
+    _validate(document, path)
+    from onnx import numpy_helper
+
+    from ..compiler import build
+    fresh = build(document, seed=0).state_dict()
+    stored = {t.name: t for t in model.graph.initializer}
+    weights, missing = {}, []
+    for key, value in fresh.items():
+        t = stored.get(f"model.{key}")
+        if t is not None and tuple(t.dims) == tuple(value.shape):
+            weights[key] = numpy_helper.to_array(t)
+        else:
+            weights[key], _ = value.numpy(), missing.append(key)
+    document = {**document, "name": name or document.get("name") or Path(path).stem}
+    notes = [f"{path.name} was written by graphspec: its recorded spec is the import (its operators are not all "
+             "translatable one by one)"]
+    if missing:
+        notes.append(f"not in the file (the forward does not use them), initialised as the spec says: "
+                     f"{', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    inputs = {i: i for i in document.get("inputs", {})}
+    return Imported(document["name"], document, weights, str(path), notes, inputs)
 
 
 def _validate(document: dict, path: Path) -> None:
