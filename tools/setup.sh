@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.1,<3"
 fi
-.venv/bin/pip install -q -e ".[dev,onnx]"
+.venv/bin/pip install -q -e ".[dev,onnx,import]"
 # torchvision is a test-only reference (the zoo is checked against it); install the release that matches the
 # installed torch (torch 2.N pairs with torchvision 0.(N+15)), never one that would replace torch.
 TV=$(.venv/bin/python -c "import torch; m = int(torch.__version__.split('.')[1]); print(f'0.{m + 15}.*')")
@@ -17,3 +17,7 @@ TV=$(.venv/bin/python -c "import torch; m = int(torch.__version__.split('.')[1])
 # inside its wheel): tests/test_ucr.py and benchmarks/bench_ucr.py read them; everything else works without it.
 .venv/bin/python -c "import aeon" 2>/dev/null || .venv/bin/pip install -q "aeon>=1.0" \
   || echo "aeon is not available: the UCR/UEA data tests will be skipped"
+# Keras (3, with the torch backend: no TensorFlow) is a test-only reference for `graphspec import` of Keras files:
+# tests/test_import_keras.py builds models with it and compares; graphspec itself never imports it.
+.venv/bin/python -c "import keras" 2>/dev/null || .venv/bin/pip install -q "keras>=3" \
+  || echo "keras is not available: the Keras comparison tests will be skipped"

@@ -93,7 +93,8 @@ class Names:
     """Stable, unique vertex names from the names a file gives (sanitised to the spec's alphabet)."""
 
     def __init__(self, reserved=()):
-        self.taken: set[str] = set(reserved)
+        from ..spec.loader import RESERVED  # torch.nn.Module's attribute names: never vertex names
+        self.taken: set[str] = set(reserved) | set(RESERVED)
 
     def __call__(self, raw: str, fallback: str = "node") -> str:
         """A new name for each call (two things the file names alike get ``x`` and ``x_2``)."""

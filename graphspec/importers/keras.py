@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import posixpath
 import re
 import zipfile
@@ -39,6 +38,8 @@ MAX_CONFIG_BYTES = 64 << 20  # config.json / metadata.json / the model_config at
 MAX_RATIO = 100  # uncompressed / compressed size of a zip member (a zip bomb compresses far better)
 RATIO_FLOOR = 1 << 20  # members smaller than this are not judged by their ratio (tiny JSON compresses well)
 MAX_TENSOR_BYTES = 2 << 30  # one weight, as declared by its dataset
+MAX_WEIGHT_BYTES = 8 << 30  # all weights read, together
+MAX_MEMBERS = 10_000  # entries of a .keras zip (Keras writes three, plus assets)
 MAX_DEPTH = 100  # nesting of the configuration JSON (a Keras config is about 10 deep)
 KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 
@@ -70,7 +71,12 @@ class _Layer:
     kwargs: list = field(default_factory=list)  # per call: the call's keyword arguments (non-tensor)
     module: str | None = None
     registered: str | None = None
-    index: int = 0  # position in the config
+    index: tuple = (0,)  # position in the config (nested models: the position of each enclosing model first)
+    keras_path: str = ""  # .keras: where model.weights.h5 keeps its weights ('layers/functional/layers/conv2d')
+    h5_group: str = ""  # .h5: its group under model_weights (a nested model's layers: the nested model's group)
+    h5_filter: str | None = None  # .h5, in a nested model's group: the weight names of this layer
+    original: str = ""  # the name Keras gave it (a nested model's layer may be renamed to stay unique)
+    inner: "_Model | None" = None  # a nested model
 
 
 @dataclass
@@ -184,7 +190,7 @@ class _Reader:
         self.keras_version = ""
         self.format = ""
         self.config: dict = {}
-        self.paths: dict[str, str] = {}  # .keras: layer name -> 'layers/conv2d'
+        self.bytes_read = 0
 
     def refuse(self, message: str) -> ImportRefused:
         return ImportRefused(message, location=Location(self.source))
@@ -223,12 +229,15 @@ class _Reader:
             raise self.refuse(f"not a readable .keras zip: {e}") from None
         with z:
             infos = z.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise self.refuse(f"the zip has {len(infos)} members; a .keras file has a handful")
             seen, total = set(), 0
             for i in infos:
                 n = i.filename
-                if (n.startswith(("/", "\\")) or "\\" in n or re.match(r"^[A-Za-z]:", n)
-                        or ".." in n.split("/") or posixpath.normpath(n) != n.rstrip("/")):
+                if n.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", n) or ".." in re.split(r"[/\\]", n):
                     raise self.refuse(f"zip member '{n}' points outside the archive; refusing the whole file")
+                if "\\" in n or "\x00" in n or posixpath.normpath(n) != n.rstrip("/"):
+                    raise self.refuse(f"zip member '{n}' is not a plain relative path; refusing the whole file")
                 if n in seen:
                     raise self.refuse(f"zip member '{n}' appears twice")
                 seen.add(n)
@@ -281,8 +290,8 @@ class _Reader:
         if "model_config" not in attrs:
             raise self.refuse("the HDF5 file has no 'model_config' attribute: a weights-only file (save the whole "
                               "model with model.save) or not a Keras model")
-        raw = attrs["model_config"]
-        self.keras_version = _text(attrs.get("keras_version", b"")) or "2"
+        raw = _attr(self.h5, "model_config", self)
+        self.keras_version = _text(_attr(self.h5, "keras_version", self) or b"") or "2"
         self.config = self.json(_text(raw), "the 'model_config' attribute")
 
     def close(self) -> None:
@@ -335,6 +344,9 @@ class _Reader:
                               f"{MAX_TENSOR_BYTES})")
         if nbytes and d.id.get_storage_size() == 0:
             raise self.refuse(f"layer '{layer}': weight '{label}' ({path}) declares {nbytes} bytes but stores none")
+        self.bytes_read += nbytes
+        if self.bytes_read > MAX_WEIGHT_BYTES:
+            raise self.refuse(f"layer '{layer}': the weights exceed {MAX_WEIGHT_BYTES} bytes in all")
         try:
             data = d[()]
         except (OSError, ValueError) as e:
@@ -349,8 +361,8 @@ class _Reader:
         return self._h5_weights(L, parts)
 
     def _keras_weights(self, L, parts):
-        base = self.paths.get(L.name)
-        if base is None:
+        base = L.keras_path
+        if not base:
             raise self.refuse(f"layer '{L.name}': no place for its weights in model.weights.h5")
         out = []
         for sub, wanted in parts:
@@ -363,7 +375,7 @@ class _Reader:
                                   f"but the layer's configuration needs {len(wanted)} "
                                   f"({', '.join(lbl.split('|')[0] for lbl, _ in wanted) or 'none'})")
             stored = _text(group.attrs.get("name", b"")) if group is not None and not sub else ""
-            if stored and stored != L.name:
+            if stored and stored != (L.original or L.name):
                 raise self.refuse(f"layer '{L.name}': its weights at {group_path} belong to layer '{stored}' in "
                                   "model.weights.h5; the weights do not match the configuration")
             for i, (label, shape) in enumerate(wanted):
@@ -375,8 +387,11 @@ class _Reader:
         root = self._node("model_weights", L.name)
         if root is None:
             root = self.h5  # Keras 1/2 weights-at-root layout ("layer_names" on the file)
-        group = self._node(f"{root.name.strip('/')}/{L.name}", L.name) if L.name in root else None
-        names = [_text(n) for n in _attr_list(group.attrs, "weight_names")] if group is not None else []
+        where = L.h5_group or L.name
+        group = self._node(f"{root.name.strip('/')}/{where}", L.name) if where in root else None
+        names = [_text(n) for n in _attr_list(group, "weight_names", self)] if group is not None else []
+        if L.h5_filter is not None:  # a nested model's group holds the weights of all its layers, by layer name
+            names = [n for n in names if L.h5_filter in n.split("/")[:-1]]
         if len(names) != len(wanted):
             raise self.refuse(f"layer '{L.name}': the file holds {len(names)} weights for it "
                               f"({', '.join(names) or 'none'}), but its configuration needs {len(wanted)} "
@@ -391,6 +406,11 @@ class _Reader:
         return out
 
 
+def _keras_module(module) -> bool:
+    """Whether a Keras 3 config's ``module`` is Keras's own (not a package merely named keras_something)."""
+    return isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+
+
 def _text(v) -> str:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
@@ -399,13 +419,25 @@ def _text(v) -> str:
     return str(v)
 
 
-def _attr_list(attrs, name: str) -> list:
+def _attr(obj, name: str, reader: "_Reader"):
+    """An HDF5 attribute, after checking its declared size (a hostile file may declare gigabytes)."""
+    if name not in obj.attrs:
+        return None
+    h5py = _h5py()
+    size = h5py.h5a.open(obj.id, name.encode()).get_storage_size()
+    if size > MAX_CONFIG_BYTES:
+        raise reader.refuse(f"the HDF5 attribute '{name}' of '{obj.name}' declares {size} bytes; Keras writes far "
+                            "smaller ones")
+    return obj.attrs[name]
+
+
+def _attr_list(obj, name: str, reader: "_Reader") -> list:
     """An attribute list that Keras may split into name0, name1, ... (the 64 KiB HDF5 header limit)."""
-    if name in attrs:
-        return list(attrs[name])
+    if name in obj.attrs:
+        return list(_attr(obj, name, reader))
     out, i = [], 0
-    while f"{name}{i}" in attrs:
-        out.extend(attrs[f"{name}{i}"])
+    while f"{name}{i}" in obj.attrs and i < MAX_MEMBERS:
+        out.extend(_attr(obj, f"{name}{i}", reader))
         i += 1
     return out
 
@@ -428,14 +460,105 @@ class _Parser:
         if not isinstance(top, dict) or "class_name" not in top:
             raise self.bad("no 'class_name' at the top")
         cls, cfg = top.get("class_name"), top.get("config")
+        if cls not in MODEL_CLASSES:
+            raise self.r.refuse(f"model class '{cls}' is not a Sequential or Functional model: a subclassed "
+                                "model's structure is Python code, not configuration, and is not imported")
+        m = self.parse(cls, cfg, 0)
+        self.place(m, "", None)
+        return self.flatten(m)
+
+    def parse(self, cls: str, cfg: Any, depth: int) -> _Model:
+        if depth > 16:
+            raise self.r.refuse("models nested more than 16 deep")
         if cls == "Sequential":
-            return self.sequential(cfg)
-        if cls in ("Functional", "Model"):
+            m = self.sequential(cfg)
+        else:
             if not isinstance(cfg, dict) or "layers" not in cfg:
                 raise self.bad(f"a {cls} model without 'layers'")
-            return self.functional(cfg)
-        raise self.r.refuse(f"model class '{cls}' is not a Sequential or Functional model: a subclassed model's "
-                            "structure is Python code, not configuration, and is not imported")
+            m = self.functional(cfg)
+        for L in m.layers:
+            if L.cls in MODEL_CLASSES and L.registered in (None, L.cls) and (
+                    isinstance(L.config.get("layers"), list)):
+                L.inner = self.parse(L.cls, L.config, depth + 1)
+        return m
+
+    def place(self, m: _Model, prefix: str, h5_group: str | None) -> None:
+        """Where each layer's weights are: a .keras file's paths count ``snake_case(class)`` names in
+        model.layers order, not layer names (keras/src/saving/saving_lib.py, _save_container_state); an .h5
+        file's groups are layer names, and a nested model's group holds all its layers' weights."""
+        used: dict[str, int] = {}
+        for L in m.weight_layers:
+            base = _snake(L.cls)
+            if base in used:
+                used[base] += 1
+                base = f"{base}_{used[base]}"
+            else:
+                used[base] = 0
+            L.keras_path = f"{prefix}layers/{base}"
+            L.h5_group, L.h5_filter = (h5_group, L.name) if h5_group else (L.name, None)
+            if L.inner is not None:
+                self.place(L.inner, f"{L.keras_path}/", h5_group or L.name)
+
+    def flatten(self, m: _Model) -> _Model:
+        """A nested model's layers become layers of the enclosing model, called once per call of the nested
+        model (a nested model called twice: its layers are shared)."""
+        if not any(L.inner for L in m.layers):
+            return m
+        taken = {L.name for L in m.layers}
+        layers, alias = [], {}
+        for N in m.layers:
+            if N.inner is None:
+                layers.append(N)
+                continue
+            inner = self.flatten(N.inner)
+            entry = {r[0] for r in inner.inputs}
+            flat, counts = {}, {}
+            for X in inner.layers:
+                if X.cls == "InputLayer":
+                    continue
+                name = X.name if X.name not in taken else f"{N.name}/{X.name}"
+                while name in taken:
+                    name += "_"
+                taken.add(name)
+                counts[X.name] = len(X.nodes)
+                flat[X.name] = _Layer(cls=X.cls, name=name, config=X.config, module=X.module,
+                                      registered=X.registered, index=N.index + X.index, keras_path=X.keras_path,
+                                      h5_group=X.h5_group, h5_filter=X.h5_filter, original=X.original or X.name)
+            for k, (args, kwargs) in enumerate(zip(N.nodes, N.kwargs)):
+                if len(args) != len(inner.inputs):
+                    raise self.bad(f"nested model '{N.name}' is called with {len(args)} inputs; it takes "
+                                   f"{len(inner.inputs)}")
+                given = dict(zip(inner.inputs, args))
+
+                def mapped(r, k=k, given=given):
+                    if r[0] in entry:
+                        if r not in given:
+                            raise self.bad(f"nested model '{N.name}' reads its input '{r[0]}' oddly")
+                        return given[r]
+                    if r[0] not in flat:
+                        raise self.bad(f"nested model '{N.name}' has no layer '{r[0]}'")
+                    return (flat[r[0]].name, k * counts[r[0]] + r[1], r[2])
+
+                for X in inner.layers:
+                    if X.cls != "InputLayer":
+                        for refs, kw in zip(X.nodes, X.kwargs):
+                            flat[X.name].nodes.append([mapped(r) for r in refs])
+                            flat[X.name].kwargs.append({**kwargs, **kw})
+                for t, r in enumerate(inner.outputs):
+                    alias[(N.name, k, t)] = mapped(r)
+            layers.extend(flat.values())
+
+        def resolve(r):
+            for _ in range(len(alias) + 1):
+                if r not in alias:
+                    return r
+                r = alias[r]
+            raise self.bad("nested models refer to each other in a circle")
+
+        for L in layers:
+            L.nodes = [[resolve(r) for r in refs] for refs in L.nodes]
+        m.layers, m.outputs = layers, [resolve(r) for r in m.outputs]
+        return m
 
     def entry(self, e: Any, i: int) -> _Layer:
         if not isinstance(e, dict) or not isinstance(e.get("class_name"), str):
@@ -447,7 +570,7 @@ class _Parser:
         if not isinstance(name, str) or not name:
             raise self.bad(f"layer entry {i} ({e['class_name']}) has no name")
         return _Layer(cls=e["class_name"], name=name, config=cfg, module=e.get("module"),
-                      registered=e.get("registered_name"), index=i)
+                      registered=e.get("registered_name"), index=(i,))
 
     def sequential(self, cfg: Any) -> _Model:
         if isinstance(cfg, list):  # Keras 2.0-2.2: the config is the list of layers
@@ -467,7 +590,7 @@ class _Parser:
             if shape is None:
                 raise self.r.refuse("the Sequential model has no input shape (it was never built); build it "
                                     "with an Input before saving")
-            first = _Layer(cls="InputLayer", name="input", config={"batch_shape": shape}, index=-1)
+            first = _Layer(cls="InputLayer", name="input", config={"batch_shape": shape}, index=(-1,))
         if not rest:
             raise self.r.refuse("the Sequential model has no layers")
         names = {first.name}
@@ -636,7 +759,7 @@ class _Converter:
         name = value
         if isinstance(value, dict):  # Keras 3 may serialise the function: {"module": "keras.activations", ...}
             cfg = value.get("config")
-            if value.get("module") in ("keras.activations", "keras.src.activations.activations") and isinstance(cfg, str):
+            if _keras_module(value.get("module")) and isinstance(cfg, str):
                 name = cfg
             elif value.get("class_name") in ACTIVATIONS and not value.get("config"):
                 name = value.get("class_name")
@@ -803,10 +926,10 @@ class _Converter:
     def tensor(self, ref: Ref, reader: _Layer | None) -> _T | None:
         if ref not in self.tensors:
             layer, node, t = ref
-            if t != 0:
-                who = f"layer '{reader.name}'" if reader else "the model"
-                raise self.r.refuse(f"{who} reads output {t} of layer '{layer}': only single-output layers are "
-                                    "imported (return_state and the like are not)")
+            if t != 0 and (layer, node, 0) in self.tensors:
+                self.unsupported.add("multiple outputs", f"reads output {t} of layer '{layer}' (only single-output "
+                                     "layers are imported: no return_state)", reader.name if reader else "output")
+                return None
             raise self.r.refuse(f"layer '{reader.name if reader else '?'}' reads call {node} of layer '{layer}', "
                                 "which the model does not compute")
         return self.tensors[ref]
@@ -822,11 +945,11 @@ class _Converter:
                                  "it (write the operation as graphspec vertices)", L.name)
             return
         if fn is None:
-            detail = ("a nested model (import the inner model, or build the whole model flat)"
-                      if L.cls in ("Sequential", "Functional", "Model") else "layer type not supported")
+            detail = ("a subclassed model (its structure is Python code)" if L.cls in MODEL_CLASSES
+                      else "layer type not supported")
             self.unsupported.add(L.cls, detail, L.name)
             return
-        if L.registered not in (None, L.cls) or (L.module and not str(L.module).startswith("keras")):
+        if L.registered not in (None, L.cls) or (L.module and not _keras_module(L.module)):
             self.unsupported.add(L.cls, f"a custom layer ({L.registered or L.module}): its code is not Keras's",
                                  L.name)
             return
@@ -839,8 +962,8 @@ class _Converter:
             return
         if not refs:
             raise self.r.refuse(f"layer '{L.name}' has a call without inputs")
-        if k == 0 and self.first_call.get(L.name) is None:
-            pass
+        if k > 0 and self.first_call.get(L.name) is None:
+            return  # the first call was refused (and reported): the later ones share its problem
         self.call = (L.name, k, [])
         self.failed = False
         self.dtype(L)
@@ -849,7 +972,9 @@ class _Converter:
             # an input already refused: still check this layer's own configuration, without shapes
             try:
                 fn(self, L, None)
-            except (_Poisoned, _BadConfig, TypeError, KeyError, AttributeError, IndexError, ValueError):
+            except _BadConfig as e:
+                self.bad(L, str(e), op=f"{L.cls} configuration")
+            except (_Poisoned, TypeError, KeyError, AttributeError, IndexError, ValueError):
                 pass
             return
         if any(t.perm is not None for t in ins) and fn not in PERM_AWARE:
@@ -895,8 +1020,8 @@ class _Converter:
             "recurrent dropout": "the recurrent layers' dropout and recurrent_dropout apply only in training and "
                                  "are not imported",
             "leaky": "LeakyReLU with a slope other than 0.01 is max(x, slope*x): a scale and an elementwise max",
-            "last step": "a recurrent layer with return_sequences=False is the layer and a time_step vertex "
-                         "(index -1) named <layer>_last",
+            "last step": "a recurrent layer with return_sequences=False is imported as the recurrent layer "
+                         "followed by a time_step vertex (index -1, named <layer>_last)",
         }
         for key, layers in self.noted.items():
             notes.append(f"{explain[key]} ({', '.join(dict.fromkeys(layers))})")
@@ -915,7 +1040,7 @@ class _Converter:
         return base
 
 
-# --- layer converters: (converter, layer, inputs) -> output tensor ------------------------------------------------------
+# --- layer converters: (converter, layer, inputs) -> output tensor ---------------------------------------------
 def _one(cx: _Converter, L: _Layer, ins) -> _T | None:
     if ins is None:
         return None
@@ -1359,7 +1484,7 @@ def _permute(cx: _Converter, L: _Layer, ins):
 def _activation_layer(cx: _Converter, L: _Layer, ins):
     c = L.config
     cls = L.cls
-    t = _one(cx, L, ins) if ins is not None else None
+    t = _one(cx, L, ins)
     if cls == "Activation":
         act = cx.activation(L, c.get("activation"))
     elif cls == "ReLU":
@@ -1394,8 +1519,7 @@ def _activation_layer(cx: _Converter, L: _Layer, ins):
         s = cx.emit({"type": "scale", "inputs": [t.vertex], "factor": slope}, suffix="scaled")
         name = cx.emit({"type": "elementwise", "inputs": [t.vertex, s], "op": "max"})
         return _T(name, t.shape, perm=t.perm, nonneg=t.nonneg)
-    if act == "softmax" and t.perm is not None:
-        pass  # softmax over all of a vector's features does not depend on their order
+    # (softmax over all of a vector's features does not depend on their order: a permuted vector passes)
     return _T(cx.emit({"type": "activation", "inputs": [t.vertex], "activation": act}), t.shape, perm=t.perm,
               nonneg=act in NONNEG or (t.nonneg and act in ("relu", "relu6", "leakyrelu", "elu", "identity")))
 
@@ -1546,15 +1670,13 @@ def _rnn_settings(cx: _Converter, L: _Layer, c: dict) -> dict:
     v = {"activation": cx.activation(L, c.get("activation", "tanh"))}
     if kind != "simple_rnn":
         v["gate_activation"] = cx.activation(L, c.get("recurrent_activation", "sigmoid"))
-    if kind == "gru" and not c.get("reset_after", True):
+    if kind == "gru" and not c.get("reset_after", cx.keras3):  # absent in Keras < 2.1: the original GRU
         cx.bad(L, "reset_after=False (the original GRU; graphspec's gru is torch's, Keras's reset_after=True)")
-    if kind == "simple_rnn" and v["activation"] not in (None, "tanh", "relu", "identity", "sigmoid"):
-        pass
     return v
 
 
-def _rnn_params(cx: _Converter, L: _Layer, c: dict, fin: int, sub: str) -> tuple[list, dict]:
-    """The weights Keras keeps for one direction and graphspec's parameters made from them."""
+def _rnn_params(L: _Layer, c: dict, fin: int) -> tuple[list, dict]:
+    """The weights Keras keeps for one direction: [(label, shape)], and the units and use_bias."""
     kind, gates = RNN_KINDS[L.cls]
     units = int(c["units"])
     use_bias = bool(c.get("use_bias", True))
@@ -1583,7 +1705,7 @@ def _rnn(cx: _Converter, L: _Layer, ins):
     if t is None or cx.failed:
         raise _Poisoned()
     _need_rank(cx, L, t, (2,), "a sequence [T, F]")
-    wanted, info = _rnn_params(cx, L, c, t.shape[1], "cell")
+    wanted, info = _rnn_params(L, c, t.shape[1])
     ws = cx.read(L, [("cell", wanted)])
     units = info["units"]
     if not info["use_bias"]:
@@ -1624,13 +1746,13 @@ def _bidirectional(cx: _Converter, L: _Layer, ins):
     if settings != other:
         cx.bad(L, "different activations in the two directions")
     if fwd.config.get("go_backwards") or not bwd.config.get("go_backwards", True):
-        cx.bad(L, "a forward layer reading backwards")
+        cx.bad(L, "directions other than one forward and one backward layer")
     t = _one(cx, L, ins)
     if t is None or cx.failed:
         raise _Poisoned()
     _need_rank(cx, L, t, (2,), "a sequence [T, F]")
     kind, _ = RNN_KINDS[fwd.cls]
-    wanted, info = _rnn_params(cx, fwd, fwd.config, t.shape[1], "")
+    wanted, info = _rnn_params(fwd, fwd.config, t.shape[1])
     units, use_bias = info["units"], info["use_bias"]
     ws = cx.read(L, [("forward_layer/cell", wanted), ("backward_layer/cell", wanted)])
     n = len(wanted)
@@ -1695,22 +1817,7 @@ CONVERTERS: dict[str, Callable] = {
 PERM_AWARE = {_dense, _batchnorm, _layernorm, _activation_layer, _dropout, _elementwise, _concatenate, _rescaling,
               _flatten}
 LAMBDA = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
-
-
-def _weight_paths(model: _Model) -> dict[str, str]:
-    """Where a .keras file keeps each layer's weights: ``layers/<snake_case(class)>[_n]`` in model.layers order
-    (keras/src/saving/saving_lib.py, _save_container_state: not the layer's name)."""
-    used: dict[str, int] = {}
-    out = {}
-    for L in model.weight_layers:
-        base = _snake(L.cls)
-        if base in used:
-            used[base] += 1
-            base = f"{base}_{used[base]}"
-        else:
-            used[base] = 0
-        out[L.name] = f"layers/{base}"
-    return out
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 def import_keras(path: "str | Path", name: str | None = None) -> Imported:
@@ -1725,7 +1832,6 @@ def import_keras(path: "str | Path", name: str | None = None) -> Imported:
             raise reader.refuse(f"a Keras {reader.keras_version} file: Keras 1 configurations are not imported "
                                 "(load and save the model with Keras 2 or 3 first)")
         model = _Parser(reader).model(reader.config)
-        reader.paths = _weight_paths(model)
         exact: set[str] = set()
         cache: dict = {}
         for _ in range(len(model.layers) + 1):
