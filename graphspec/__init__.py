@@ -12,7 +12,15 @@ from .surgery import GraphBuilder, SurgeryReport, snip
 __version__ = "0.1.0"
 __all__ = ["open", "open_spec", "build", "load_spec", "analyze", "summarize", "save", "load", "load_weights",
            "GraphBuilder", "snip", "SurgeryReport", "feed_forward", "Spec", "Vertex", "Analysis", "GraphspecError",
-           "SpecError", "Problem", "Location", "__version__"]
+           "SpecError", "Problem", "Location", "import_model", "__version__"]
+
+
+def import_model(path, *, name: str | None = None):
+    """An ONNX (``.onnx``) or Keras (``.keras``, ``.h5``) model file as an :class:`graphspec.importers.Imported`:
+    a readable spec (``document``) with its weights; ``.write(folder)`` writes NAME.yaml and NAME.safetensors,
+    ``.model()`` builds it (docs/import.md)."""
+    from .importers import import_model as _import_model
+    return _import_model(path, name=name)
 
 
 def summarize(source, batch_size: int = 1):

@@ -58,7 +58,7 @@ def _small_cnn(tmp_path, g=np.random.default_rng(0)):
 
 def test_a_small_cnn_imports_as_a_readable_spec_equal_to_onnxruntime(tmp_path):
     path = _small_cnn(tmp_path)
-    imported = import_model(path)
+    imported = graphspec.import_model(path)  # the package's entry point
     v = imported.document["vertices"]
     assert imported.document["inputs"] == {"x": {"type": "convolutional", "channels": 4, "height": 12, "width": 12}}
     assert [(n, v[n]["type"]) for n in ("conv1", "bn1", "relu1", "pool1", "residual", "lrn", "fc")] == [
@@ -152,7 +152,7 @@ def test_constant_subgraphs_are_folded_and_initializers_listed_as_inputs_are_con
     np.testing.assert_allclose(got, _run_ort(path, {"x": x})[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "mobilenet_v2"])
 def test_torchvision_networks_exported_by_torch_import_equal_to_torchvision_and_onnxruntime(arch, tmp_path):
     from references import torchvision
     tv = torchvision()
