@@ -226,7 +226,7 @@ class _Reader:
         try:
             z = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as e:
-            raise self.refuse(f"not a readable .keras zip: {e}") from None
+            raise self.refuse(f"not a readable .keras zip: {e}") from e
         with z:
             infos = z.infolist()
             if len(infos) > MAX_MEMBERS:
@@ -260,7 +260,7 @@ class _Reader:
                     with z.open(info) as f:
                         data = f.read(info.file_size + 1)  # never more than declared (+1 shows a lying header)
                 except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as e:
-                    raise self.refuse(f"zip member '{name}' cannot be read: {e}") from None
+                    raise self.refuse(f"zip member '{name}' cannot be read: {e}") from e
                 if len(data) != info.file_size:
                     raise self.refuse(f"zip member '{name}' holds {len(data)} bytes, not the {info.file_size} "
                                       "its header declares")
@@ -277,7 +277,7 @@ class _Reader:
         try:
             self.h5 = h5py.File(io.BytesIO(members["model.weights.h5"]), "r")
         except OSError as e:
-            raise self.refuse(f"model.weights.h5 in the zip is not a readable HDF5 file: {e}") from None
+            raise self.refuse(f"model.weights.h5 in the zip is not a readable HDF5 file: {e}") from e
 
     def _open_h5(self) -> None:
         h5py = _h5py()
@@ -285,7 +285,7 @@ class _Reader:
         try:
             self.h5 = h5py.File(self.path, "r")
         except OSError as e:
-            raise self.refuse(f"not a readable HDF5 file: {e}") from None
+            raise self.refuse(f"not a readable HDF5 file: {e}") from e
         attrs = self.h5.attrs
         if "model_config" not in attrs:
             raise self.refuse("the HDF5 file has no 'model_config' attribute: a weights-only file (save the whole "
@@ -350,7 +350,7 @@ class _Reader:
         try:
             data = d[()]
         except (OSError, ValueError) as e:
-            raise self.refuse(f"layer '{layer}': weight '{label}' ({path}) cannot be read: {e}") from None
+            raise self.refuse(f"layer '{layer}': weight '{label}' ({path}) cannot be read: {e}") from e
         return np.asarray(data, dtype=np.float32)
 
     def weights(self, L: _Layer, parts: list[tuple[str, list[tuple[str, tuple]]]]) -> list[np.ndarray]:

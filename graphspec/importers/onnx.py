@@ -35,7 +35,7 @@ def read(path: Path):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends: not a model file
-        raise ImportRefused(f"cannot read {path.name} as ONNX: {type(e).__name__}: {e}", location=where) from None
+        raise ImportRefused(f"cannot read {path.name} as ONNX: {type(e).__name__}: {e}", location=where) from e
     if not model.HasField("graph") or not model.graph.node:
         raise ImportRefused(f"{path.name} holds no ONNX graph (an empty or foreign file)", location=where)
     _load_external(model, path)
@@ -48,7 +48,7 @@ def read(path: Path):
             model = version_converter.convert_version(model, OPSET)
         except Exception as e:
             raise ImportRefused(f"cannot convert {path.name} from opset {version} to {OPSET}: {e}",
-                                location=where) from None
+                                location=where) from e
     return model
 
 
@@ -294,7 +294,7 @@ def _evaluate(g: Graph, node) -> list[np.ndarray]:
             None, {i: g.const[i] for i in node.input if i})
     except Exception as e:
         raise ImportRefused(f"cannot fold the constant node '{node.name or node.output[0]}' ({node.op_type}): {e}",
-                            location=Location(str(g.path))) from None
+                            location=Location(str(g.path))) from e
     for out, value in zip(node.output, outs):
         if np.asarray(value).size > MAX_ELEMENTS:
             raise ImportRefused(f"node '{node.name or out}' makes a constant of {np.shape(value)}",
