@@ -1087,59 +1087,59 @@ def _mode(cx, L, padding) -> str:
     raise _Poisoned()
 
 
+class _Window:
+    """What Conv2D, DepthwiseConv2D and SeparableConv2D read alike: activation, kernel, strides, dilation, padding
+    and graphspec's mode for it, the input tensor (an image [H, W, C]) and the output's height and width."""
+
+    def __init__(self, cx: _Converter, L: _Layer, ins):
+        c = L.config
+        cx.channels_last(L)
+        self.act = cx.activation(L, c.get("activation"))
+        self.kernel = _pair(c["kernel_size"], "kernel_size")
+        self.stride = _pair(c.get("strides", 1), "strides")
+        self.dilation = _pair(c.get("dilation_rate", 1), "dilation_rate")
+        padding = c.get("padding", "valid")
+        self.mode = _mode(cx, L, padding)
+        self.t = _one(cx, L, ins)
+        if self.t is None or cx.failed:
+            raise _Poisoned()
+        _need_rank(cx, L, self.t, (3,), "an image [H, W, C]")
+        h, w, self.cin = self.t.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        self.oh, self.ow = _conv_out(h, kh, sh, dh, padding), _conv_out(w, kw, sw, dw, padding)
+        if self.oh < 1 or self.ow < 1:
+            raise cx.r.refuse(f"layer '{L.name}': a {kh}x{kw} kernel does not fit its {h}x{w} input")
+        self.use_bias = bool(c.get("use_bias", True))
+
+    def params(self) -> dict:
+        return {"kernel": _hw(*self.kernel), "stride": _hw(*self.stride), "dilation": _hw(*self.dilation),
+                "convolution_mode": self.mode, "activation": self.act, "bias": self.use_bias}
+
+    def out(self, cx: _Converter, v: dict, params: dict, filters: int) -> _T:
+        return _T(cx.emit(_tidy(v), params), (self.oh, self.ow, filters), nonneg=self.act in NONNEG)
+
+
 def _conv2d(cx: _Converter, L: _Layer, ins):
     c = L.config
-    cx.channels_last(L)
-    act = cx.activation(L, c.get("activation"))
-    kh, kw = _pair(c["kernel_size"], "kernel_size")
-    sh, sw = _pair(c.get("strides", 1), "strides")
-    dh, dw = _pair(c.get("dilation_rate", 1), "dilation_rate")
-    groups = int(c.get("groups", 1) or 1)
-    padding = c.get("padding", "valid")
-    mode = _mode(cx, L, padding)
-    t = _one(cx, L, ins)
-    if t is None or cx.failed:
-        raise _Poisoned()
-    _need_rank(cx, L, t, (3,), "an image [H, W, C]")
-    h, w, cin = t.shape
-    filters = int(c["filters"])
+    win = _Window(cx, L, ins)
+    groups, filters, cin = int(c.get("groups", 1) or 1), int(c["filters"]), win.cin
     if cin % groups or filters % groups:
         raise cx.r.refuse(f"layer '{L.name}': {cin} input channels and {filters} filters do not split into "
                           f"{groups} groups")
-    oh, ow = _conv_out(h, kh, sh, dh, padding), _conv_out(w, kw, sw, dw, padding)
-    if oh < 1 or ow < 1:
-        raise cx.r.refuse(f"layer '{L.name}': a {kh}x{kw} kernel does not fit its {h}x{w} input")
-    use_bias = bool(c.get("use_bias", True))
-    wanted = [("kernel", (kh, kw, cin // groups, filters))] + ([("bias", (filters,))] if use_bias else [])
+    kh, kw = win.kernel
+    wanted = [("kernel", (kh, kw, cin // groups, filters))] + ([("bias", (filters,))] if win.use_bias else [])
     ws = cx.read(L, [("", wanted)])
     params = {"weight": ws[0].transpose(3, 2, 0, 1)}
-    if use_bias:
+    if win.use_bias:
         params["bias"] = ws[1]
-    v = _tidy({"type": "conv", "inputs": [t.vertex], "out": filters, "kernel": _hw(kh, kw), "stride": _hw(sh, sw),
-               "dilation": _hw(dh, dw), "groups": groups, "convolution_mode": mode, "activation": act,
-               "bias": use_bias})
-    return _T(cx.emit(v, params), (oh, ow, filters), nonneg=act in NONNEG)
+    v = {"type": "conv", "inputs": [win.t.vertex], "out": filters, "groups": groups, **win.params()}
+    return win.out(cx, v, params, filters)
 
 
 def _depthwise(cx: _Converter, L: _Layer, ins):
     c = L.config
-    cx.channels_last(L)
-    act = cx.activation(L, c.get("activation"))
-    kh, kw = _pair(c["kernel_size"], "kernel_size")
-    sh, sw = _pair(c.get("strides", 1), "strides")
-    dh, dw = _pair(c.get("dilation_rate", 1), "dilation_rate")
-    m = int(c.get("depth_multiplier", 1))
-    padding = c.get("padding", "valid")
-    mode = _mode(cx, L, padding)
-    t = _one(cx, L, ins)
-    if t is None or cx.failed:
-        raise _Poisoned()
-    _need_rank(cx, L, t, (3,), "an image [H, W, C]")
-    h, w, cin = t.shape
-    oh, ow = _conv_out(h, kh, sh, dh, padding), _conv_out(w, kw, sw, dw, padding)
-    if oh < 1 or ow < 1:
-        raise cx.r.refuse(f"layer '{L.name}': a {kh}x{kw} kernel does not fit its {h}x{w} input")
-    use_bias = bool(c.get("use_bias", True))
+    win = _Window(cx, L, ins)
+    m, cin, (kh, kw) = int(c.get("depth_multiplier", 1)), win.cin, win.kernel
     sep = L.cls == "SeparableConv2D"
     if sep:
         filters = int(c["filters"])
@@ -1147,21 +1147,19 @@ def _depthwise(cx: _Converter, L: _Layer, ins):
     else:
         filters = cin * m
         wanted = [("depthwise_kernel|kernel", (kh, kw, cin, m))]
-    wanted += [("bias", (filters,))] if use_bias else []
+    wanted += [("bias", (filters,))] if win.use_bias else []
     ws = cx.read(L, [("", wanted)])
     depthwise = ws[0].transpose(2, 3, 0, 1).reshape(cin * m, 1, kh, kw)  # channel c·m + j, as Keras
-    v = {"type": "separable_conv" if sep else "depthwise_conv", "inputs": [t.vertex]}
+    v = {"type": "separable_conv" if sep else "depthwise_conv", "inputs": [win.t.vertex]}
     if sep:
         v["out"] = filters
         params = {"depthwise_weight": depthwise, "pointwise_weight": ws[1].transpose(3, 2, 0, 1)}
     else:
         params = {"weight": depthwise}
-    v.update({"depth_multiplier": m, "kernel": _hw(kh, kw), "stride": _hw(sh, sw), "dilation": _hw(dh, dw),
-              "convolution_mode": mode, "activation": act, "bias": use_bias})
-    _tidy(v)
-    if use_bias:
+    v.update({"depth_multiplier": m, **win.params()})
+    if win.use_bias:
         params["bias"] = ws[-1]
-    return _T(cx.emit(v, params), (oh, ow, filters), nonneg=act in NONNEG)
+    return win.out(cx, v, params, filters)
 
 
 def _deconv(cx: _Converter, L: _Layer, ins):
@@ -1266,40 +1264,12 @@ def _axis_last(cx, L, rank: int) -> None:
         raise _Poisoned()
 
 
-def _batchnorm(cx: _Converter, L: _Layer, ins):
+def _normalised(cx: _Converter, L: _Layer, ins, unsupported: str):
+    """A normalisation layer's input (normalised along its last axis), its width, and whether the layer has a
+    scale (gamma) and a center (beta), whose weights come first in the file."""
     c = L.config
-    if c.get("renorm"):
-        cx.bad(L, "renorm")
-    t = _one(cx, L, ins)
-    if t is None or cx.failed:
-        raise _Poisoned()
-    _need_rank(cx, L, t, (1, 2, 3), "a vector, a sequence or an image")
-    _axis_last(cx, L, len(t.shape))
-    n = t.shape[-1]
-    eps = float(c.get("epsilon", 1e-3))
-    scale, center = bool(c.get("scale", True)), bool(c.get("center", True))
-    wanted = ([("gamma", (n,))] if scale else []) + ([("beta", (n,))] if center else []) + [
-        ("moving_mean", (n,)), ("moving_variance", (n,))]
-    ws = list(cx.read(L, [("", wanted)]))
-    gamma = ws.pop(0) if scale else np.ones(n, np.float32)
-    beta = ws.pop(0) if center else np.zeros(n, np.float32)
-    mean, var = ws
-    if not scale:
-        cx.note("no scale", L.name)
-    if not center:
-        cx.note("no center", L.name)
-    params = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": (var.astype(np.float64) + eps)}
-    if t.perm is not None:
-        params = {k: v[t.perm.index] for k, v in params.items()}
-    cx.note("batchnorm", L.name)
-    v = {"type": "batchnorm", "inputs": [t.vertex], "eps": eps, "decay": float(c.get("momentum", 0.99))}
-    return _T(cx.emit(v, params), t.shape, perm=t.perm)
-
-
-def _layernorm(cx: _Converter, L: _Layer, ins):
-    c = L.config
-    if c.get("rms_scaling"):
-        cx.bad(L, "rms_scaling")
+    if c.get(unsupported):
+        cx.bad(L, unsupported)
     t = _one(cx, L, ins)
     if t is None or cx.failed:
         raise _Poisoned()
@@ -1308,31 +1278,62 @@ def _layernorm(cx: _Converter, L: _Layer, ins):
     n = t.shape[-1]
     scale, center = bool(c.get("scale", True)), bool(c.get("center", True))
     wanted = ([("gamma", (n,))] if scale else []) + ([("beta", (n,))] if center else [])
-    ws = list(cx.read(L, [("", wanted)]))
-    params = {"weight": ws.pop(0) if scale else np.ones(n, np.float32)}
     if not scale:
         cx.note("no scale", L.name)
-    if center:
-        params["bias"] = ws.pop(0)
+    return t, n, scale, center, wanted
+
+
+def _emit_normalised(cx: _Converter, t: _T, v: dict, params: dict) -> _T:
     if t.perm is not None:
-        params = {k: v[t.perm.index] for k, v in params.items()}
-    v = {"type": "layer_norm", "inputs": [t.vertex], "eps": float(c.get("epsilon", 1e-3)), "bias": center}
+        params = {k: x[t.perm.index] for k, x in params.items()}
     return _T(cx.emit(v, params), t.shape, perm=t.perm)
 
 
-def _pool2d(cx: _Converter, L: _Layer, ins):
+def _batchnorm(cx: _Converter, L: _Layer, ins):
+    c = L.config
+    t, n, scale, center, wanted = _normalised(cx, L, ins, "renorm")
+    eps = float(c.get("epsilon", 1e-3))
+    ws = list(cx.read(L, [("", wanted + [("moving_mean", (n,)), ("moving_variance", (n,))])]))
+    gamma = ws.pop(0) if scale else np.ones(n, np.float32)
+    beta = ws.pop(0) if center else np.zeros(n, np.float32)
+    mean, var = ws
+    if not center:
+        cx.note("no center", L.name)
+    params = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": (var.astype(np.float64) + eps)}
+    cx.note("batchnorm", L.name)
+    v = {"type": "batchnorm", "inputs": [t.vertex], "eps": eps, "decay": float(c.get("momentum", 0.99))}
+    return _emit_normalised(cx, t, v, params)
+
+
+def _layernorm(cx: _Converter, L: _Layer, ins):
+    t, n, scale, center, wanted = _normalised(cx, L, ins, "rms_scaling")
+    ws = list(cx.read(L, [("", wanted)]))
+    params = {"weight": ws.pop(0) if scale else np.ones(n, np.float32)}
+    if center:
+        params["bias"] = ws.pop(0)
+    v = {"type": "layer_norm", "inputs": [t.vertex], "eps": float(L.config.get("epsilon", 1e-3)), "bias": center}
+    return _emit_normalised(cx, t, v, params)
+
+
+def _pooling(cx: _Converter, L: _Layer, ins, read, ranks: tuple, what: str):
+    """What the pooling layers read alike: the window and strides (``read``: _pair or _single; the strides default
+    to the window), the padding, max or avg, and the input tensor."""
     c = L.config
     cx.channels_last(L)
-    kh, kw = _pair(c.get("pool_size", 2), "pool_size")
+    window = read(c.get("pool_size", 2), "pool_size")
     strides = c.get("strides")
-    sh, sw = _pair(strides if strides is not None else [kh, kw], "strides")
+    stride = read(strides if strides is not None else window, "strides")
     padding = c.get("padding", "valid")
-    pooling = "max" if L.cls.startswith("Max") else "avg"
     _mode(cx, L, padding)
     t = _one(cx, L, ins)
     if t is None or cx.failed:
         raise _Poisoned()
-    _need_rank(cx, L, t, (3,), "an image [H, W, C]")
+    _need_rank(cx, L, t, ranks, what)
+    return window, stride, padding, "max" if L.cls.startswith("Max") else "avg", t
+
+
+def _pool2d(cx: _Converter, L: _Layer, ins):
+    (kh, kw), (sh, sw), padding, pooling, t = _pooling(cx, L, ins, _pair, (3,), "an image [H, W, C]")
     h, w, ch = t.shape
     oh, ow = _conv_out(h, kh, sh, 1, padding), _conv_out(w, kw, sw, 1, padding)
     if oh < 1 or ow < 1:
@@ -1352,18 +1353,7 @@ def _pool2d(cx: _Converter, L: _Layer, ins):
 
 
 def _pool1d(cx: _Converter, L: _Layer, ins):
-    c = L.config
-    cx.channels_last(L)
-    k = _single(c.get("pool_size", 2), "pool_size")
-    strides = c.get("strides")
-    s = _single(strides if strides is not None else k, "strides")
-    padding = c.get("padding", "valid")
-    pooling = "max" if L.cls.startswith("Max") else "avg"
-    _mode(cx, L, padding)
-    t = _one(cx, L, ins)
-    if t is None or cx.failed:
-        raise _Poisoned()
-    _need_rank(cx, L, t, (2,), "a sequence [T, F]")
+    k, s, padding, pooling, t = _pooling(cx, L, ins, _single, (2,), "a sequence [T, F]")
     n, ch = t.shape
     out_n = _conv_out(n, k, s, 1, padding)
     mode = "truncate"
