@@ -84,6 +84,9 @@ def test_cli_import_writes_a_spec_and_a_model_file_that_the_other_commands_read(
     assert "conv1" in spec.vertices
     rc, out, _ = cli("summary", tmp_path / "out" / "cnn.safetensors")
     assert rc == 0 and "conv1 (conv)" in out
+    rc, _, err = cli("draw", tmp_path / "out" / "cnn.safetensors", "-o", tmp_path / "cnn.dot")
+    assert rc == 0, err
+    assert '"conv1"' in (tmp_path / "cnn.dot").read_text()
     rc, out, _ = cli("snip", tmp_path / "out" / "cnn.safetensors", "--output", "gap", "-o", tmp_path / "cut.safetensors")
     assert rc == 0
     net = graphspec.load(tmp_path / "cut.safetensors")
@@ -318,3 +321,16 @@ def test_a_file_graphspec_exported_comes_back_whole_through_its_recorded_spec(so
         torch.testing.assert_close(imported.model()(x), net(x), rtol=0, atol=1e-6)
     from graphspec.importers.onnx import check
     assert check(imported) <= 1e-4
+
+
+def test_matmul_and_the_add_of_its_bias_become_one_dense_layer(tmp_path):
+    g = np.random.default_rng(4)
+    w, b = g.normal(size=(5, 3)).astype(np.float32), g.normal(size=(3,)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="fc"), helper.make_node("Add", ["m", "b"], ["y"],
+                                                                                        name="fc_bias")]
+    path = _save(tmp_path, nodes, [_info("x", ["N", 5])], [_info("y", ["N", 3])], [("w", w), ("b", b)], name="mm")
+    imported = import_model(path)
+    assert imported.document["vertices"] == {"y": {"type": "dense", "inputs": ["x"], "out": 3}}
+    x = g.normal(size=(4, 5)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(imported.model()(torch.from_numpy(x)).numpy(), x @ w + b, rtol=1e-5, atol=1e-6)

@@ -39,6 +39,8 @@ def _translate(model, path: Path, name: str | None) -> Imported:
     g = Graph(model, path)
     inputs = _inputs(g)
     for node in fold(g):
+        if node.output[0] in g.absorbed:
+            continue
         extra = [o for o in node.output[1:] if o and (o in g.consumers or o in {v.name for v in model.graph.output})]
         if extra:
             g.refuse(node, f"its output '{extra[0]}' (graphspec computes an operator's first output only)")

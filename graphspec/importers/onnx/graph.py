@@ -41,6 +41,7 @@ class Graph:
         # graph outputs keep their names: reserved before any vertex is named
         self.output_names = {o.name: self.names(o.name, "output") for o in model.graph.output}
         self.notes: list[str] = []
+        self.absorbed: set[str] = set()  # outputs of nodes another translation took in (MatMul + Add -> dense)
         self.consumers: dict[str, list] = {}
         for node in model.graph.node:
             for i in node.input:
@@ -51,11 +52,13 @@ class Graph:
         return None if shape is None else shape[1:]
 
     def add(self, node, type_: str, inputs: list[str], params: dict | None = None,
-            weights: dict[str, np.ndarray] | None = None, output: int = 0) -> str:
+            weights: dict[str, np.ndarray] | None = None, output: int = 0, also: str | None = None) -> str:
         """A vertex for ``node``'s output ``output`` reading the vertices of the ONNX tensors ``inputs`` (parameters
-        at their defaults are left out, so that the spec reads as one written by hand)."""
+        at their defaults are left out, so that the spec reads as one written by hand). ``also``: a later tensor
+        the vertex computes too (a fused node's output), whose graph-output name it takes if it has one."""
         tensor = node.output[output]
-        name = self.output_names.pop(tensor, None) or self.names(_vertex_name(node), node.op_type.lower())
+        name = (self.output_names.pop(also, None) if also else None) or self.output_names.pop(tensor, None) or \
+            self.names(_vertex_name(node), node.op_type.lower())
         params = {k: v for k, v in (params or {}).items() if DEFAULTS.get(type_, {}).get(k, object()) != v}
         self.vertices[name] = {"type": type_, "inputs": [self.producer[i] for i in inputs], **params}
         self.weights.update({f"{name}.{k}": np.asarray(v, dtype=np.float32) for k, v in (weights or {}).items()})

@@ -128,7 +128,27 @@ def _matmul(g: Graph, node) -> None:
     if w.ndim != 2:
         g.refuse(node, f"a {w.ndim}-D constant operand")
         return
-    g.add(node, "dense", [node.input[0]], {"out": int(w.shape[1]), "bias": False}, {"weight": w.T})
+    bias, add = _bias_after(g, node, int(w.shape[1]))
+    weights = {"weight": w.T, **({"bias": bias} if add is not None else {})}
+    name = g.add(node, "dense", [node.input[0]], {"out": int(w.shape[1]), "bias": add is not None}, weights,
+                 also=add.output[0] if add is not None else None)
+    if add is not None:  # MatMul + Add of a bias: one dense layer, the Add's output is the layer's
+        g.producer[add.output[0]] = name
+        g.absorbed.add(add.output[0])
+
+
+def _bias_after(g: Graph, node, out: int):
+    """(bias, the Add node) when ``node``'s only reader adds a constant of one value per output, else (None, None)."""
+    readers = g.consumers.get(node.output[0], [])
+    graph_outputs = {o.name for o in g.model.graph.output}
+    if len(readers) != 1 or readers[0].op_type != "Add" or node.output[0] in graph_outputs:
+        return None, None
+    add = readers[0]
+    other = [i for i in add.input if i != node.output[0]]
+    if len(other) != 1 or other[0] not in g.const or g.const[other[0]].size != out or \
+            g.const[other[0]].ndim > 2 or (g.const[other[0]].ndim == 2 and g.const[other[0]].shape[0] != 1):
+        return None, None
+    return g.const[other[0]].reshape(-1).astype(np.float32), add
 
 
 @translates("BatchNormalization")
