@@ -98,6 +98,68 @@ def cmd_verify(args) -> int:
 
 
 
+def _embeddings(model, files, args, what: str):
+    """Rows for ``files`` (the model's output, the recorded preprocessing), with a progress bar; skipped files are
+    reported."""
+    from rich.progress import Progress
+    from .embed import embed
+    with Progress(console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=len(files))
+        rows, done, skipped = embed(model, files, batch_size=args.batch_size, flip=args.flip,
+                                    progress=lambda n: bar.update(task, completed=n), execution=execution(args))
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return rows, done
+
+
+def cmd_identify(args) -> int:
+    from .embed import embedding_warnings, image_files
+    from .identify import gallery_of, identify, write_matches
+    gallery_files, names = gallery_of(args.gallery)
+    probes = image_files(args.photos)
+    model = open(args.model)
+    for note in embedding_warnings(model):
+        print(f"warning: {note}", file=sys.stderr)
+    known, kept = _embeddings(model, gallery_files, args, "embedding the gallery")
+    kept_names = [n for f, n in zip(gallery_files, names) if f in set(kept)]
+    rows, done = _embeddings(model, probes, args, "embedding the photos")
+    matches = identify(rows, known, kept_names, [str(f) for f in done], args.threshold, args.metric)
+    if args.out:
+        print(f"wrote {write_matches(matches, args.out)}")
+    for m in matches:
+        print(f"{m.path}\t{m.name}\t{m.distance:.4f}" + ("" if m.name == m.nearest else f"\t(nearest: {m.nearest})"))
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from .embed import embedding_warnings, image_files
+    from .identify import chinese_whispers, contact_sheets, write_clusters
+    files = image_files(args.photos)
+    model = open(args.model)
+    for note in embedding_warnings(model):
+        print(f"warning: {note}", file=sys.stderr)
+    rows, done = _embeddings(model, files, args, "embedding")
+    labels = chinese_whispers(rows, args.threshold, args.metric, seed=args.seed)
+    written = write_clusters(labels, done, args.out)
+    import numpy as np
+    many = int((np.bincount(labels) >= 2).sum()) if len(labels) else 0
+    print(f"{len(done)} photos in {len(set(labels.tolist()))} clusters ({many} with two or more) -> {written}")
+    if args.sheets:
+        sheets = contact_sheets(labels, done, args.sheets)
+        print(f"contact sheets: {len(sheets)} in {args.sheets}")
+    return 0
+
+
+def _face_model_flags(p) -> None:
+    p.add_argument("--model", default="nn4small2-lfw", help="a model file or a shipped model (default: nn4small2-lfw)")
+    p.add_argument("--threshold", type=float, required=True,
+                   help="the verification threshold of the model (its card: 0.891 for nn4small2-lfw, squared L2)")
+    p.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
+    p.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
+    p.add_argument("--batch-size", type=positive, default=64)
+    execution_flags(p)
+
+
 def register(sub) -> None:
     """Add the face commands to the main command line's subparsers."""
     e = sub.add_parser("embed", help="feed images through a model and write one row per image")
@@ -109,6 +171,21 @@ def register(sub) -> None:
     e.add_argument("--flip", action="store_true", help="average with the mirrored image")
     execution_flags(e)
     e.set_defaults(func=cmd_embed)
+
+    idf = sub.add_parser("identify", help="name the people in photos from a gallery of known people")
+    idf.add_argument("photos", nargs="+", help="image files or folders")
+    idf.add_argument("--gallery", required=True, help="a folder with one sub-folder of photos per known person")
+    idf.add_argument("-o", "--out", help="also write the answers to this .csv or .json")
+    _face_model_flags(idf)
+    idf.set_defaults(func=cmd_identify)
+
+    cl = sub.add_parser("cluster", help="group a photo collection by identity (Chinese whispers)")
+    cl.add_argument("photos", nargs="+", help="image files or folders")
+    cl.add_argument("-o", "--out", required=True, help="clusters.csv: path, cluster (0 = the largest)")
+    cl.add_argument("--sheets", help="write a contact sheet per cluster of two or more photos into this folder")
+    cl.add_argument("--seed", type=int, default=0, help="the order Chinese whispers visits the photos in")
+    _face_model_flags(cl)
+    cl.set_defaults(func=cmd_cluster)
 
     vf = sub.add_parser("verify", help="face verification accuracy on a pairs protocol (LFW View 1 / View 2)")
     vf.add_argument("model", help="a model file or the name of a model shipped with graphspec")
