@@ -23,9 +23,17 @@ def _blobs(sizes, spread=0.05, seed=0):
 
 
 def test_pairwise_distances_are_the_verification_metric():
+    from graphspec.faces.verify.metrics import distances
     a, b = np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[0.0, 1.0]])
     np.testing.assert_allclose(pairwise(a, b), [[2.0], [1.0]])
-    np.testing.assert_allclose(pairwise(a, b, "cosine"), [[1.0], [0.0]])
+    np.testing.assert_allclose(pairwise(a, b, "cosine"), [[1.0], [0.0]], atol=1e-12)
+    g = np.random.default_rng(0)
+    x, y = g.normal(size=(5, 8)), g.normal(size=(3, 8))
+    for metric in ("sqeuclidean", "cosine"):  # every pair, as the verification metric computes it row by row
+        want = np.array([[distances(x[i:i + 1], y[j:j + 1], metric)[0] for j in range(3)] for i in range(5)])
+        np.testing.assert_allclose(pairwise(x, y, metric), want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="metric must be 'sqeuclidean' or 'cosine'; received 'l1'"):
+        pairwise(x, y, "l1")
 
 
 def test_chinese_whispers_finds_separated_identities_and_numbers_them_by_size():

@@ -54,9 +54,16 @@ def gallery_of(folder: "str | os.PathLike") -> tuple[list[Path], list[str]]:
 
 
 def pairwise(a: np.ndarray, b: np.ndarray, metric: str = "sqeuclidean") -> np.ndarray:
-    """Distances [len(a), len(b)] between every row of ``a`` and every row of ``b`` (the verification metric)."""
-    i, j = np.meshgrid(np.arange(len(a)), np.arange(len(b)), indexing="ij")
-    return distances(a[i.ravel()], b[j.ravel()], metric).reshape(len(a), len(b))
+    """Distances [len(a), len(b)] between every row of ``a`` and every row of ``b``: the verification metric's
+    (:func:`graphspec.faces.verify.metrics.distances`), as matrix products (no [len(a)·len(b), D] copy)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if metric == "sqeuclidean":
+        return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0.0)
+    if metric == "cosine":
+        na = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
+        nb = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+        return 1.0 - na @ nb.T
+    return distances(a[:1], b[:1], metric)  # the metric's own error for an unknown name
 
 
 def identify(probes: np.ndarray, gallery: np.ndarray, names: Sequence[str], paths: Sequence[str],
