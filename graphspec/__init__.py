@@ -15,12 +15,12 @@ __all__ = ["open", "open_spec", "build", "load_spec", "analyze", "summarize", "s
            "SpecError", "Problem", "Location", "import_model", "__version__"]
 
 
-def import_model(path, *, name: str | None = None):
-    """An ONNX (``.onnx``) or Keras (``.keras``, ``.h5``) model file as an :class:`graphspec.importers.Imported`:
-    a readable spec (``document``) with its weights; ``.write(folder)`` writes NAME.yaml and NAME.safetensors,
-    ``.model()`` builds it (docs/import.md)."""
+def import_model(path, *, name: str | None = None, format: str | None = None):
+    """An ONNX (``.onnx``), Keras (``.keras``, ``.h5``) or dlib face-recognition (``.dat``) model file as an
+    :class:`graphspec.importers.Imported`: a readable spec (``document``) with its weights; ``.write(folder)``
+    writes NAME.yaml and NAME.safetensors, ``.model()`` builds it (docs/import.md)."""
     from .importers import import_model as _import_model
-    return _import_model(path, name=name)
+    return _import_model(path, name=name, format=format)
 
 
 def summarize(source, batch_size: int = 1):

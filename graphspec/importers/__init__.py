@@ -11,19 +11,27 @@ from pathlib import Path
 
 from .common import Imported, ImportRefused
 
-FORMATS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras"}
+FORMATS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".dat": "dlib"}
+KINDS = ("onnx", "keras", "dlib")  # the formats `import_model(..., format=)` and `graphspec import FORMAT MODEL` name
 
 
-def import_model(path: "str | os.PathLike", *, name: str | None = None) -> Imported:
-    """Read an ONNX (``.onnx``) or Keras (``.keras``, ``.h5``) model file into an :class:`Imported` network."""
+def import_model(path: "str | os.PathLike", *, name: str | None = None, format: str | None = None) -> Imported:
+    """Read an ONNX (``.onnx``), Keras (``.keras``, ``.h5``) or dlib face-recognition (``.dat``) model file into an
+    :class:`Imported` network; ``format`` (one of ``KINDS``) overrides the file's suffix."""
     from ..errors import Location
     path = Path(path)
-    kind = FORMATS.get(path.suffix.lower())
+    if format is not None and format not in KINDS:
+        raise ImportRefused(f"unknown import format '{format}': expected one of {', '.join(KINDS)}",
+                            location=Location(str(path)))
+    kind = format or FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise ImportRefused(f"cannot import '{path.name}': expected an .onnx, .keras or .h5 file",
+        raise ImportRefused(f"cannot import '{path.name}': expected an .onnx, .keras, .h5 or dlib .dat file",
                             location=Location(str(path)))
     if not path.is_file():
         raise ImportRefused(f"no such file: {path}", location=Location(str(path)))
+    if kind == "dlib":
+        from .dlib import import_dlib
+        return import_dlib(path, name=name)
     if kind == "onnx":
         from .onnx import import_onnx
         return import_onnx(path, name=name)
