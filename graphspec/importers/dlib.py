@@ -51,18 +51,11 @@ def _architecture() -> list[tuple]:
         arch.extend([("tag",), ("con", c, n, 3, 2, 0), ("affine", n), ("relu",), ("con", n, n, 3, 1, 1),
                      ("affine", n), ("tag",), ("skip",), ("avg_pool", 2, 2), ("add",), ("relu",)])
 
-    for _ in range(3):
-        ident(32)
-    down(32, 64)
-    for _ in range(3):
-        ident(64)
-    down(64, 128)
-    for _ in range(2):
-        ident(128)
-    down(128, 256)
-    for _ in range(2):
-        ident(256)
-    down(256, 256)
+    # (width, identity blocks before the down block, the down block's output width), in forward order
+    for width, repeats, wider in ((32, 3, 64), (64, 3, 128), (128, 2, 256), (256, 2, 256)):
+        for _ in range(repeats):
+            ident(width)
+        down(width, wider)
     arch.extend([("avg_pool", 0, 1), ("fc", 256, 128)])
     return arch
 
