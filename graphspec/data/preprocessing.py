@@ -54,6 +54,8 @@ class Preprocessing(BaseModel):
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     interpolation: Interpolation = "bilinear"
+    # an aligner (graphspec.data.aligners) that cuts the subject out of the photo first, e.g. "dlib-5pt" for faces
+    align: Optional[str] = Field(None, min_length=1, max_length=100)
 
     @model_validator(mode="after")
     def _check_stats(self) -> "Preprocessing":
@@ -83,7 +85,9 @@ class Preprocessing(BaseModel):
             with Image.open(path) as image:
                 image.load()
                 return self.apply(image)
-        except DataError:
+        except DataError as e:
+            if not str(e.problem.location):
+                raise located(e.problem.message, path) from e  # an aligner's refusal, now naming the file
             raise
         except FileNotFoundError as e:
             raise located("image file not found", path) from e
@@ -93,6 +97,9 @@ class Preprocessing(BaseModel):
     def apply(self, image: Image.Image) -> np.ndarray:
         """Preprocess an already opened Pillow image into uint8 ``[3, H, W]``."""
         image = to_rgb(image)
+        if self.align is not None:
+            from .aligners import get
+            image = get(self.align)(image)
         box = crop_box(image.size, self.crop)
         if box != (0, 0, *image.size):
             image = image.crop(box)

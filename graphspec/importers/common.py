@@ -38,6 +38,7 @@ class Imported:
     source: str
     notes: list[str] = field(default_factory=list)  # what the import decided (folded constants, dropped nodes)
     file_inputs: dict[str, str] = field(default_factory=dict)  # spec input -> the file's name for it, where different
+    preprocessing: Any = None  # how the model's inputs are prepared (graphspec.data.Preprocessing), when known
 
     def model(self):
         """The network built from the spec with the imported weights (strictly: every tensor, every shape)."""
@@ -45,7 +46,7 @@ class Imported:
 
         from ..compiler import build
         from ..model_io import load_weights
-        net = build(self.document, seed=0)
+        net = build(self.document, seed=0, preprocessing=self.preprocessing)
         load_weights(net, {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in self.weights.items()},
                      label=self.source)
         return net.eval()

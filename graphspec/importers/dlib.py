@@ -353,7 +353,10 @@ def import_dlib(path: "str | os.PathLike", name: str | None = None) -> Imported:
              "bottom/right (rows, columns) before the add",
              f"input: RGB pixels 0-255; normalize subtracts the file's means {[round(m, 3) for m in means]} and "
              "divides by 256"]
-    return Imported(spec_name, document, weights, str(path), notes)
+    # dlib's chips: detector, 5 landmarks, get_face_chip 150 (graphspec.faces.align), RGB values 0..255 as they are
+    from ..data.preprocessing import Preprocessing
+    preprocessing = Preprocessing(size=(SIZE, SIZE), channels="rgb", scale="raw", align="dlib-5pt")
+    return Imported(spec_name, document, weights, str(path), notes, preprocessing=preprocessing)
 
 
 __all__ = ["import_dlib", "read_dat"]
