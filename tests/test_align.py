@@ -67,3 +67,29 @@ def test_dlib_alignment_finds_a_face_pasted_anywhere_in_a_photo(tmp_path, lfw_im
     with torch.no_grad():
         unaligned = net(torch.from_numpy(whole.load(tmp_path / "photo.jpg")[None]).float())[0].numpy()
     assert aligned < 0.3 < float(np.linalg.norm(rows[0] - unaligned))  # dlib: same person below 0.6
+
+
+def test_verify_scores_a_pair_with_a_faceless_photo_as_different_and_says_so(tmp_path):
+    import dataclasses
+
+    import graphspec
+    from graphspec.faces.verify.scoring import verify
+
+    def bright_only(im):  # a stand-in detector: "finds" a subject in bright photos only
+        if np.asarray(im).mean() < 50:
+            raise aligners.NoSubject("no face found")
+        return im
+    aligners.register("bright-only", bright_only)
+    g = np.random.default_rng(0)
+    for name, i, dark in (("Ann", 1, False), ("Ann", 2, False), ("Bob", 1, True), ("Bob", 2, False)):
+        (tmp_path / "lfw" / name).mkdir(parents=True, exist_ok=True)
+        pixels = g.integers(0, 30 if dark else 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "lfw" / name / f"{name}_{i:04d}.jpg")
+    (tmp_path / "pairs.txt").write_text("2\nAnn\t1\t2\nBob\t1\t2\nAnn\t1\tBob\t2\nAnn\t2\tBob\t1\n")
+    net = graphspec.load("nn4small2-lfw")
+    prep = dataclasses.replace(net.graphspec, preprocessing=net.graphspec.preprocessing.model_copy(
+        update={"align": "bright-only"}))
+    net.graphspec = prep
+    report, d, same = verify(net, tmp_path / "lfw", tmp_path / "pairs.txt", threshold=0.9)
+    assert np.isinf(d).tolist() == [False, True, False, True]  # Bob_0001 is dark: its pairs
+    assert "2 pairs with a photo where no face was found, scored as different" in report.protocol

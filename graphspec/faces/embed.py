@@ -34,9 +34,12 @@ def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 @torch.no_grad()
 def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size: int = 64,
-          flip: bool = False, progress=None, execution: Execution = Execution()
+          flip: bool = False, progress=None, execution: Execution = Execution(), no_subject: list | None = None
           ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
     """(rows [N, D] float32, the files embedded, the files skipped with reasons).
+
+    ``no_subject``: a list that receives, instead of the skipped files, the photos where the model's aligner
+    found nothing to align to (no face), for callers that score them rather than fail (``verify``).
 
     ``flip`` averages the activation of each image and its mirror image (test-time augmentation). The next
     batch's images are decoded in a background thread while the network runs (Pillow releases the GIL).
@@ -60,7 +63,11 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_decode, prep, batches[0]) if batches else None
         for b in range(len(batches)):
-            images, kept, bad = pending.result()
+            images, kept, bad, empty = pending.result()
+            if no_subject is not None:
+                no_subject.extend(empty)
+            else:
+                skipped.extend((f, "no face found") for f in empty)
             if b + 1 < len(batches):
                 pending = pool.submit(_decode, prep, batches[b + 1])
             skipped.extend(bad)
@@ -79,15 +86,20 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
 
 
 def _decode(prep, files: Sequence[Path]):
+    """(images, their files, unreadable files with reasons, photos where the aligner found no subject)."""
+    from ..data.aligners import NoSubject
     from ..data.errors import DataError
-    images, kept, skipped = [], [], []
+    images, kept, skipped, empty = [], [], [], []
     for f in files:
         try:
             images.append(prep.load(f))
             kept.append(f)
         except DataError as e:
-            skipped.append((f, str(e.problem.message)))
-    return images, kept, skipped
+            if isinstance(e.__cause__, NoSubject) or isinstance(e, NoSubject):
+                empty.append(f)
+            else:
+                skipped.append((f, str(e.problem.message)))
+    return images, kept, skipped, empty
 
 
 OUTPUT_FORMATS = (".npy", ".csv")

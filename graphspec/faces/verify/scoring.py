@@ -35,14 +35,20 @@ def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_s
                              location=Location(str(root)))
     if files:
         from ...execution import Execution
+        no_face: list = []
         rows, done, skipped = embed(model, files, batch_size=batch_size, flip=flip, progress=progress,
-                                    execution=execution or Execution())
+                                    execution=execution or Execution(), no_subject=no_face)
         if skipped:
             raise GraphspecError(f"cannot read {skipped[0][0]}: {skipped[0][1]}", location=Location(str(root)))
         cache.update(zip(done, rows))
-    a = np.stack([cache[p.paths(root)[0]] for p in pairs])
-    b = np.stack([cache[p.paths(root)[1]] for p in pairs])
-    return distances(a, b, metric), np.array([p.same for p in pairs])
+        cache.update({f: None for f in no_face})  # no face found: its pairs are scored as different
+    d = np.array([_distance(cache[a], cache[b], metric) for a, b in (p.paths(root) for p in pairs)])
+    return d, np.array([p.same for p in pairs])
+
+
+def _distance(a, b, metric: str) -> float:
+    """The pair's distance; infinite (never "same") when the aligner found no face in one of its photos."""
+    return float("inf") if a is None or b is None else float(distances(a[None], b[None], metric)[0])
 
 
 def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, train_pairs: str | None = None,
@@ -65,6 +71,9 @@ def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, tra
     d, same = pair_distances(model, root, pairs, metric, flip=flip, batch_size=batch_size, cache=cache,
                              progress=progress, execution=execution)
     name = Path(pairs_path).name
+    without = int(np.isinf(d).sum())
+    if without:
+        name += f"; {without} pairs with a photo where no face was found, scored as different"
     if folds.max() > 0:
         report = evaluate_folds(d, same, folds, metric, f"{name}: {folds.max()} folds (View 2)")
     elif threshold is not None:
