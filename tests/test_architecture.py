@@ -32,11 +32,7 @@ def imports_of(path: Path) -> set[str]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
-    tree = ast.parse(path.read_text(), str(path))
-    typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for n in ast.walk(block)}
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue  # `if TYPE_CHECKING:` imports never run: annotations only
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "graphspec"}
         elif isinstance(node, ast.ImportFrom):
@@ -50,11 +46,6 @@ def imports_of(path: Path) -> set[str]:
             modules = {f"{base}.{a.name}" for a in node.names if is_module(f"{base}.{a.name}")}
             found |= modules if modules and len(modules) == len(node.names) else {base} | modules
     return found - {name}
-
-
-def _is_type_checking(node) -> bool:
-    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
-    return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
 
 
 def import_graph() -> nx.DiGraph:

@@ -1,7 +1,8 @@
-"""One converter per Keras layer class: (converter, layer, inputs) -> the output tensor."""
+"""One converter per Keras layer class: (converter, layer, inputs) -> the output tensor. ``cx`` is the
+conversion in progress (:class:`.convert._Converter`, which imports this module's table: no import back)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -9,12 +10,9 @@ from .config import NONNEG
 from .model import (_BadConfig, _graphspec_shape, _keeps_order, _Layer, _pair, _Perm, _Poisoned, _prod, _Restart,
                     _single, _T, _to_graphspec_axes)
 
-if TYPE_CHECKING:  # annotations only: convert imports this module
-    from .convert import _Converter
-
 
 # --- layer converters: (converter, layer, inputs) -> output tensor ---------------------------------------------
-def _one(cx: _Converter, L: _Layer, ins) -> _T | None:
+def _one(cx, L: _Layer, ins) -> _T | None:
     if ins is None:
         return None
     if len(ins) != 1:
@@ -64,7 +62,7 @@ class _Window:
     """What Conv2D, DepthwiseConv2D and SeparableConv2D read alike: activation, kernel, strides, dilation, padding
     and graphspec's mode for it, the input tensor (an image [H, W, C]) and the output's height and width."""
 
-    def __init__(self, cx: _Converter, L: _Layer, ins):
+    def __init__(self, cx, L: _Layer, ins):
         c = L.config
         cx.channels_last(L)
         self.act = cx.activation(L, c.get("activation"))
@@ -88,11 +86,11 @@ class _Window:
         return {"kernel": _hw(*self.kernel), "stride": _hw(*self.stride), "dilation": _hw(*self.dilation),
                 "convolution_mode": self.mode, "activation": self.act, "bias": self.use_bias}
 
-    def out(self, cx: _Converter, v: dict, params: dict, filters: int) -> _T:
+    def out(self, cx, v: dict, params: dict, filters: int) -> _T:
         return _T(cx.emit(_tidy(v), params), (self.oh, self.ow, filters), nonneg=self.act in NONNEG)
 
 
-def _conv2d(cx: _Converter, L: _Layer, ins):
+def _conv2d(cx, L: _Layer, ins):
     c = L.config
     win = _Window(cx, L, ins)
     groups, filters, cin = int(c.get("groups", 1) or 1), int(c["filters"]), win.cin
@@ -109,7 +107,7 @@ def _conv2d(cx: _Converter, L: _Layer, ins):
     return win.out(cx, v, params, filters)
 
 
-def _depthwise(cx: _Converter, L: _Layer, ins):
+def _depthwise(cx, L: _Layer, ins):
     c = L.config
     win = _Window(cx, L, ins)
     m, cin, (kh, kw) = int(c.get("depth_multiplier", 1)), win.cin, win.kernel
@@ -135,7 +133,7 @@ def _depthwise(cx: _Converter, L: _Layer, ins):
     return win.out(cx, v, params, filters)
 
 
-def _deconv(cx: _Converter, L: _Layer, ins):
+def _deconv(cx, L: _Layer, ins):
     c = L.config
     cx.channels_last(L)
     act = cx.activation(L, c.get("activation"))
@@ -169,7 +167,7 @@ def _deconv(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v, params), (oh, ow, filters), nonneg=act in NONNEG)
 
 
-def _conv1d(cx: _Converter, L: _Layer, ins):
+def _conv1d(cx, L: _Layer, ins):
     c = L.config
     cx.channels_last(L)
     act = cx.activation(L, c.get("activation"))
@@ -201,7 +199,7 @@ def _conv1d(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v, params), (out_n, filters), nonneg=act in NONNEG)
 
 
-def _dense(cx: _Converter, L: _Layer, ins):
+def _dense(cx, L: _Layer, ins):
     c = L.config
     act = cx.activation(L, c.get("activation"))
     t = _one(cx, L, ins)
@@ -237,7 +235,7 @@ def _axis_last(cx, L, rank: int) -> None:
         raise _Poisoned()
 
 
-def _normalised(cx: _Converter, L: _Layer, ins, unsupported: str):
+def _normalised(cx, L: _Layer, ins, unsupported: str):
     """A normalisation layer's input (normalised along its last axis), its width, and whether the layer has a
     scale (gamma) and a center (beta), whose weights come first in the file."""
     c = L.config
@@ -256,13 +254,13 @@ def _normalised(cx: _Converter, L: _Layer, ins, unsupported: str):
     return t, n, scale, center, wanted
 
 
-def _emit_normalised(cx: _Converter, t: _T, v: dict, params: dict) -> _T:
+def _emit_normalised(cx, t: _T, v: dict, params: dict) -> _T:
     if t.perm is not None:
         params = {k: x[t.perm.index] for k, x in params.items()}
     return _T(cx.emit(v, params), t.shape, perm=t.perm)
 
 
-def _batchnorm(cx: _Converter, L: _Layer, ins):
+def _batchnorm(cx, L: _Layer, ins):
     c = L.config
     t, n, scale, center, wanted = _normalised(cx, L, ins, "renorm")
     eps = float(c.get("epsilon", 1e-3))
@@ -278,7 +276,7 @@ def _batchnorm(cx: _Converter, L: _Layer, ins):
     return _emit_normalised(cx, t, v, params)
 
 
-def _layernorm(cx: _Converter, L: _Layer, ins):
+def _layernorm(cx, L: _Layer, ins):
     t, n, scale, center, wanted = _normalised(cx, L, ins, "rms_scaling")
     ws = list(cx.read(L, [("", wanted)]))
     params = {"weight": ws.pop(0) if scale else np.ones(n, np.float32)}
@@ -288,7 +286,7 @@ def _layernorm(cx: _Converter, L: _Layer, ins):
     return _emit_normalised(cx, t, v, params)
 
 
-def _pooling(cx: _Converter, L: _Layer, ins, read, ranks: tuple, what: str):
+def _pooling(cx, L: _Layer, ins, read, ranks: tuple, what: str):
     """What the pooling layers read alike: the window and strides (``read``: _pair or _single; the strides default
     to the window), the padding, max or avg, and the input tensor."""
     c = L.config
@@ -305,7 +303,7 @@ def _pooling(cx: _Converter, L: _Layer, ins, read, ranks: tuple, what: str):
     return window, stride, padding, "max" if L.cls.startswith("Max") else "avg", t
 
 
-def _pool2d(cx: _Converter, L: _Layer, ins):
+def _pool2d(cx, L: _Layer, ins):
     (kh, kw), (sh, sw), padding, pooling, t = _pooling(cx, L, ins, _pair, (3,), "an image [H, W, C]")
     h, w, ch = t.shape
     oh, ow = _conv_out(h, kh, sh, 1, padding), _conv_out(w, kw, sw, 1, padding)
@@ -325,7 +323,7 @@ def _pool2d(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v), (oh, ow, ch), nonneg=t.nonneg)
 
 
-def _pool1d(cx: _Converter, L: _Layer, ins):
+def _pool1d(cx, L: _Layer, ins):
     k, s, padding, pooling, t = _pooling(cx, L, ins, _single, (2,), "a sequence [T, F]")
     n, ch = t.shape
     out_n = _conv_out(n, k, s, 1, padding)
@@ -342,7 +340,7 @@ def _pool1d(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v), (out_n, ch), nonneg=t.nonneg)
 
 
-def _global_pool(cx: _Converter, L: _Layer, ins):
+def _global_pool(cx, L: _Layer, ins):
     c = L.config
     cx.channels_last(L)
     keep = bool(c.get("keepdims", False))
@@ -357,7 +355,7 @@ def _global_pool(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v), shape, nonneg=t.nonneg)
 
 
-def _flatten(cx: _Converter, L: _Layer, ins):
+def _flatten(cx, L: _Layer, ins):
     cx.channels_last(L)
     t = _one(cx, L, ins)
     if t is None or cx.failed:
@@ -391,7 +389,7 @@ def _graphspec_order_dims(rank: int) -> list[int]:
     return [rank, *range(1, rank)]
 
 
-def _reshape(cx: _Converter, L: _Layer, ins):
+def _reshape(cx, L: _Layer, ins):
     target = L.config.get("target_shape")
     t = _one(cx, L, ins)
     if t is None:
@@ -425,7 +423,7 @@ def _reshape(cx: _Converter, L: _Layer, ins):
     return _T(name, tuple(target), nonneg=t.nonneg)
 
 
-def _permute(cx: _Converter, L: _Layer, ins):
+def _permute(cx, L: _Layer, ins):
     dims = L.config.get("dims")
     t = _one(cx, L, ins)
     if t is None:
@@ -444,7 +442,7 @@ def _permute(cx: _Converter, L: _Layer, ins):
               nonneg=t.nonneg)
 
 
-def _activation_layer(cx: _Converter, L: _Layer, ins):
+def _activation_layer(cx, L: _Layer, ins):
     c = L.config
     cls = L.cls
     t = _one(cx, L, ins)
@@ -487,7 +485,7 @@ def _activation_layer(cx: _Converter, L: _Layer, ins):
               nonneg=act in NONNEG or (t.nonneg and act in ("relu", "relu6", "leakyrelu", "elu", "identity")))
 
 
-def _dropout(cx: _Converter, L: _Layer, ins):
+def _dropout(cx, L: _Layer, ins):
     t = _one(cx, L, ins)
     if t is None:
         raise _Poisoned()
@@ -508,7 +506,7 @@ MERGE_OPS = {"Add": "add", "Subtract": "subtract", "Multiply": "product", "Avera
              "Minimum": "min"}
 
 
-def _elementwise(cx: _Converter, L: _Layer, ins):
+def _elementwise(cx, L: _Layer, ins):
     if ins is None:
         raise _Poisoned()
     if len(ins) < 2 or (L.cls == "Subtract" and len(ins) != 2):
@@ -527,7 +525,7 @@ def _elementwise(cx: _Converter, L: _Layer, ins):
               perm=perms[0], nonneg=nonneg)
 
 
-def _concatenate(cx: _Converter, L: _Layer, ins):
+def _concatenate(cx, L: _Layer, ins):
     if ins is None:
         raise _Poisoned()
     r = len(ins[0].shape)
@@ -561,7 +559,7 @@ def _concatenate(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v), tuple(shape), perm=perm, nonneg=all(t.nonneg for t in ins))
 
 
-def _zero_padding(cx: _Converter, L: _Layer, ins, crop: bool = False):
+def _zero_padding(cx, L: _Layer, ins, crop: bool = False):
     cx.channels_last(L)
     value = L.config.get("cropping" if crop else "padding", 0 if crop else 1)
     if isinstance(value, int):
@@ -590,7 +588,7 @@ def _cropping(cx, L, ins):
     return _zero_padding(cx, L, ins, crop=True)
 
 
-def _upsampling(cx: _Converter, L: _Layer, ins):
+def _upsampling(cx, L: _Layer, ins):
     cx.channels_last(L)
     sh, sw = _pair(L.config.get("size", 2), "size")
     interp = L.config.get("interpolation", "nearest")
@@ -607,7 +605,7 @@ def _upsampling(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v), (h * sh, w * sw, ch), nonneg=t.nonneg)
 
 
-def _rescaling(cx: _Converter, L: _Layer, ins):
+def _rescaling(cx, L: _Layer, ins):
     scale, offset = L.config.get("scale", 1.0), L.config.get("offset", 0.0)
     if not isinstance(scale, (int, float)) or not isinstance(offset, (int, float)):
         cx.bad(L, "per-channel scale or offset (graphspec's scale and shift take one number)")
@@ -623,7 +621,7 @@ def _rescaling(cx: _Converter, L: _Layer, ins):
 RNN_KINDS = {"LSTM": ("lstm", 4), "GRU": ("gru", 3), "SimpleRNN": ("simple_rnn", 1)}
 
 
-def _rnn_settings(cx: _Converter, L: _Layer, c: dict) -> dict:
+def _rnn_settings(cx, L: _Layer, c: dict) -> dict:
     kind, _ = RNN_KINDS[L.cls]
     for key in ("stateful", "return_state", "time_major"):
         if c.get(key):
@@ -660,7 +658,7 @@ def _rnn_convert(kind: str, units: int, ws: list, use_bias: bool) -> dict:
     return {"weight_ih": kernel.T, "weight_hh": recurrent.T, "bias": bias}  # LSTM: i, f, c, o = torch's i, f, g, o
 
 
-def _rnn(cx: _Converter, L: _Layer, ins):
+def _rnn(cx, L: _Layer, ins):
     c = L.config
     kind, _ = RNN_KINDS[L.cls]
     settings = _rnn_settings(cx, L, c)
@@ -684,7 +682,7 @@ def _rnn(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit({"type": "time_step", "inputs": [name], "index": -1}, suffix="last"), (units,))
 
 
-def _bidirectional(cx: _Converter, L: _Layer, ins):
+def _bidirectional(cx, L: _Layer, ins):
     c = L.config
     inner = c.get("layer")
     if not isinstance(inner, dict) or inner.get("class_name") not in RNN_KINDS:
@@ -743,7 +741,7 @@ def _bidirectional(cx: _Converter, L: _Layer, ins):
     return _T(cx.emit(v), (width,))
 
 
-def _embedding(cx: _Converter, L: _Layer, ins):
+def _embedding(cx, L: _Layer, ins):
     c = L.config
     if c.get("mask_zero"):
         cx.bad(L, "mask_zero=True (a mask computed from the values)")
