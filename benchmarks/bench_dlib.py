@@ -12,7 +12,6 @@ descriptors per second of graphspec's forward (batches of 64, float32, channels-
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -24,12 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphspec.faces.verify.metrics import best_threshold  # noqa: E402
+from graphspec.faces.align import models_folder as models_dir  # noqa: E402
 from graphspec.faces.data.protocol import read_pairs  # noqa: E402
 from graphspec.importers import import_model  # noqa: E402
-
-
-def models_dir() -> Path:
-    return Path(importlib.util.find_spec("face_recognition_models").origin).parent / "models"
 
 
 def chips_of(files: list[Path]) -> tuple[np.ndarray, list[bool]]:

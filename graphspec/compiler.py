@@ -15,7 +15,7 @@ import torch
 from torch import fx, nn
 
 from .freeze import freeze_module
-from .graph import Analysis
+from .graph import MASK, Analysis
 from .spec.loader import load_spec
 from .spec.model import Spec
 
@@ -196,14 +196,14 @@ def call(module: fx.GraphModule, spec: Spec, x):
     dict by input name that may hold the mask of a sequence input under ``<input>_mask`` (the names of an ``.npz``
     file's arrays)."""
     if isinstance(x, dict):
-        return module(**{(_ident(k) if k in spec.inputs else mask_argument(k[:-len("_mask")])): v
+        return module(**{(_ident(k) if k in spec.inputs else mask_argument(k[:-len(MASK)])): v
                          for k, v in x.items()})
     return module(*(x if isinstance(x, tuple) else (x,)))
 
 
 def mask_argument(input_name: str) -> str:
     """The forward's keyword argument that takes the mask [N, T] of the sequence input ``input_name``."""
-    return _ident(input_name) + "_mask"
+    return _ident(input_name) + MASK
 
 
 def _ident(name: str) -> str:

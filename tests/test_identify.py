@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,24 +67,13 @@ def test_a_gallery_needs_person_folders(tmp_path):
         gallery_of(tmp_path)
 
 
-def _lfw() -> Path | None:
-    for root in (os.environ.get("GRAPHSPEC_LFW"), Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"):
-        if root and (Path(root) / "lfw-deepfunneled").is_dir():
-            return Path(root)
-    return None
-
-
-def test_identify_and_cluster_commands_on_lfw_photos(tmp_path, cli):
-    lfw = _lfw()
-    if lfw is None:
-        pytest.skip("LFW is not available (GRAPHSPEC_LFW or ../shared/data/lfw)")
-    people = [line.split()[0] for line in (lfw / "peopleDevTest.txt").read_text().splitlines()[1:]
-              if len(line.split()) == 2 and int(line.split()[1]) >= 2][:4]
+def test_identify_and_cluster_commands_on_lfw_photos(tmp_path, cli, lfw_images):
+    people = sorted(d.name for d in lfw_images.iterdir() if (d / f"{d.name}_0002.jpg").is_file())[:4]
     for p in people:
         (tmp_path / "gallery" / p).mkdir(parents=True)
-        (tmp_path / "gallery" / p / f"{p}_0001.jpg").symlink_to(lfw / "lfw-deepfunneled" / p / f"{p}_0001.jpg")
+        (tmp_path / "gallery" / p / f"{p}_0001.jpg").symlink_to(lfw_images / p / f"{p}_0001.jpg")
         (tmp_path / "photos").mkdir(exist_ok=True)
-        (tmp_path / "photos" / f"{p}_0002.jpg").symlink_to(lfw / "lfw-deepfunneled" / p / f"{p}_0002.jpg")
+        (tmp_path / "photos" / f"{p}_0002.jpg").symlink_to(lfw_images / p / f"{p}_0002.jpg")
     rc, out, err = cli("identify", tmp_path / "photos", "--gallery", tmp_path / "gallery", "--threshold", "0.891",
                        "-o", tmp_path / "answers.json")
     assert rc == 0, err

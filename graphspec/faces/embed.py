@@ -95,7 +95,7 @@ def _decode(prep, files: Sequence[Path]):
             images.append(prep.load(f))
             kept.append(f)
         except DataError as e:
-            if isinstance(e.__cause__, NoSubject) or isinstance(e, NoSubject):
+            if isinstance(e, NoSubject):
                 empty.append(f)
             else:
                 skipped.append((f, str(e.problem.message)))

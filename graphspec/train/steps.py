@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..compiler import call, subgraph
-from ..graph import fits
+from ..graph import MASK, fits
 from ..errors import GraphspecError, did_you_mean
 from ..registry import ShapeError, all_types, lookup
 from .updaters import DL4JUpdater
@@ -170,7 +170,7 @@ class LossModule(torch.nn.Module):
 
 def label_mask(y, name: str, reached):
     """The mask of output ``name``'s per-step loss: its label mask in the data, else the one that reached it."""
-    given = y.get(name + "_mask") if isinstance(y, dict) else None
+    given = y.get(name + MASK) if isinstance(y, dict) else None
     return given if given is not None else reached
 
 

@@ -9,9 +9,8 @@ from the recurrent state the previous part ended in, detached (textbook TBPTT, w
 from __future__ import annotations
 
 from ..errors import GraphspecError
+from ..graph import MASK
 from ..state import carried_state, recurrent_layers
-
-MASK = "_mask"
 
 
 def check(model, length: int) -> None:

@@ -42,13 +42,13 @@ def pair_distances(model, root: Path, pairs, metric: str, *, flip: bool, batch_s
             raise GraphspecError(f"cannot read {skipped[0][0]}: {skipped[0][1]}", location=Location(str(root)))
         cache.update(zip(done, rows))
         cache.update({f: None for f in no_face})  # no face found: its pairs are scored as different
-    d = np.array([_distance(cache[a], cache[b], metric) for a, b in (p.paths(root) for p in pairs)])
+    paths = [p.paths(root) for p in pairs]
+    found = np.array([cache[a] is not None and cache[b] is not None for a, b in paths])
+    blank = np.zeros_like(next((v for v in cache.values() if v is not None), np.zeros(1, np.float32)))
+    a = np.stack([blank if cache[p] is None else cache[p] for p, _ in paths])
+    b = np.stack([blank if cache[q] is None else cache[q] for _, q in paths])
+    d = np.where(found, distances(a, b, metric), np.inf)  # infinite: never "same"
     return d, np.array([p.same for p in pairs])
-
-
-def _distance(a, b, metric: str) -> float:
-    """The pair's distance; infinite (never "same") when the aligner found no face in one of its photos."""
-    return float("inf") if a is None or b is None else float(distances(a[None], b[None], metric)[0])
 
 
 def verify(model, data: str | os.PathLike, pairs_path: str | os.PathLike, *, train_pairs: str | None = None,
