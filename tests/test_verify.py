@@ -168,3 +168,17 @@ def test_verify_cli_json_and_errors(lfw, capsys):
     assert "bad.txt:2" in err and "expected a matched pair 'NAME I J'; received 2 fields" in err
     with pytest.raises(GraphspecError, match="no folder 'Ann_A'"):
         verify(graphspec.load(lfw / "emb.safetensors"), lfw / "Ann_A", lfw / "pairs.txt")
+
+
+def test_pairs_scored_infinitely_far_give_a_roc_without_numpy_warnings():
+    # pairs with a photo where no face was found are scored as d = inf (different); tied at inf, they move together
+    import warnings
+
+    from graphspec.faces.verify.metrics import roc_curve
+    d = np.array([0.1, np.inf, 0.3, np.inf, 0.5])
+    same = np.array([1, 1, 0, 0, 1], dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fpr, tpr = roc_curve(d, same)
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 1 / 3, 1 / 3, 2 / 3, 1])

@@ -186,7 +186,7 @@ EVERY_FACE_HELP = "a row for every face of a photo, named photo.jpg#k (0 = the l
 def _face_model_flags(p) -> None:
     p.add_argument("--model", default="nn4small2-lfw", help="a model file or a shipped model (default: nn4small2-lfw)")
     p.add_argument("--threshold", type=float, required=True,
-                   help="the verification threshold of the model (its card: 0.891 for nn4small2-lfw, squared L2)")
+                   help="the verification threshold of the model (its card: 0.116 for nn4small2-lfw, squared L2)")
     p.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
     p.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
     p.add_argument("--batch-size", type=positive, default=64)

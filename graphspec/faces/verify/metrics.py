@@ -46,7 +46,7 @@ def roc_curve(d: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(d, kind="stable")
     ds, ss = d[order], same[order].astype(bool)
     tp, fp = np.cumsum(ss), np.cumsum(~ss)
-    last = np.r_[np.diff(ds) != 0, True]  # one point per distinct distance (ties move together)
+    last = np.r_[ds[1:] != ds[:-1], True]  # one point per distinct distance (ties, infinite ones too, together)
     tpr = np.r_[0.0, tp[last] / max(ss.sum(), 1)]
     fpr = np.r_[0.0, fp[last] / max((~ss).sum(), 1)]
     return fpr, tpr
