@@ -131,6 +131,15 @@ class Recipe(_Model):
     precision: Literal["fp32", "bf16"] = "fp32"
     sync_batchnorm: bool = False  # distributed runs: batch statistics over all ranks (else per rank)
     max_minutes: Optional[float] = Field(None, gt=0)  # stop (with a checkpoint) when training time runs out
+    # Experiment control (DL4J's EarlyStoppingConfiguration, Keras's ModelCheckpoint and EarlyStopping), after each
+    # epoch's evaluation: keep_best names a metric (accuracy, loss, mse, ..., or score: the epoch's mean training
+    # score) and writes best.safetensors whenever it improves; early_stop ends the run after that many evaluations
+    # without improvement of early_stop_metric (default: keep_best's metric, else score), by more than min_delta.
+    keep_best: Optional[str] = Field(None, min_length=1)
+    early_stop: Optional[int] = Field(None, ge=1)
+    early_stop_metric: Optional[str] = Field(None, min_length=1)
+    min_delta: float = Field(0.0, ge=0)
+    log: list[Literal["csv", "tensorboard"]] = []  # loggers beside metrics.jsonl in the run directory
     print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency
     keep_checkpoints: int = Field(3, ge=1)
 

@@ -67,6 +67,28 @@ def adapt_head(model, n_classes: int, console, resize: list[str] | None = None) 
     return builder.build()
 
 
+def recipe_listeners(recipe: Recipe, run: Path | None, eval_set) -> list:
+    """The loggers (``log``) and the best-model saver / early stopping (``keep_best``, ``early_stop``) the recipe
+    asks for, checked before any work."""
+    from .listeners import Monitor, make_loggers
+    made = make_loggers(recipe.log, run)
+    metric = recipe.early_stop_metric or recipe.keep_best or "score"
+    if recipe.keep_best and run is None:
+        raise GraphspecError("keep_best writes best.safetensors into the run directory: give --out RUN_DIR")
+    if recipe.keep_best or recipe.early_stop:
+        for name in {recipe.keep_best, metric} - {None, "score"}:
+            if eval_set is None:
+                raise GraphspecError(f"'{name}' is measured on held-out data: set data.eval_fraction "
+                                     "(--eval-fraction), or monitor 'score' (the epoch's mean training score)")
+        if recipe.keep_best and recipe.early_stop and recipe.early_stop_metric not in (None, recipe.keep_best):
+            made.append(Monitor(recipe.keep_best, keep_best=True, min_delta=recipe.min_delta))
+            made.append(Monitor(metric, patience=recipe.early_stop, min_delta=recipe.min_delta))
+        else:
+            made.append(Monitor(metric, keep_best=bool(recipe.keep_best), patience=recipe.early_stop,
+                                min_delta=recipe.min_delta))
+    return made
+
+
 def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | Path | None = None,
                 resume: bool = False, preprocessing=None, infer_preprocessing=None, console=None, listeners=(),
                 ctx=None) -> Trainer:
@@ -83,6 +105,7 @@ def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | P
     infer_preprocessing = infer_preprocessing or preprocessing
     model.graphspec.preprocessing = infer_preprocessing
     ctx = ctx or Context()
+    listeners = [*listeners, *recipe_listeners(recipe, run, eval_set)]
     trainer = Trainer(model, recipe, train_set, eval_set, run_dir=run, preprocessing=preprocessing, console=console,
                       listeners=listeners, ctx=ctx)
     if run is not None:

@@ -24,6 +24,7 @@ import torch
 from ..errors import GraphspecError
 from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
 from .evaluation import head_metrics
+from .listeners import Listener, MetricLogger
 from .recipe import Recipe
 from .steps import DL4JStep, TorchStep, param_groups
 
@@ -37,15 +38,6 @@ class Interrupted(GraphspecError):
 
     exit_code = 130
     label = "interrupted"
-
-
-@dataclass
-class Listener:
-    """Callbacks, like DL4J's TrainingListener; override what you need."""
-
-    def on_iteration(self, trainer: "Trainer", score: float) -> None: ...
-
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict) -> None: ...
 
 
 @dataclass
@@ -82,6 +74,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.iteration = 0, 0, 0
         self.last_score = float("nan")
         self._stop = self.timed_out = False
+        self.stop_reason: str | None = None  # a listener's reason to end the run early (early stopping)
+        self._epoch_scores: list[float] = []
         self._minutes_before = 0.0  # training minutes of earlier sessions of this run (resume)
         nhwc = recipe.channels_last if recipe.channels_last is not None else len(self.input_shape) == 3
         self._memory_format = torch.channels_last if nhwc else torch.contiguous_format
@@ -190,16 +184,38 @@ class Trainer:
                     path = self.save_checkpoint()
                     raise Interrupted(f"interrupted at epoch {self.epoch + 1}, iteration {self.iteration}; "
                                       f"checkpoint saved to {path}; continue with --resume")
-                metrics = self.evaluate()
-                self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
-                shown = [f"{k[:1].upper() + k[1:]}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
-                self._print(f"Epoch {self.epoch + 1} complete" + ("" if not shown else " | " + " | ".join(shown)))
-                for l in self.listeners:
-                    l.on_epoch_end(self, metrics)
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if self.run_dir:
-                    self.save_checkpoint()
+                self._end_epoch()
+                if self.stop_reason is not None:  # a listener ended the run (early stopping): a normal end
+                    self._print(self.stop_reason)
+                    break
+        self._close_loggers()
         return self.model
+
+    def _end_epoch(self) -> None:
+        """Evaluate, log and tell the listeners; then the next epoch starts from a checkpoint."""
+        metrics = self.evaluate()
+        if self._epoch_scores:
+            metrics = {"score": float(np.mean(self._epoch_scores)), **metrics}
+        self._epoch_scores = []
+        self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
+        shown = [f"{k[:1].upper() + k[1:]}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
+        self._print(f"Epoch {self.epoch + 1} complete" + ("" if not shown else " | " + " | ".join(shown)))
+        for listener in self.listeners:
+            listener.on_eval(self, metrics)
+        for listener in self.listeners:
+            listener.on_epoch(self, metrics)
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if self.run_dir:
+            self.save_checkpoint()
+
+    def stop(self, reason: str) -> None:
+        """End the run after this epoch as a normal end (what early stopping calls); ``reason`` is printed."""
+        self.stop_reason = reason
+
+    def _close_loggers(self) -> None:
+        for listener in self.listeners:
+            if isinstance(listener, MetricLogger):
+                listener.close()
 
     def _run_epoch(self, bar) -> None:
         order = self.batches.order(self.epoch)
@@ -223,6 +239,7 @@ class Trainer:
             self.iteration += 1
             self.batch_in_epoch = b + 1
             self.last_score = score
+            self._epoch_scores.append(score)
             clock.images += n
             self._after_iteration(score, lr, clock, bar)
             self._stop = self.ctx.any(self._stop)  # every rank stops at the same iteration
@@ -290,7 +307,9 @@ class Trainer:
                  "step_iteration": self.step.iteration, "torch_rng": torch.get_rng_state(),
                  "minutes": self._minutes_before + (time.perf_counter() - self._started) / 60
                  if hasattr(self, "_started") else self._minutes_before,
-                 "recipe": self.recipe.model_dump(mode="json")}
+                 "recipe": self.recipe.model_dump(mode="json"),
+                 "epoch_scores": list(self._epoch_scores),
+                 "listeners": [listener.state_dict() for listener in self.listeners]}
         if self.recipe.semantics == "pytorch":
             state["scheduler"] = self.scheduler.state_dict()
         return state
@@ -304,6 +323,9 @@ class Trainer:
         self.iteration, self.step.iteration = int(state["iteration"]), int(state["step_iteration"])
         torch.set_rng_state(state["torch_rng"])
         self._minutes_before = float(state.get("minutes", 0.0))
+        self._epoch_scores = [float(v) for v in state.get("epoch_scores", [])]
+        for listener, saved in zip(self.listeners, state.get("listeners", [])):
+            listener.load_state_dict(saved)
         if self.recipe.semantics == "pytorch":
             self.scheduler.load_state_dict(state["scheduler"])
 
@@ -316,6 +338,8 @@ class Trainer:
         if self.ctx.is_main:
             path = save_checkpoint(self.run_dir, self.iteration, state, self.recipe.keep_checkpoints)
         self.ctx.barrier()
+        for listener in self.listeners:
+            listener.on_checkpoint(self, path)
         return path
 
     def resume(self) -> bool:
@@ -331,10 +355,16 @@ class Trainer:
     # --- output --------------------------------------------------------------------------------------------
 
     def _log(self, record: dict) -> None:
-        if self.run_dir and self.ctx.is_main:
+        """One record of the run: to ``metrics.jsonl`` and every :class:`MetricLogger` (rank 0 only)."""
+        if not self.ctx.is_main:
+            return
+        if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+        for listener in self.listeners:
+            if isinstance(listener, MetricLogger):
+                listener.write(record)
 
     def _print(self, line: str) -> None:
         if self.console is not None and self.ctx.is_main:
