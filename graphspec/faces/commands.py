@@ -55,22 +55,33 @@ def _train(args, train, ctx) -> int:
 
 def cmd_embed(args) -> int:
     from rich.progress import Progress
-    from .embed import check_output, embed, embedding_warnings, image_files, write
+    from .embed import check_every_face, check_output, embed, embedding_warnings, image_files, write
     check_output(args.out)
     files = image_files(args.paths)
     model = open(args.model)
+    if args.every_face:
+        check_every_face(model, args.model)
     for note in embedding_warnings(model, args.output):
         print(f"warning: {note}", file=sys.stderr)
     with Progress(console=console(stderr=True), transient=True) as bar:
         task = bar.add_task("embedding", total=len(files))
         rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
-                                    progress=lambda n: bar.update(task, completed=n), execution=execution(args))
+                                    progress=lambda n: bar.update(task, completed=n), execution=execution(args),
+                                    every_face=args.every_face)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     written = write(rows, done, args.out)
-    print(f"embedded {len(done)} images ({rows.shape[1] if rows.size else 0} values each) -> "
+    print(f"embedded {_counted(done, args.every_face)} ({rows.shape[1] if rows.size else 0} values each) -> "
           + ", ".join(map(str, written)))
     return 0
+
+
+def _counted(done, every_face: bool, noun: str = "images") -> str:
+    """``3 images``, or with --every-face ``5 faces of 3 photos``."""
+    if not every_face:
+        return f"{len(done)} {noun}"
+    from .embed import face_photo
+    return f"{len(done)} faces of {len({face_photo(name)[0] for name in done})} photos"
 
 
 def cmd_verify(args) -> int:
@@ -98,31 +109,43 @@ def cmd_verify(args) -> int:
 
 
 
-def _embeddings(model, files, args, what: str):
-    """Rows for ``files`` (the model's output, the recorded preprocessing), with a progress bar; skipped files are
-    reported."""
+def _embeddings(model, files, args, what: str, every_face: bool = False):
+    """Rows for ``files`` (the model's output, the recorded preprocessing; with ``every_face`` a row per face, named
+    ``photo#k``), with a progress bar; skipped files are reported."""
     from rich.progress import Progress
     from .embed import embed
     with Progress(console=console(stderr=True), transient=True) as bar:
         task = bar.add_task(what, total=len(files))
         rows, done, skipped = embed(model, files, batch_size=args.batch_size, flip=args.flip,
-                                    progress=lambda n: bar.update(task, completed=n), execution=execution(args))
+                                    progress=lambda n: bar.update(task, completed=n), execution=execution(args),
+                                    every_face=every_face)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return rows, done
 
 
+def _open_face_model(args):
+    """The model, refused now (before any photo is read) when --every-face is asked of a model that does not
+    align; its warnings are printed."""
+    from .embed import check_every_face, embedding_warnings
+    model = open(args.model)
+    if args.every_face:
+        check_every_face(model, args.model)
+    for note in embedding_warnings(model):
+        print(f"warning: {note}", file=sys.stderr)
+    return model
+
+
 def cmd_identify(args) -> int:
-    from .embed import embedding_warnings, image_files
+    from .embed import image_files
     from .identify import gallery_of, identify, write_matches
     gallery_files, names = gallery_of(args.gallery)
     probes = image_files(args.photos)
-    model = open(args.model)
-    for note in embedding_warnings(model):
-        print(f"warning: {note}", file=sys.stderr)
+    model = _open_face_model(args)
+    # the gallery: one known face per photo, its largest; --every-face asks about every face of the photos
     known, kept = _embeddings(model, gallery_files, args, "embedding the gallery")
     kept_names = [n for f, n in zip(gallery_files, names) if f in set(kept)]
-    rows, done = _embeddings(model, probes, args, "embedding the photos")
+    rows, done = _embeddings(model, probes, args, "embedding the photos", args.every_face)
     matches = identify(rows, known, kept_names, [str(f) for f in done], args.threshold, args.metric)
     if args.out:
         print(f"wrote {write_matches(matches, args.out)}")
@@ -132,22 +155,32 @@ def cmd_identify(args) -> int:
 
 
 def cmd_cluster(args) -> int:
-    from .embed import embedding_warnings, image_files
+    from .embed import image_files
     from .identify import chinese_whispers, contact_sheets, write_clusters
     files = image_files(args.photos)
-    model = open(args.model)
-    for note in embedding_warnings(model):
-        print(f"warning: {note}", file=sys.stderr)
-    rows, done = _embeddings(model, files, args, "embedding")
+    model = _open_face_model(args)
+    rows, done = _embeddings(model, files, args, "embedding", args.every_face)
     labels = chinese_whispers(rows, args.threshold, args.metric, seed=args.seed)
     written = write_clusters(labels, done, args.out)
     import numpy as np
     many = int((np.bincount(labels) >= 2).sum()) if len(labels) else 0
-    print(f"{len(done)} photos in {len(set(labels.tolist()))} clusters ({many} with two or more) -> {written}")
+    print(f"{_counted(done, args.every_face, 'photos')} in {len(set(labels.tolist()))} clusters ({many} with two or "
+          f"more) -> {written}")
     if args.sheets:
-        sheets = contact_sheets(labels, done, args.sheets)
+        sheets = contact_sheets(labels, done, args.sheets, picture=_face_picture(model) if args.every_face else None)
         print(f"contact sheets: {len(sheets)} in {args.sheets}")
     return 0
+
+
+def _face_picture(model):
+    """A contact sheet's picture of a face name: the aligned face, as the model saw it before its crop and resize."""
+    from ..execution import preprocessing_of
+    from .embed import face_image
+    prep = preprocessing_of(model)
+    return lambda name: face_image(prep, name)
+
+
+EVERY_FACE_HELP = "a row for every face of a photo, named photo.jpg#k (0 = the largest), not only the largest face"
 
 
 def _face_model_flags(p) -> None:
@@ -157,6 +190,7 @@ def _face_model_flags(p) -> None:
     p.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
     p.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
     p.add_argument("--batch-size", type=positive, default=64)
+    p.add_argument("--every-face", action="store_true", help=EVERY_FACE_HELP + " (needs a model that aligns)")
     execution_flags(p)
 
 
@@ -169,6 +203,7 @@ def register(sub) -> None:
     e.add_argument("--output", help="vertex to read (default: the model's output)")
     e.add_argument("--batch-size", type=positive, default=64)
     e.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    e.add_argument("--every-face", action="store_true", help=EVERY_FACE_HELP + " (needs a model that aligns)")
     execution_flags(e)
     e.set_defaults(func=cmd_embed)
 

@@ -1,5 +1,6 @@
 """``embed``: images -> rows of a vertex's activation (by default the model's output), with the preprocessing
-the model file recorded."""
+the model file recorded: one row per photo (its largest face when the model aligns), or with ``every_face`` one row
+per face, named ``photo.jpg#k`` (k = 0 for the largest)."""
 from __future__ import annotations
 
 import csv
@@ -34,17 +35,22 @@ def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 @torch.no_grad()
 def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size: int = 64,
-          flip: bool = False, progress=None, execution: Execution = Execution(), no_subject: list | None = None
-          ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
+          flip: bool = False, progress=None, execution: Execution = Execution(), no_subject: list | None = None,
+          every_face: bool = False) -> tuple[np.ndarray, list, list[tuple[Path, str]]]:
     """(rows [N, D] float32, the files embedded, the files skipped with reasons).
 
     ``no_subject``: a list that receives, instead of the skipped files, the photos where the model's aligner
     found nothing to align to (no face), for callers that score them rather than fail (``verify``).
 
+    ``every_face``: a row for every subject the model's aligner finds in a photo, not only the largest; the files
+    embedded are then face names, ``f"{file}#{k}"`` (:func:`face_name`). Refused for a model that does not align.
+
     ``flip`` averages the activation of each image and its mirror image (test-time augmentation). The next
     batch's images are decoded in a background thread while the network runs (Pillow releases the GIL).
     """
     from ..compiler import subgraph
+    if every_face:
+        check_every_face(model)
     spec = model.graphspec.spec
     name = output or spec.outputs[0]
     if name not in spec.vertices:
@@ -61,7 +67,7 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     rows, done, skipped = [], [], []
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_decode, prep, batches[0]) if batches else None
+        pending = pool.submit(_decode, prep, batches[0], every_face) if batches else None
         for b in range(len(batches)):
             images, kept, bad, empty = pending.result()
             if no_subject is not None:
@@ -69,7 +75,7 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
             else:
                 skipped.extend((f, "no face found") for f in empty)
             if b + 1 < len(batches):
-                pending = pool.submit(_decode, prep, batches[b + 1])
+                pending = pool.submit(_decode, prep, batches[b + 1], every_face)
             skipped.extend(bad)
             if images:
                 x = execution.input(prep.to_tensor(np.stack(images)))
@@ -85,21 +91,57 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     return data.astype(np.float32), done, skipped
 
 
-def _decode(prep, files: Sequence[Path]):
-    """(images, their files, unreadable files with reasons, photos where the aligner found no subject)."""
+def _decode(prep, files: Sequence[Path], every_face: bool = False):
+    """(images, their files (face names with ``every_face``), unreadable files with reasons, photos where the
+    aligner found no subject)."""
     from ..data.aligners import NoSubject
     from ..data.errors import DataError
     images, kept, skipped, empty = [], [], [], []
     for f in files:
         try:
-            images.append(prep.load(f))
-            kept.append(f)
+            if every_face:
+                found = prep.load_every(f)
+                images.extend(found)
+                kept.extend(face_name(f, k) for k in range(len(found)))
+            else:
+                images.append(prep.load(f))
+                kept.append(f)
         except DataError as e:
             if isinstance(e, NoSubject):
                 empty.append(f)
             else:
                 skipped.append((f, str(e.problem.message)))
     return images, kept, skipped, empty
+
+
+def face_name(photo: "str | os.PathLike", k: int) -> str:
+    """How the ``k``-th largest face of ``photo`` is named in outputs: ``photo.jpg#k``."""
+    return f"{photo}#{k}"
+
+
+def face_photo(name: str) -> tuple[Path, int]:
+    """The photo and the rank of a :func:`face_name`."""
+    photo, _, k = str(name).rpartition("#")
+    return Path(photo), int(k)
+
+
+def face_image(prep, name: str):
+    """The aligned face (a Pillow image, before the model's crop and resize) that a :func:`face_name` names, for
+    pictures of it (``cluster --sheets``)."""
+    from PIL import Image
+    photo, k = face_photo(name)
+    with Image.open(photo) as image:
+        image.load()
+        return prep.subjects(image)[k]
+
+
+def check_every_face(model, label: str = "the model") -> None:
+    """Refuse ``--every-face`` now, before any photo is read, for a model whose preprocessing does not align: it
+    would see each photo whole, as one "face"."""
+    prep = model.graphspec.preprocessing
+    if prep is None or preprocessing_of(model).align is None:
+        raise GraphspecError(f"--every-face needs a model whose preprocessing aligns (e.g. align: dlib-5pt); {label} "
+                             "has none")
 
 
 OUTPUT_FORMATS = (".npy", ".csv")
@@ -129,8 +171,9 @@ def embedding_warnings(model, output: str | None = None) -> list[str]:
     return notes
 
 
-def write(rows: np.ndarray, files: Sequence[Path], out: str | os.PathLike) -> list[Path]:
-    """``.npy`` (plus ``<out>.paths.txt``) or ``.csv`` (path, then the values); returns the files written."""
+def write(rows: np.ndarray, files: Sequence, out: str | os.PathLike) -> list[Path]:
+    """``.npy`` (plus ``<out>.paths.txt``) or ``.csv`` (path or face name, then the values); returns the files
+    written."""
     out = check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":

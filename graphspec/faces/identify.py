@@ -134,7 +134,7 @@ def write_matches(matches: Sequence[Match], out: "str | os.PathLike") -> Path:
     return out
 
 
-def write_clusters(labels: np.ndarray, files: Sequence[Path], out: "str | os.PathLike") -> Path:
+def write_clusters(labels: np.ndarray, files: Sequence, out: "str | os.PathLike") -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as fh:
@@ -145,10 +145,12 @@ def write_clusters(labels: np.ndarray, files: Sequence[Path], out: "str | os.Pat
     return out
 
 
-def contact_sheets(labels: np.ndarray, files: Sequence[Path], folder: "str | os.PathLike", thumb: int = 96,
-                   per_sheet: int = 36) -> list[Path]:
-    """One JPEG per cluster of two or more photos: a grid of up to ``per_sheet`` thumbnails."""
+def contact_sheets(labels: np.ndarray, files: Sequence, folder: "str | os.PathLike", thumb: int = 96,
+                   per_sheet: int = 36, picture=None) -> list[Path]:
+    """One JPEG per cluster of two or more photos: a grid of up to ``per_sheet`` thumbnails. ``picture(name)``
+    gives a member's Pillow image (default: the file opened; ``--every-face`` clusters show the aligned face)."""
     from PIL import Image
+    picture = picture or _opened
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -159,11 +161,17 @@ def contact_sheets(labels: np.ndarray, files: Sequence[Path], folder: "str | os.
         cols = min(6, len(members))
         sheet = Image.new("RGB", (cols * thumb, -(-len(members) // cols) * thumb), "white")
         for k, f in enumerate(members):
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                im.thumbnail((thumb, thumb))
-                sheet.paste(im, ((k % cols) * thumb, (k // cols) * thumb))
+            im = picture(f).convert("RGB")
+            im.thumbnail((thumb, thumb))
+            sheet.paste(im, ((k % cols) * thumb, (k // cols) * thumb))
         path = folder / f"cluster-{c:04d}.jpg"
         sheet.save(path, quality=85)
         written.append(path)
     return written
+
+
+def _opened(path):
+    from PIL import Image
+    with Image.open(path) as image:
+        image.load()
+        return image

@@ -1,4 +1,5 @@
-"""``graphspec dataset``: report on a face folder; optionally download LFW or write the synthetic set first.
+"""``graphspec dataset``: report on a face folder; optionally download LFW or write the synthetic set first; or
+write it again aligned (``--align NAME -o OUT``).
 
 Wired into the main command line by ``graphspec.faces.data.command.register_cli(subparsers)``. User errors are
 :class:`graphspec.errors.GraphspecError`, which the main command line prints as ``FILE:LINE:COL: message``.
@@ -18,6 +19,7 @@ EPILOG = """examples:
   graphspec dataset ../shared/data/lfw --people peopleDevTrain.txt --min-images 2
   graphspec dataset ~/lfw --download                  # fetch lfw-deepfunneled.tgz (md5-checked) if ~/lfw is missing
   graphspec dataset faces/ --synthetic 10x20 --seed 0 # write the built-in synthetic set, then report
+  graphspec dataset ~/lfw --align openface -o ~/lfw-openface  # every photo's largest face, OpenFace's 96x96 chip
 """
 
 
@@ -39,6 +41,12 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--synthetic", metavar="IxM", type=_shape, help="write I identities x M images into DIR")
     g.add_argument("--seed", type=int, default=0, help="seed of --synthetic (default 0)")
     g.add_argument("--cache-dir", help="where downloads go (default $GRAPHSPEC_CACHE or ~/.cache/graphspec)")
+    a = p.add_argument_group("aligning DIR (instead of the report)")
+    a.add_argument("--align", metavar="NAME", help="write every photo's largest face, aligned by this aligner (e.g. "
+                                                   "dlib-5pt, openface), into -o OUT as OUT/NAME/NAME_0001.png")
+    a.add_argument("-o", "--out", metavar="OUT", help="the folder --align writes (not DIR, nor inside it)")
+    a.add_argument("--every-face", action="store_true",
+                   help="--align: also the other faces of a photo, as NAME_0001_face1.png, ... by decreasing size")
     p.set_defaults(func=cmd_dataset)
     return p
 
@@ -48,16 +56,46 @@ def cmd_dataset(args) -> int:
     root = Path(args.dir)
     if args.synthetic and args.download:
         raise DataError("--synthetic and --download both create DIR; choose one")
+    _check_align(args)
     if args.synthetic:
         from .synthetic import synthetic_faces
         synthetic_faces(root, identities=args.synthetic[0], images=args.synthetic[1], seed=args.seed)
     elif args.download and not (root.is_dir() and any(root.iterdir())):
         _download(args, root)
+    if args.align:
+        return _align(args, root)
     report = dataset_report(root, people=args.people, min_images=args.min_images, verify=args.verify)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:
         render_text(report, _console())
+    return 0
+
+
+def _check_align(args) -> None:
+    """Refuse a misused --align now, before DIR is created, scanned or read."""
+    if args.align is None:
+        if args.out is not None or args.every_face:
+            raise DataError("-o and --every-face go with --align NAME (the aligner to use)")
+        return
+    if args.out is None:
+        raise DataError("--align needs -o OUT, the folder to write the aligned photos into")
+    from ...data.aligners import get
+    from .aligned import check_output_folder
+    get(args.align)  # an unknown name: the error lists the installed aligners
+    check_output_folder(args.dir, args.out)
+
+
+def _align(args, root: Path) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from .aligned import align_folder
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"aligning ({args.align})", total=None)
+        report = align_folder(root, args.out, args.align, every_face=args.every_face, people=args.people,
+                              min_images=args.min_images,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else "\n".join(report.lines()))
     return 0
 
 

@@ -1,0 +1,67 @@
+"""The face application's ``openface`` aligner: OpenFace's 96×96 outer-eyes-and-nose alignment, compared with
+OpenCV's ``getAffineTransform`` + ``warpAffine`` (what OpenFace's ``AlignDlib.align`` calls) on the same
+landmarks, and found again in a photo that holds the face small and off centre."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture
+def align():
+    from graphspec.faces import align
+    if align.models_folder() is None or importlib.util.find_spec("dlib") is None:
+        pytest.skip("dlib-bin and face_recognition_models are not installed (pip install 'graphspec[faces]')")
+    return align
+
+
+def _faces(lfw_images, n=3):
+    return [Image.open(p).convert("RGB") for p in sorted(lfw_images.glob("A*/*_0001.jpg"))[:n]]
+
+
+def test_the_openface_chip_is_opencvs_warp_affine_onto_openfaces_template(align, lfw_images):
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is a test-only reference")
+    for face in _faces(lfw_images):
+        shape = align.landmarks(face)
+        points = np.float32([(shape.part(i).x, shape.part(i).y) for i in (2, 0, 4)])  # outer eyes, nose bottom
+        matrix = cv2.getAffineTransform(points, np.float32(align.openface_template()))
+        want = cv2.warpAffine(np.asarray(face), matrix, (96, 96)).astype(int)
+        got = np.asarray(align.openface(face)[0]).astype(int)
+        assert got.shape == (96, 96, 3)
+        assert np.abs(got - want).max() <= 1  # OpenCV interpolates in fixed point (1/32 px, 15-bit weights)
+
+
+def test_openfaces_template_puts_the_eyes_and_nose_where_openface_does(align):
+    # 96 · MINMAX_TEMPLATE[[36, 45, 33]] of openface/align_dlib.py, worked out by hand from its TEMPLATE
+    np.testing.assert_allclose(align.openface_template(), [[18.639, 16.250], [75.730, 15.184], [47.515, 49.386]],
+                               atol=0.001)
+
+
+def test_a_face_pasted_small_and_off_centre_gives_nearly_the_same_chip(align, lfw_images):
+    face = _faces(lfw_images, 1)[0]
+    photo = Image.new("RGB", (640, 480), (90, 120, 150))
+    photo.paste(face.resize((180, 180), Image.Resampling.LANCZOS), (420, 40))
+    alone, found = (np.asarray(align.openface(im)[0]).astype(float) for im in (face, photo))
+    assert np.abs(alone - found).mean() < 12  # the same face, framed the same (a resampled copy)
+    other = np.asarray(align.openface(_faces(lfw_images, 2)[1])[0]).astype(float)
+    assert np.abs(alone - other).mean() > 2 * np.abs(alone - found).mean()
+
+
+def test_aligning_in_several_threads_gives_the_chips_of_one_thread(align, lfw_images):
+    # dlib's detector keeps scratch state: one detector shared by the image cache's threads misplaced one face
+    # in seven, so each thread has its own
+    from concurrent.futures import ThreadPoolExecutor
+    photos = [Image.open(p).convert("RGB") for p in sorted(lfw_images.glob("B*/*.jpg"))[:48]]
+
+    def chip(photo):
+        try:
+            return np.asarray(align.openface(photo)[0])
+        except Exception as e:  # NoSubject: compared like a chip
+            return str(e)
+    alone = [chip(p) for p in photos]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(chip, photos))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
