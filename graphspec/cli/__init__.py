@@ -104,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=positive, default=2)
     f.add_argument("--seed", type=int, default=None)
     f.add_argument("--train", action="store_true", help="training mode (batch statistics)")
+    f.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     f.set_defaults(func=cmd_forward)
     return p
 

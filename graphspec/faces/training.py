@@ -14,7 +14,7 @@ import yaml
 
 from ..errors import GraphspecError, Location
 from ..train.recipe import Recipe, load_recipe
-from ..train.session import run_session
+from ..train.session import check_listeners, run_session
 from ..train.trainer import Trainer
 
 SYNTHETIC = "synthetic"
@@ -113,7 +113,7 @@ RUN_RECORD = "data.yaml"  # beside spec.yaml and recipe.yaml: where the run's im
 
 def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: str | None = None,
           out: str | None = None, resume: bool = False, overrides: dict | None = None, cache_dir=None, console=None,
-          listeners=(), ctx=None) -> Trainer:
+          listeners=(), ctx=None, device: str | None = None) -> Trainer:
     """Run (or resume) a training run on face data; returns the finished Trainer (``trainer.model`` is the
     trained model).
 
@@ -131,6 +131,7 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
         recipe = load_recipe(recipe_path, overrides)
     model = open(spec_or_model, seed=recipe.seed)
     _check_before_work(model, recipe)
+    check_listeners(recipe, run, held_out=recipe.data.eval_fraction > 0)
     if data is not None and str(data).endswith(NPZ):
         train_set, eval_set = arrays(data, model, recipe)
         _record(run, resume, ctx, str(Path(data).resolve()))
@@ -138,7 +139,7 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
             names = [*train_set.inputs, *train_set.targets, *train_set.masks]
             console.print(f"data: {data} (arrays by name: {', '.join(names)})")
         return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, console=console,
-                           listeners=listeners, ctx=ctx)
+                           listeners=listeners, ctx=ctx, device=device)
     input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
     cache_prep, infer_prep = load_preprocessing(recipe, input_shape)
     root = resolve_data(data, recipe, cache_dir)
@@ -147,7 +148,8 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
     train_set, eval_set = datasets(root, recipe, cache_prep, cache_dir)
     _record(run, resume, ctx, SYNTHETIC if data == SYNTHETIC else str(Path(root).resolve()))
     return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, preprocessing=cache_prep,
-                       infer_preprocessing=infer_prep, console=console, listeners=listeners, ctx=ctx)
+                       infer_preprocessing=infer_prep, console=console, listeners=listeners, ctx=ctx,
+                       device=device)
 
 
 NPZ = ".npz"  # arrays named after the network's inputs and outputs, for any spec (graphspec.data.named)

@@ -85,11 +85,16 @@ class TensorBoardLogger(MetricLogger):
     per logged iteration and ``eval/METRIC`` per epoch, against the iteration. Needs the ``tensorboard`` extra."""
 
     def __init__(self, run_dir: "str | Path"):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise GraphspecError("--log tensorboard needs TensorBoard: pip install 'graphspec[tensorboard]'") from e
+        self.check()
+        from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    @staticmethod
+    def check() -> None:
+        """Refuse now when TensorBoard is not installed."""
+        import importlib.util
+        if importlib.util.find_spec("tensorboard") is None:
+            raise GraphspecError("--log tensorboard needs TensorBoard: pip install 'graphspec[tensorboard]'")
 
     def write(self, record: dict) -> None:
         step = int(record.get("iteration", 0))
@@ -107,16 +112,6 @@ class TensorBoardLogger(MetricLogger):
 
 
 LOGGERS = {"csv": CSVLogger, "tensorboard": TensorBoardLogger}
-
-
-def make_loggers(names, run_dir) -> list[MetricLogger]:
-    """The loggers named (``csv``, ``tensorboard``) writing into ``run_dir``."""
-    unknown = [n for n in names if n not in LOGGERS]
-    if unknown:
-        raise GraphspecError(f"unknown logger '{unknown[0]}'; choose from {', '.join(LOGGERS)}")
-    if names and run_dir is None:
-        raise GraphspecError(f"--log {','.join(names)} writes into the run directory: give --out RUN_DIR")
-    return [LOGGERS[n](run_dir) for n in names]
 
 
 # metrics where smaller is better; every other metric (accuracy, precision, recall, f1, auc) is better larger

@@ -128,7 +128,8 @@ class Recipe(_Model):
     channels_last: Optional[bool] = None
     # "bf16": the forward pass under bfloat16 autocast (weights, gradients, optimizer state, BN statistics and
     # centers stay float32). ~25% faster training on CPUs with AVX512-BF16; a slower emulation elsewhere.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # "fp16": float16 autocast with a gradient scaler, on CUDA only (pytorch semantics).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     sync_batchnorm: bool = False  # distributed runs: batch statistics over all ranks (else per rank)
     max_minutes: Optional[float] = Field(None, gt=0)  # stop (with a checkpoint) when training time runs out
     # Experiment control (DL4J's EarlyStoppingConfiguration, Keras's ModelCheckpoint and EarlyStopping), after each

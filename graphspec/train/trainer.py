@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..devices import to
 from ..errors import GraphspecError
 from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
 from .evaluation import head_metrics
@@ -63,9 +64,13 @@ def java_double(x: float) -> str:
 class Trainer:
     def __init__(self, model: torch.nn.Module, recipe: Recipe, train, evaluation=None,
                  *, run_dir: str | Path | None = None, preprocessing: Any = None,
-                 listeners: Sequence[Listener] = (), console=None, progress: bool = True, ctx=None):
+                 listeners: Sequence[Listener] = (), console=None, progress: bool = True, ctx=None,
+                 device: str | None = None):
+        from ..devices import resolve
         from .distributed import Context
-        self.ctx = ctx or Context()
+        self.ctx = ctx or Context(device=resolve(device or "cpu"))
+        _check_precision(recipe, self.ctx.device)
+        model.to(self.ctx.device)  # parameters, batch-norm statistics and centers; optimizer state follows them
         self.model, self.recipe, self.train_data, self.eval_data = model, recipe, train, evaluation
         self.run_dir = Path(run_dir) if run_dir else None
         self.preprocessing = preprocessing or model.graphspec.preprocessing  # None: the data layer's default
@@ -160,11 +165,13 @@ class Trainer:
         check_targets(self.step.heads, y, {h.name: analysis.pattern(h.name) for h in self.step.heads})
 
     def _to_model(self, x):
-        """The layout the model runs in (NHWC for images when channels_last); several inputs stay a tuple."""
+        """On the model's device, in the layout it runs in (NHWC for images when channels_last); several inputs
+        stay a tuple."""
         if isinstance(x, tuple):
             return tuple(self._to_model(t) for t in x)
         if isinstance(x, dict):
             return {k: self._to_model(t) for k, t in x.items()}
+        x = x.to(self.ctx.device, non_blocking=True)
         return x.contiguous(memory_format=self._memory_format) if x.dim() == 4 else x
 
     # --- loop ----------------------------------------------------------------------------------------------
@@ -228,7 +235,7 @@ class Trainer:
             n = len(self.batches.indices(self.epoch, b, order=order))  # the global batch
             x, y = self.batches.batch(self.epoch, b, self.ctx.part(n), order=order)
             lr = self._lr()  # the rate this step uses (the scheduler moves it afterwards)
-            score = self._fit_batch(self._to_model(x), y, n)
+            score = self._fit_batch(self._to_model(x), to(y, self.ctx.device), n)
             if not math.isfinite(score):
                 last = checkpoints(self.run_dir)[-1] if self.run_dir and checkpoints(self.run_dir) else None
                 where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -289,6 +296,7 @@ class Trainer:
         try:
             for x, y in self._batches(data, batch_size, shuffle=False).evaluation():
                 out, reached = call(trunk, self.model.graphspec.spec, self._to_model(x))
+                y = to(y, self.ctx.device)
                 for h in heads:
                     mask = label_mask(y, h.name, reached[h.input]) if h.entry.per_position else None
                     seen[h.name].append((out[h.name], out[h.input], target_of(y, h.name), mask))
@@ -401,6 +409,14 @@ class Trainer:
             finally:
                 signal.signal(signal.SIGINT, previous)
         return handler()
+
+
+def _check_precision(recipe: Recipe, device: str) -> None:
+    if recipe.precision == "fp16" and not device.startswith("cuda"):
+        raise TrainingError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 on CPUs")
+    if recipe.precision == "fp16" and recipe.semantics == "dl4j":
+        raise TrainingError("precision fp16 scales the loss, which DL4J's updaters do not: use bf16 or the pytorch "
+                            "semantics")
 
 
 def _cat(parts):
