@@ -143,3 +143,45 @@ def test_a_recipe_with_keep_best_early_stop_and_both_logs_runs_as_a_session(tmp_
 def open_spec():
     from test_trainer import CONV
     return CONV
+
+
+# --- verification on identities set aside (data.eval_by: person) ----------------------------------------------
+
+
+def test_auc_counts_every_different_pair_farther_than_every_same_pair_and_ties_half():
+    import numpy as np
+    from graphspec.train.evaluation import _auc
+    rng = np.random.default_rng(0)
+    same, different = rng.integers(0, 6, 40).astype(float), rng.integers(2, 9, 55).astype(float)
+    brute = np.mean([(d > s) + 0.5 * (d == s) for s in same for d in different])
+    assert _auc(same, different) == pytest.approx(brute, abs=1e-12)
+
+
+def test_verification_of_separated_identities_is_perfect_and_of_identical_rows_is_chance():
+    from graphspec.train.evaluation import verification_metrics
+    labels = torch.arange(6).repeat_interleave(4)
+    centres = torch.eye(8)[:6] * 10
+    features = centres[labels] + 0.01 * torch.randn(24, 8, generator=torch.Generator().manual_seed(0))
+    m = verification_metrics(features, labels.numpy())
+    assert (m["verification_auc"], m["verification_accuracy"], m["eer"]) == (1.0, 1.0, 0.0)
+    assert m["pairs"] == 2 * 36  # the 6·C(4,2) same pairs and as many different ones
+    chance = verification_metrics(torch.ones(24, 8), labels.numpy())
+    assert chance["verification_auc"] == 0.5 and chance["verification_accuracy"] == 0.5
+
+
+def test_a_face_run_evaluated_on_people_set_aside_reports_verification(tmp_path):
+    from graphspec.faces.data import synthetic_faces
+    from graphspec.faces.training import train
+    from test_distill import STUDENT
+    faces = synthetic_faces(tmp_path / "faces", identities=8, images=4, seed=0, size=32)
+    (tmp_path / "s.yaml").write_text(STUDENT)
+    (tmp_path / "r.yaml").write_text(
+        "semantics: pytorch\nepochs: 2\nbatch_size: 8\npreprocessing: {size: [32, 32]}\n"
+        "data: {eval_fraction: 0.25, eval_by: person, per_class: 4}\nlosses: {embeddings: {loss: triplet}}\n"
+        "keep_best: verification_auc\n")
+    t = train(str(tmp_path / "s.yaml"), data=str(faces), recipe_path=str(tmp_path / "r.yaml"),
+              out=str(tmp_path / "run"), cache_dir=tmp_path / "cache")
+    assert set(t.eval_data.classes).isdisjoint(t.train_data.classes)  # whole people set aside
+    epochs = _records(tmp_path / "run", "epoch")
+    assert {"verification_auc", "verification_accuracy", "eer", "pairs"} <= set(epochs[-1])
+    assert (tmp_path / "run" / "best.safetensors").is_file()

@@ -70,8 +70,9 @@ def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress
                   batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
     if d.eval_fraction <= 0:
         return _drawn(lfw_dataset(root, **common), recipe, recipe.seed), None
-    train = lfw_dataset(root, split="train", train_fraction=1 - d.eval_fraction, **common)
-    test = lfw_dataset(root, split="test", train_fraction=1 - d.eval_fraction, warn=False, **common)
+    split = dict(train_fraction=1 - d.eval_fraction, split_by=d.eval_by)
+    train = lfw_dataset(root, split="train", **split, **common)
+    test = lfw_dataset(root, split="test", warn=False, **split, **common)
     return _drawn(train, recipe, recipe.seed), _drawn(test, recipe, recipe.seed + 1, held_out=True)
 
 
@@ -160,7 +161,10 @@ def _check_before_work(model, recipe: Recipe) -> None:
     from ..train.steps import heads_of
     if recipe.distill is not None:
         _check_distill(model, recipe)
-    heads_of(model, recipe.losses)  # every loss names an output, fits it, and something is trained
+    heads_of(model, recipe.losses)
+    if recipe.data.eval_by == "person" and (recipe.data.pairs or recipe.data.triplets):
+        raise GraphspecError("data.eval_by 'person' evaluates single images of the people set aside; drop "
+                             "data.pairs / data.triplets or evaluate by image")  # every loss names an output, fits it, and something is trained
     inputs = list(model.graphspec.spec.inputs)
     for key, count in (("pairs", 2), ("triplets", 3)):
         if getattr(recipe.data, key) and len(inputs) != count:
@@ -192,6 +196,9 @@ def _check_distill(model, recipe: Recipe) -> None:
 def arrays(path, model, recipe: Recipe):
     """The training and held-out parts (``data.eval_fraction``) of an ``.npz`` file for ``model``."""
     from ..data.named import NamedArrays
+    if recipe.data.eval_by == "person":
+        raise GraphspecError("data.eval_by 'person' sets whole people aside in a face folder; an .npz file is split "
+                             "by example", location=Location(str(path)))
     spec = model.graphspec.spec
     analysis = model.graphspec.analysis
     data = NamedArrays.from_npz(path, {k: analysis.pattern(k) for k in spec.inputs},

@@ -19,7 +19,11 @@ class DataRecipe(_Model):
     min_images: int = Field(1, ge=1)  # per person
     limit: Optional[int] = Field(None, ge=1)  # at most this many images
     dl4j: bool = False  # DL4J LFWDataSetIterator selection: one random image per person, fixed order
-    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out for per-epoch evaluation (by image)
+    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out for per-epoch evaluation
+    # "image": a fraction of each person's images, evaluated as the heads' own metrics (accuracy, loss, ...);
+    # "person": whole people set aside, evaluated as pair verification of the features each loss reads
+    # (verification_accuracy, verification_auc, eer): what a face model is for, on identities it never saw
+    eval_by: Literal["image", "person"] = "image"
     shuffle: Optional[bool] = None  # default: False in dl4j mode (DL4J's fixed order), True otherwise
     # Batches of batch_size/k classes with k examples each (FaceNet's P·K batches, for the triplet loss).
     per_class: Optional[int] = Field(None, ge=2)

@@ -24,7 +24,7 @@ import torch
 from ..devices import to
 from ..errors import GraphspecError
 from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
-from .evaluation import head_metrics
+from .evaluation import head_metrics, verification_metrics
 from .listeners import Listener, MetricLogger
 from .recipe import Recipe
 from .steps import DL4JStep, TorchStep, param_groups
@@ -302,7 +302,11 @@ class Trainer:
                     seen[h.name].append((out[h.name], out[h.input], target_of(y, h.name), mask))
         finally:
             self.model.train(was)
-        metrics = {h.name: head_metrics(h, *(_cat(parts) for parts in zip(*seen[h.name]))) for h in heads}
+        if getattr(self.recipe.data, "eval_by", "image") == "person":  # unseen identities: compare, not classify
+            metrics = {h.name: verification_metrics(_cat([part[1] for part in seen[h.name]]), data.labels,
+                                                    seed=self.recipe.seed) for h in heads}
+        else:
+            metrics = {h.name: head_metrics(h, *(_cat(parts) for parts in zip(*seen[h.name]))) for h in heads}
         if len(heads) == 1:
             return metrics[heads[0].name]
         return {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items()}
