@@ -20,7 +20,7 @@ def preprocessing_of(model):
 
 @dataclass(frozen=True)
 class Execution:
-    """How ``embed`` runs the network. ``channels_last`` (NHWC) is float32 and equal to the default layout within
+    """How ``embed`` runs the network (and reads its photos: ``aligned``). ``channels_last`` (NHWC) is float32 and equal to the default layout within
     rounding; ``precision="bf16"`` (bfloat16 autocast) is faster on CPUs with AVX512-BF16 and changes the rows by
     about 1e-2; ``compile`` runs the network through ``torch.compile`` (a one-time compilation of a minute or
     more, worth it for large folders)."""
@@ -29,6 +29,8 @@ class Execution:
     precision: str = "fp32"
     compile: bool = False
     device: str = "cpu"  # a torch device (graphspec.devices.resolve gives one for --device)
+    # the photos are already the aligner's chips (`graphspec dataset --align`): skip the model's aligner
+    aligned: bool = False
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -47,6 +49,12 @@ class Execution:
     def input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def preprocessing(self, model):
+        """What turns a file into this model's input: its recorded preprocessing, without the aligner when the
+        photos are already aligned."""
+        prep = preprocessing_of(model)
+        return prep.model_copy(update={"align": None}) if self.aligned else prep
 
     def context(self):
         from .train.steps import autocast

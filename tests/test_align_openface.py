@@ -65,3 +65,23 @@ def test_aligning_in_several_threads_gives_the_chips_of_one_thread(align, lfw_im
     with ThreadPoolExecutor(max_workers=2) as pool:
         together = list(pool.map(chip, photos))
     assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
+def test_photos_aligned_once_embed_with_aligned_exactly_as_the_photos_themselves(align, lfw_images, tmp_path):
+    import graphspec
+    from graphspec.data.preprocessing import Preprocessing
+    from graphspec.execution import Execution
+    from graphspec.faces.embed import embed
+    model = graphspec.build("specs/nn4small2.yaml")
+    model.graphspec.preprocessing = Preprocessing(align="openface", channels="rgb", scale="unit")
+    photos = sorted(lfw_images.glob("Aaron_Eckhart/*.jpg"))[:1] + sorted(lfw_images.glob("Abdullah/*.jpg"))[:2]
+    chips = []
+    for i, photo in enumerate(photos):  # what `graphspec dataset --align openface` writes: the chip as PNG
+        chips.append(tmp_path / f"{i}.png")
+        align.openface(Image.open(photo).convert("RGB"))[0].save(chips[-1])
+    direct, _, _ = embed(model, photos)
+    once, _, _ = embed(model, chips, execution=Execution(aligned=True))
+    np.testing.assert_array_equal(direct, once)
+    with pytest.raises(Exception, match="--every-face finds the faces in photos; --aligned says each photo is "
+                                         "already one aligned face: drop one of them"):
+        embed(model, chips, execution=Execution(aligned=True), every_face=True)

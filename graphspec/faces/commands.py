@@ -67,7 +67,7 @@ def cmd_embed(args) -> int:
     files = image_files(args.paths)
     model = open(args.model)
     if args.every_face:
-        check_every_face(model, args.model)
+        check_every_face(model, args.model, args.aligned)
     for note in embedding_warnings(model, args.output):
         print(f"warning: {note}", file=sys.stderr)
     with Progress(console=console(stderr=True), transient=True) as bar:
@@ -137,7 +137,7 @@ def _open_face_model(args):
     from .embed import check_every_face, embedding_warnings
     model = open(args.model)
     if args.every_face:
-        check_every_face(model, args.model)
+        check_every_face(model, args.model, args.aligned)
     for note in embedding_warnings(model):
         print(f"warning: {note}", file=sys.stderr)
     return model

@@ -50,7 +50,7 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     """
     from ..compiler import subgraph
     if every_face:
-        check_every_face(model)
+        check_every_face(model, aligned=execution.aligned)
     spec = model.graphspec.spec
     name = output or spec.outputs[0]
     if name not in spec.vertices:
@@ -63,7 +63,7 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
                              vertex=name)
     model.eval()
     net = execution.prepare(model, subgraph(model, [name], needed_inputs_only=True))
-    prep = preprocessing_of(model)
+    prep = execution.preprocessing(model)
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     rows, done, skipped = [], [], []
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -135,9 +135,12 @@ def face_image(prep, name: str):
         return prep.subjects(image)[k]
 
 
-def check_every_face(model, label: str = "the model") -> None:
-    """Refuse ``--every-face`` now, before any photo is read, for a model whose preprocessing does not align: it
-    would see each photo whole, as one "face"."""
+def check_every_face(model, label: str = "the model", aligned: bool = False) -> None:
+    """Refuse ``--every-face`` now, before any photo is read, for a model whose preprocessing does not align (or
+    with ``--aligned`` photos): it would see each photo whole, as one "face"."""
+    if aligned:
+        raise GraphspecError("--every-face finds the faces in photos; --aligned says each photo is already one "
+                             "aligned face: drop one of them")
     prep = model.graphspec.preprocessing
     if prep is None or preprocessing_of(model).align is None:
         raise GraphspecError(f"--every-face needs a model whose preprocessing aligns (e.g. align: dlib-5pt); {label} "
