@@ -48,7 +48,7 @@ def _train(args, train, ctx) -> int:
                  "keep_best": args.keep_best, "early_stop": args.early_stop,
                  "early_stop_metric": args.early_stop_metric, "log": _loggers(args.log)}
     trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
-                    overrides=overrides, console=console() if ctx.is_main else None, ctx=ctx)
+                    overrides=overrides, console=console() if ctx.is_main and not args.quiet else None, ctx=ctx)
     metrics = trainer.evaluate() if trainer.eval_data is not None else {}
     if metrics:
         print("evaluation: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -70,7 +70,7 @@ def cmd_embed(args) -> int:
         check_every_face(model, args.model, args.aligned)
     for note in embedding_warnings(model, args.output):
         print(f"warning: {note}", file=sys.stderr)
-    with Progress(console=console(stderr=True), transient=True) as bar:
+    with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task("embedding", total=len(files))
         rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),
@@ -100,7 +100,7 @@ def cmd_verify(args) -> int:
     model = open(args.model)
     for note in embedding_warnings(model):
         print(f"warning: {note}", file=sys.stderr)
-    with Progress(console=console(stderr=True), transient=True) as bar:
+    with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task("embedding pairs", total=None)
         report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs,
                                  threshold=args.threshold, metric=args.metric,
@@ -121,7 +121,7 @@ def _embeddings(model, files, args, what: str, every_face: bool = False):
     ``photo#k``), with a progress bar; skipped files are reported."""
     from rich.progress import Progress
     from .embed import embed
-    with Progress(console=console(stderr=True), transient=True) as bar:
+    with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task(what, total=len(files))
         rows, done, skipped = embed(model, files, batch_size=args.batch_size, flip=args.flip,
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import GraphspecError
+from ..log import logger
 
 
 @dataclass
@@ -92,6 +93,7 @@ def init_from_env(device: str | None = "cpu") -> Context:
     from ..devices import resolve
     device = resolve(device)
     if not under_launcher():
+        logger.debug(f"device: {device}")
         return Context(device=device)
     world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
@@ -102,6 +104,7 @@ def init_from_env(device: str | None = "cpu") -> Context:
         device = f"cuda:{local}"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
+    logger.debug(f"rank {rank} of {world} on {device} ({'nccl' if cuda else 'gloo'})")
     return Context(rank, world, device)
 
 

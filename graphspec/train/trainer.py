@@ -23,6 +23,7 @@ import torch
 
 from ..devices import to
 from ..errors import GraphspecError
+from ..log import logger
 from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
 from .evaluation import head_metrics, verification_metrics
 from .listeners import Listener, MetricLogger
@@ -350,6 +351,7 @@ class Trainer:
         if self.ctx.is_main:
             path = save_checkpoint(self.run_dir, self.iteration, state, self.recipe.keep_checkpoints)
         self.ctx.barrier()
+        logger.debug(f"checkpoint: {path} (epoch {self.epoch + 1}, iteration {self.iteration})")
         for listener in self.listeners:
             listener.on_checkpoint(self, path)
         return path
