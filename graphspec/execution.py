@@ -28,22 +28,27 @@ class Execution:
     channels_last: bool = True
     precision: str = "fp32"
     compile: bool = False
+    device: str = "cpu"  # a torch device (graphspec.devices.resolve gives one for --device)
     # the photos are already the aligner's chips (`graphspec dataset --align`): skip the model's aligner
     aligned: bool = False
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "bf16"):
-            raise GraphspecError(f"unknown precision '{self.precision}' (expected fp32 or bf16)")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise GraphspecError(f"unknown precision '{self.precision}' (expected fp32, bf16 or fp16)")
+        if self.precision == "fp16" and not self.device.startswith("cuda"):
+            raise GraphspecError(f"precision fp16 needs a CUDA device (this run is on {self.device}); use bf16")
 
     def prepare(self, model, net):
-        """The network to call; note that ``channels_last`` converts ``model``'s own weights to NHWC (in place,
-        as ``module.to`` does), which leaves its results unchanged within rounding."""
+        """The network to call; note that the model moves to the device and ``channels_last`` converts its own
+        weights to NHWC (in place, as ``module.to`` does), which leaves its results unchanged within rounding."""
+        model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return torch.compile(net) if self.compile else net
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def preprocessing(self, model):
         """What turns a file into this model's input: its recorded preprocessing, without the aligner when the
@@ -53,4 +58,4 @@ class Execution:
 
     def context(self):
         from .train.steps import autocast
-        return autocast(self.precision)
+        return autocast(self.precision, self.device)

@@ -160,3 +160,31 @@ def test_a_killed_worker_ends_the_run_with_a_clear_error(tmp_path):
     assert launcher.returncode not in (0, None)
     assert "distributed training failed: worker rank" in err
     assert "Traceback" not in err.split("distributed training failed")[-1]
+
+
+def test_two_nodes_on_localhost_through_torchruns_rendezvous_train_as_one_process(tmp_path):
+    """docs/training.md's multi-node command, with two "nodes" on this machine: two torchrun launchers meet at a
+    c10d rendezvous, one worker each, and train what one process trains."""
+    images, labels = data().images, data().labels
+    np.savez(tmp_path / "data.npz", x=images[:, :, 1:9, 1:9], loss=labels)
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    (tmp_path / "recipe.yaml").write_text(f"semantics: pytorch\nepochs: 1\nbatch_size: {BATCH}\nseed: 5\n"
+                                          "sync_batchnorm: true\nprint_every: 100\n")
+    common = ["-m", "graphspec.cli", "train", str(tmp_path / "spec.yaml"), "--data", str(tmp_path / "data.npz"),
+              "--recipe", str(tmp_path / "recipe.yaml"), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
+                               "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "two-nodes",
+                               *common, "--out", str(tmp_path / "two")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err
+    one = graphspec.load(tmp_path / "one" / "model.safetensors").state_dict()
+    two = graphspec.load(tmp_path / "two" / "model.safetensors").state_dict()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")

@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.1,<3"
 fi
-.venv/bin/pip install -q -e ".[dev,onnx,import]"
+.venv/bin/pip install -q -e ".[dev,onnx,import,tensorboard]"
 # torchvision is a test-only reference (the zoo is checked against it); install the release that matches the
 # installed torch (torch 2.N pairs with torchvision 0.(N+15)), never one that would replace torch.
 TV=$(.venv/bin/python -c "import torch; m = int(torch.__version__.split('.')[1]); print(f'0.{m + 15}.*')")

@@ -104,27 +104,39 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=positive, default=2)
     f.add_argument("--seed", type=int, default=None)
     f.add_argument("--train", action="store_true", help="training mode (batch statistics)")
+    f.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     f.set_defaults(func=cmd_forward)
+    for command in sub.choices.values():
+        _verbosity_flags(command)
     return p
+
+
+def _verbosity_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (no progress or notes)")
+    group.add_argument("-v", "--verbose", action="store_true", help="also what the command does on the way")
 
 
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from ..graph import SpecWarning
+    from ..log import NORMAL, QUIET, VERBOSE, command_line
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv
-    with warnings.catch_warnings():
+    level = QUIET if args.quiet else VERBOSE if args.verbose else NORMAL
+    with warnings.catch_warnings(), command_line(level):
         warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
         warnings.showwarning = _note
         return _run(args)
 
 
 def _note(message, category, filename, lineno, file=None, line=None) -> None:
-    """A Python warning as one line on stderr: what happened, without the source line that raised it."""
-    text = " ".join(str(message).split())
-    print(f"warning: {text}", file=sys.stderr)
+    """A Python warning as one line on stderr (through the package's logger): what happened, without the source line
+    that raised it."""
+    from ..log import logger
+    logger.warning(" ".join(str(message).split()))
 
 
 def _run(args) -> int:

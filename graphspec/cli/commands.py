@@ -71,11 +71,15 @@ def cmd_forward(args) -> int:
 
     import torch
 
+    from ..devices import resolve, to
     from ..export import example_inputs
+    device = resolve(args.device)
     net = open(args.spec, seed=args.seed)
     info = net.graphspec
     net.train(args.train)
     xs = example_inputs(net, args.batch_size, args.seed or 0)  # class indices for the inputs of embeddings
+    net.to(device)
+    xs = to(list(xs), device)
     with torch.no_grad():
         start = time.perf_counter()
         out = net(*xs)

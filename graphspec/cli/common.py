@@ -24,13 +24,15 @@ def positive(text: str) -> int:
 
 def execution(args):
     from ..execution import Execution
+    from ..devices import resolve
     return Execution(channels_last=not args.no_channels_last, precision=args.precision, compile=args.compile,
-                     aligned=args.aligned)
+                     device=resolve(args.device), aligned=args.aligned)
 
 
 def execution_flags(p) -> None:
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: bfloat16 autocast (faster on AVX512-BF16 CPUs; rows change by ~1e-2)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="bf16: bfloat16 autocast (faster on AVX512-BF16 CPUs; rows change by ~1e-2); fp16: CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (compiles once: for big runs)")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the default NHWC layout")
     p.add_argument("--aligned", action="store_true", help="the photos are already aligned chips (graphspec dataset "

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .locations import cache_dir as default_cache_dir
+from ..log import logger
 from .errors import DataError, located
 from .preprocessing import Preprocessing
 
@@ -91,8 +92,10 @@ def open_or_build(files: Sequence["str | os.PathLike"], preprocessing: Preproces
     shape = (len(files), 3, h, w)
     cached = _open(meta_path, data_path, shape)
     if cached is not None:
+        logger.debug(f"image cache: {data_path} ({len(files):,} images, {preprocessing.describe()})")
         return cached
     _make_dir(folder)
+    logger.debug(f"image cache: building {data_path} ({len(files):,} images, {preprocessing.describe()})")
     return _build(files, names or [str(f) for f in files], preprocessing, shape, meta_path, data_path,
                   workers, progress)
 

@@ -24,9 +24,10 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def cmd_train(args) -> int:
     from ..train import distributed
     from .training import train
-    if args.nproc_per_node > 1 and not distributed.under_launcher():
-        return distributed.launch(_without_nproc(args.argv), args.nproc_per_node)
-    ctx = distributed.init_from_env()
+    nproc = args.nproc_per_node or distributed.processes_for(args.device)
+    if nproc > 1 and not distributed.under_launcher():
+        return distributed.launch(_without_nproc(args.argv), nproc)
+    ctx = distributed.init_from_env(args.device)
     ok = False
     try:
         result = _train(args, train, ctx)
@@ -43,14 +44,20 @@ def _train(args, train, ctx) -> int:
                  "data.people": args.people, "data.min_images": args.min_images,
                  "data.eval_fraction": args.eval_fraction, "data.dl4j": True if args.dl4j_data else None,
                  "sync_batchnorm": True if args.sync_bn else None, "precision": args.precision,
-                 "channels_last": {"on": True, "off": False}.get(args.channels_last)}
+                 "channels_last": {"on": True, "off": False}.get(args.channels_last),
+                 "keep_best": args.keep_best, "early_stop": args.early_stop,
+                 "early_stop_metric": args.early_stop_metric, "log": _loggers(args.log)}
     trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
-                    overrides=overrides, console=console() if ctx.is_main else None, ctx=ctx)
+                    overrides=overrides, console=console() if ctx.is_main and not args.quiet else None, ctx=ctx)
     metrics = trainer.evaluate() if trainer.eval_data is not None else {}
     if metrics:
         print("evaluation: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in metrics.items()))
     return 0
+
+
+def _loggers(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
 
 def cmd_embed(args) -> int:
@@ -63,7 +70,7 @@ def cmd_embed(args) -> int:
         check_every_face(model, args.model, args.aligned)
     for note in embedding_warnings(model, args.output):
         print(f"warning: {note}", file=sys.stderr)
-    with Progress(console=console(stderr=True), transient=True) as bar:
+    with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task("embedding", total=len(files))
         rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),
@@ -93,7 +100,7 @@ def cmd_verify(args) -> int:
     model = open(args.model)
     for note in embedding_warnings(model):
         print(f"warning: {note}", file=sys.stderr)
-    with Progress(console=console(stderr=True), transient=True) as bar:
+    with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task("embedding pairs", total=None)
         report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs,
                                  threshold=args.threshold, metric=args.metric,
@@ -114,7 +121,7 @@ def _embeddings(model, files, args, what: str, every_face: bool = False):
     ``photo#k``), with a progress bar; skipped files are reported."""
     from rich.progress import Progress
     from .embed import embed
-    with Progress(console=console(stderr=True), transient=True) as bar:
+    with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task(what, total=len(files))
         rows, done, skipped = embed(model, files, batch_size=args.batch_size, flip=args.flip,
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),
@@ -256,13 +263,23 @@ def register(sub) -> None:
     t.add_argument("--print-every", type=positive, help="score line every N iterations (default 1)")
     t.add_argument("--max-minutes", type=float, help="stop after this much training time, with a checkpoint and the "
                                                      "final model (the recipe's max_minutes)")
-    t.add_argument("--nproc-per-node", type=positive, default=1,
-                   help="train in N processes on this machine (DistributedDataParallel; also works under torchrun)")
+    t.add_argument("--nproc-per-node", type=positive,
+                   help="train in N processes on this machine (DistributedDataParallel; also works under torchrun); "
+                        "default: one per GPU when --device is auto or cuda, else 1")
     t.add_argument("--sync-bn", action="store_true", help="distributed: batch-norm statistics over all processes")
-    t.add_argument("--precision", choices=("fp32", "bf16"),
-                   help="bf16: bfloat16 autocast forward (float32 weights and updates); fast on AVX512-BF16 CPUs")
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="bf16: bfloat16 autocast forward (float32 weights and updates; fast on AVX512-BF16 CPUs and "
+                        "GPUs); fp16: float16 autocast with a gradient scaler (CUDA)")
+    t.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     t.add_argument("--channels-last", choices=("on", "off"),
                    help="NHWC memory format (default: on for image inputs; faster convolutions on CPUs)")
+    t.add_argument("--log", metavar="LOGGERS", help="also log to csv and/or tensorboard in the run directory "
+                                                   "(comma-separated; tensorboard needs the tensorboard extra)")
+    t.add_argument("--keep-best", metavar="METRIC", help="write best.safetensors whenever METRIC improves "
+                                                         "(accuracy, loss, mse, ... on held-out data, or score)")
+    t.add_argument("--early-stop", metavar="PATIENCE", type=positive,
+                   help="stop after PATIENCE evaluations without improvement (of --keep-best's metric, else score)")
+    t.add_argument("--early-stop-metric", metavar="METRIC", help="the metric --early-stop watches")
     t.set_defaults(func=cmd_train)
 
     from .data.command import register_cli as register_dataset

@@ -83,7 +83,7 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
                     y = net(x)[name]
                     if flip:
                         y = (y + net(x.flip(-1))[name]) / 2
-                rows.append(y.float().flatten(1).numpy())
+                rows.append(y.float().flatten(1).cpu().numpy())
                 done.extend(kept)
             if progress is not None:
                 progress(min((b + 1) * batch_size, len(files)))

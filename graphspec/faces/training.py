@@ -14,7 +14,7 @@ import yaml
 
 from ..errors import GraphspecError, Location
 from ..train.recipe import Recipe, load_recipe
-from ..train.session import run_session
+from ..train.session import check_listeners, run_session
 from ..train.trainer import Trainer
 
 SYNTHETIC = "synthetic"
@@ -70,8 +70,9 @@ def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress
                   batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
     if d.eval_fraction <= 0:
         return _drawn(lfw_dataset(root, **common), recipe, recipe.seed), None
-    train = lfw_dataset(root, split="train", train_fraction=1 - d.eval_fraction, **common)
-    test = lfw_dataset(root, split="test", train_fraction=1 - d.eval_fraction, warn=False, **common)
+    split = dict(train_fraction=1 - d.eval_fraction, split_by=d.eval_by)
+    train = lfw_dataset(root, split="train", **split, **common)
+    test = lfw_dataset(root, split="test", warn=False, **split, **common)
     return _drawn(train, recipe, recipe.seed), _drawn(test, recipe, recipe.seed + 1, held_out=True)
 
 
@@ -113,7 +114,7 @@ RUN_RECORD = "data.yaml"  # beside spec.yaml and recipe.yaml: where the run's im
 
 def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: str | None = None,
           out: str | None = None, resume: bool = False, overrides: dict | None = None, cache_dir=None, console=None,
-          listeners=(), ctx=None) -> Trainer:
+          listeners=(), ctx=None, device: str | None = None) -> Trainer:
     """Run (or resume) a training run on face data; returns the finished Trainer (``trainer.model`` is the
     trained model).
 
@@ -131,6 +132,7 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
         recipe = load_recipe(recipe_path, overrides)
     model = open(spec_or_model, seed=recipe.seed)
     _check_before_work(model, recipe)
+    check_listeners(recipe, run, held_out=recipe.data.eval_fraction > 0)
     if data is not None and str(data).endswith(NPZ):
         train_set, eval_set = arrays(data, model, recipe)
         _record(run, resume, ctx, str(Path(data).resolve()))
@@ -138,7 +140,7 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
             names = [*train_set.inputs, *train_set.targets, *train_set.masks]
             console.print(f"data: {data} (arrays by name: {', '.join(names)})")
         return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, console=console,
-                           listeners=listeners, ctx=ctx)
+                           listeners=listeners, ctx=ctx, device=device)
     input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
     cache_prep, infer_prep = load_preprocessing(recipe, input_shape)
     root = resolve_data(data, recipe, cache_dir)
@@ -147,7 +149,8 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
     train_set, eval_set = datasets(root, recipe, cache_prep, cache_dir)
     _record(run, resume, ctx, SYNTHETIC if data == SYNTHETIC else str(Path(root).resolve()))
     return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, preprocessing=cache_prep,
-                       infer_preprocessing=infer_prep, console=console, listeners=listeners, ctx=ctx)
+                       infer_preprocessing=infer_prep, console=console, listeners=listeners, ctx=ctx,
+                       device=device)
 
 
 NPZ = ".npz"  # arrays named after the network's inputs and outputs, for any spec (graphspec.data.named)
@@ -158,7 +161,10 @@ def _check_before_work(model, recipe: Recipe) -> None:
     from ..train.steps import heads_of
     if recipe.distill is not None:
         _check_distill(model, recipe)
-    heads_of(model, recipe.losses)  # every loss names an output, fits it, and something is trained
+    heads_of(model, recipe.losses)
+    if recipe.data.eval_by == "person" and (recipe.data.pairs or recipe.data.triplets):
+        raise GraphspecError("data.eval_by 'person' evaluates single images of the people set aside; drop "
+                             "data.pairs / data.triplets or evaluate by image")  # every loss names an output, fits it, and something is trained
     inputs = list(model.graphspec.spec.inputs)
     for key, count in (("pairs", 2), ("triplets", 3)):
         if getattr(recipe.data, key) and len(inputs) != count:
@@ -190,6 +196,9 @@ def _check_distill(model, recipe: Recipe) -> None:
 def arrays(path, model, recipe: Recipe):
     """The training and held-out parts (``data.eval_fraction``) of an ``.npz`` file for ``model``."""
     from ..data.named import NamedArrays
+    if recipe.data.eval_by == "person":
+        raise GraphspecError("data.eval_by 'person' sets whole people aside in a face folder; an .npz file is split "
+                             "by example", location=Location(str(path)))
     spec = model.graphspec.spec
     analysis = model.graphspec.analysis
     data = NamedArrays.from_npz(path, {k: analysis.pattern(k) for k in spec.inputs},

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import GraphspecError
+from ..log import logger
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Context:
         """True on every rank when it is true on one (stop requests must be taken together)."""
         if not self.active:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)  # nccl reduces CUDA tensors only
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -74,22 +75,37 @@ class Context:
             dist.barrier()
 
 
+def processes_for(device: str | None) -> int:
+    """How many processes ``--device`` asks for on this machine: one per GPU for ``auto`` and ``cuda`` (each
+    process then takes the GPU of its ``LOCAL_RANK``), one for a named GPU or the CPU."""
+    from ..devices import resolve
+    return torch.cuda.device_count() if resolve(device) == "cuda" else 1
+
+
 def under_launcher() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_from_env() -> Context:
-    """Join the process group the launcher (ours or torchrun) described in the environment."""
+def init_from_env(device: str | None = "cpu") -> Context:
+    """This process's place: alone on ``device`` (``auto``: a GPU when there is one), or the process group the
+    launcher (ours or torchrun) described in the environment, one GPU per process (``LOCAL_RANK``) with nccl when
+    the device is CUDA, else the CPU with gloo."""
+    from ..devices import resolve
+    device = resolve(device)
     if not under_launcher():
-        return Context()
+        logger.debug(f"device: {device}")
+        return Context(device=device)
     world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
-    cuda = torch.cuda.is_available()
+    cuda = device.startswith("cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return Context(rank, world, "cuda" if cuda else "cpu")
+    logger.debug(f"rank {rank} of {world} on {device} ({'nccl' if cuda else 'gloo'})")
+    return Context(rank, world, device)
 
 
 def shutdown(ok: bool = True) -> None:

@@ -35,3 +35,49 @@ def classification_metrics(predicted: torch.Tensor, actual: torch.Tensor, n_clas
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"accuracy": float((predicted == actual).double().mean()) if len(actual) else 0.0,
             "precision": precision, "recall": recall, "f1": f1, "examples": int(len(actual))}
+
+
+def verification_metrics(features: torch.Tensor, labels, pairs: int = 3000, seed: int = 0) -> dict[str, float]:
+    """How well ``features`` tell held-out identities apart, as face verification measures it: up to ``pairs``
+    same-class pairs and as many different-class pairs drawn at random (seeded), the squared L2 distance of the
+    L2-normalised rows; ROC AUC (the probability that a different pair is farther than a same pair, ties half),
+    the equal error rate, and the accuracy at the best threshold on these pairs (optimistic, like a threshold
+    chosen on the test pairs)."""
+    import numpy as np
+    x = torch.nn.functional.normalize(features.detach().float().flatten(1).cpu(), dim=1)
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    i, j = np.triu_indices(len(labels), k=1)
+    same = labels[i] == labels[j]
+    if not same.any() or same.all():
+        return {}
+    pos = rng.permutation(np.flatnonzero(same))[:pairs]
+    neg = rng.choice(np.flatnonzero(~same), size=min(len(pos), int((~same).sum())), replace=False)
+    chosen = np.concatenate([pos, neg])
+    d = ((x[i[chosen]] - x[j[chosen]]) ** 2).sum(1).numpy()
+    y = np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
+    return {"verification_auc": _auc(d[y], d[~y]), **_threshold_scores(d, y), "pairs": int(len(d))}
+
+
+def _auc(same, different) -> float:
+    """P(different > same) + ½·P(equal) over all (same, different) pairs of pairs (Mann–Whitney U)."""
+    import numpy as np
+    ordered = np.sort(different)
+    above = len(ordered) - np.searchsorted(ordered, same, side="right")
+    ties = np.searchsorted(ordered, same, side="right") - np.searchsorted(ordered, same, side="left")
+    return float((above.sum() + 0.5 * ties.sum()) / (len(same) * len(different)))
+
+
+def _threshold_scores(d, same) -> dict[str, float]:
+    """Best accuracy over the thresholds "same when d <= t" at every observed distance, and the equal error rate."""
+    import numpy as np
+    order = np.argsort(d, kind="stable")
+    s, ordered = same[order], d[order]
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), len(d) - 1]  # tied distances are accepted together
+    accepted_same = np.cumsum(s)[ends]  # same pairs at or below each threshold
+    accepted_diff = np.cumsum(~s)[ends]
+    n_same, n_diff = s.sum(), (~s).sum()
+    correct = accepted_same + (n_diff - accepted_diff)
+    frr, far = 1 - accepted_same / n_same, accepted_diff / n_diff
+    k = int(np.argmin(np.abs(far - frr)))
+    return {"verification_accuracy": float(max(correct.max(), n_diff) / len(d)), "eer": float((far[k] + frr[k]) / 2)}

@@ -19,7 +19,11 @@ class DataRecipe(_Model):
     min_images: int = Field(1, ge=1)  # per person
     limit: Optional[int] = Field(None, ge=1)  # at most this many images
     dl4j: bool = False  # DL4J LFWDataSetIterator selection: one random image per person, fixed order
-    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out for per-epoch evaluation (by image)
+    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out for per-epoch evaluation
+    # "image": a fraction of each person's images, evaluated as the heads' own metrics (accuracy, loss, ...);
+    # "person": whole people set aside, evaluated as pair verification of the features each loss reads
+    # (verification_accuracy, verification_auc, eer): what a face model is for, on identities it never saw
+    eval_by: Literal["image", "person"] = "image"
     shuffle: Optional[bool] = None  # default: False in dl4j mode (DL4J's fixed order), True otherwise
     # Batches of batch_size/k classes with k examples each (FaceNet's P·K batches, for the triplet loss).
     per_class: Optional[int] = Field(None, ge=2)
@@ -128,9 +132,19 @@ class Recipe(_Model):
     channels_last: Optional[bool] = None
     # "bf16": the forward pass under bfloat16 autocast (weights, gradients, optimizer state, BN statistics and
     # centers stay float32). ~25% faster training on CPUs with AVX512-BF16; a slower emulation elsewhere.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # "fp16": float16 autocast with a gradient scaler, on CUDA only (pytorch semantics).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     sync_batchnorm: bool = False  # distributed runs: batch statistics over all ranks (else per rank)
     max_minutes: Optional[float] = Field(None, gt=0)  # stop (with a checkpoint) when training time runs out
+    # Experiment control (DL4J's EarlyStoppingConfiguration, Keras's ModelCheckpoint and EarlyStopping), after each
+    # epoch's evaluation: keep_best names a metric (accuracy, loss, mse, ..., or score: the epoch's mean training
+    # score) and writes best.safetensors whenever it improves; early_stop ends the run after that many evaluations
+    # without improvement of early_stop_metric (default: keep_best's metric, else score), by more than min_delta.
+    keep_best: Optional[str] = Field(None, min_length=1)
+    early_stop: Optional[int] = Field(None, ge=1)
+    early_stop_metric: Optional[str] = Field(None, min_length=1)
+    min_delta: float = Field(0.0, ge=0)
+    log: list[Literal["csv", "tensorboard"]] = []  # loggers beside metrics.jsonl in the run directory
     print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency
     keep_checkpoints: int = Field(3, ge=1)
 

@@ -67,9 +67,44 @@ def adapt_head(model, n_classes: int, console, resize: list[str] | None = None) 
     return builder.build()
 
 
+def check_listeners(recipe: Recipe, run: Path | None, held_out: bool) -> None:
+    """Refuse, before any data is read, what the recipe's ``log``, ``keep_best`` and ``early_stop`` cannot do."""
+    from .listeners import LOGGERS
+    if recipe.log and run is None:
+        raise GraphspecError(f"--log {','.join(recipe.log)} writes into the run directory: give --out RUN_DIR")
+    if "tensorboard" in recipe.log:
+        LOGGERS["tensorboard"].check()
+    if recipe.keep_best and run is None:
+        raise GraphspecError("keep_best writes best.safetensors into the run directory: give --out RUN_DIR")
+    if recipe.keep_best or recipe.early_stop:
+        for name in {recipe.keep_best, _early_stop_metric(recipe)} - {None, "score"}:
+            if not held_out:
+                raise GraphspecError(f"'{name}' is measured on held-out data: set data.eval_fraction "
+                                     "(--eval-fraction), or monitor 'score' (the epoch's mean training score)")
+
+
+def _early_stop_metric(recipe: Recipe) -> str:
+    return recipe.early_stop_metric or recipe.keep_best or "score"
+
+
+def recipe_listeners(recipe: Recipe, run: Path | None, eval_set) -> list:
+    """The loggers (``log``) and the best-model saver / early stopping (``keep_best``, ``early_stop``) the recipe
+    asks for."""
+    from .listeners import LOGGERS, Monitor
+    check_listeners(recipe, run, eval_set is not None)
+    made = [LOGGERS[name](run) for name in recipe.log]
+    metric, delta = _early_stop_metric(recipe), recipe.min_delta
+    if recipe.keep_best and recipe.early_stop and metric != recipe.keep_best:
+        made += [Monitor(recipe.keep_best, keep_best=True, min_delta=delta),
+                 Monitor(metric, patience=recipe.early_stop, min_delta=delta)]
+    elif recipe.keep_best or recipe.early_stop:
+        made.append(Monitor(metric, keep_best=bool(recipe.keep_best), patience=recipe.early_stop, min_delta=delta))
+    return made
+
+
 def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | Path | None = None,
                 resume: bool = False, preprocessing=None, infer_preprocessing=None, console=None, listeners=(),
-                ctx=None) -> Trainer:
+                ctx=None, device: str | None = None) -> Trainer:
     """Train ``model`` on ``train_set`` (and evaluate on ``eval_set``) under ``recipe``; with ``out``, record the run
     and write checkpoints and the final model there (``resume``: continue from its last checkpoint). Returns the
     finished Trainer. ``preprocessing`` turns ``train_set``'s images into tensors; ``infer_preprocessing`` is
@@ -82,7 +117,10 @@ def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | P
         model = adapt_head(model, len(getattr(train_set, "classes", ())), console, recipe.resize_heads)
     infer_preprocessing = infer_preprocessing or preprocessing
     model.graphspec.preprocessing = infer_preprocessing
-    ctx = ctx or Context()
+    if ctx is None:
+        from ..devices import resolve
+        ctx = Context(device=resolve(device or "cpu"))
+    listeners = [*listeners, *recipe_listeners(recipe, run, eval_set)]
     trainer = Trainer(model, recipe, train_set, eval_set, run_dir=run, preprocessing=preprocessing, console=console,
                       listeners=listeners, ctx=ctx)
     if run is not None:

@@ -128,11 +128,13 @@ def center_delta(centers: torch.Tensor, x: torch.Tensor, y: torch.Tensor, ctx=No
 
 
 def autocast(precision: str, device: str = "cpu"):
-    """The forward pass's precision context: nothing for fp32, bfloat16 autocast for bf16 (backward and the
-    updates then run outside it, on float32 parameters, as torch.amp recommends)."""
+    """The forward pass's precision context: nothing for fp32, bfloat16 autocast for bf16, float16 for fp16 (CUDA;
+    training scales its loss: :class:`TorchStep`). Backward and the updates run outside it, on float32 parameters,
+    as torch.amp recommends."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 class LossModule(torch.nn.Module):
@@ -268,7 +270,7 @@ class DL4JStep:
         return center_delta(module.centers, x, y, self.ctx) * module.alpha
 
     def _regularisation(self) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.ctx.device)
         for layer in self.layers:
             t = layer.vertex.training
             for k in layer.vertex.entry.weight_params:
@@ -312,7 +314,9 @@ class DL4JStep:
         for layer in self.layers:
             for k, u in layer.updaters.items():
                 prefix = f"{layer.name}.{k}."
-                u.state = {key[len(prefix):]: v.clone() for key, v in state.items() if key.startswith(prefix)}
+                device = layer.params[k].device  # a checkpoint from another device continues here
+                u.state = {key[len(prefix):]: v.to(device, copy=True) for key, v in state.items()
+                           if key.startswith(prefix)}
 
 
 def normalise(grads: dict[str, torch.Tensor], mode: str, threshold: float) -> dict[str, torch.Tensor]:
@@ -348,6 +352,8 @@ class TorchStep:
         self.precision = precision
         self.loss = _loss_module(model, self.heads, self.ctx)
         self.clip = clip_grad_norm
+        # float16 gradients underflow: scale the loss (torch.amp's GradScaler); bf16 and fp32 need no scaling
+        self.scaler = torch.amp.GradScaler(torch.device(self.ctx.device).type, enabled=precision == "fp16")
         self.iteration = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, n: int | None = None) -> float:
@@ -357,10 +363,12 @@ class TorchStep:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.precision, self.ctx.device):
             loss, inputs = self.loss(x, y)
-        (loss * (self.ctx.world / n)).backward()  # averaged over ranks by DDP: the global mean
+        self.scaler.scale(loss * (self.ctx.world / n)).backward()  # averaged over ranks by DDP: the global mean
         if self.clip:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed (the scale is then lowered)
+        self.scaler.update()
         with torch.no_grad():
             for name, e in inputs.items():
                 module = next(h for h in self.heads if h.name == name).module
@@ -369,10 +377,15 @@ class TorchStep:
         return float(self.ctx.reduce_sum(loss.detach().clone()) / n)
 
     def state_dict(self):
-        return self.optimizer.state_dict()
+        state = self.optimizer.state_dict()
+        return {**state, "grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else state
 
     def load_state_dict(self, state):
-        self.optimizer.load_state_dict(state)
+        state = dict(state)
+        scaler = state.pop("grad_scaler", None)
+        self.optimizer.load_state_dict(state)  # torch moves the saved state to each parameter's device
+        if scaler is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(scaler)
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:

@@ -21,9 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..devices import to
 from ..errors import GraphspecError
+from ..log import logger
 from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
-from .evaluation import head_metrics
+from .evaluation import head_metrics, verification_metrics
+from .listeners import Listener, MetricLogger
 from .recipe import Recipe
 from .steps import DL4JStep, TorchStep, param_groups
 
@@ -37,15 +40,6 @@ class Interrupted(GraphspecError):
 
     exit_code = 130
     label = "interrupted"
-
-
-@dataclass
-class Listener:
-    """Callbacks, like DL4J's TrainingListener; override what you need."""
-
-    def on_iteration(self, trainer: "Trainer", score: float) -> None: ...
-
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict) -> None: ...
 
 
 @dataclass
@@ -71,9 +65,13 @@ def java_double(x: float) -> str:
 class Trainer:
     def __init__(self, model: torch.nn.Module, recipe: Recipe, train, evaluation=None,
                  *, run_dir: str | Path | None = None, preprocessing: Any = None,
-                 listeners: Sequence[Listener] = (), console=None, progress: bool = True, ctx=None):
+                 listeners: Sequence[Listener] = (), console=None, progress: bool = True, ctx=None,
+                 device: str | None = None):
+        from ..devices import resolve
         from .distributed import Context
-        self.ctx = ctx or Context()
+        self.ctx = ctx or Context(device=resolve(device or "cpu"))
+        _check_precision(recipe, self.ctx.device)
+        model.to(self.ctx.device)  # parameters, batch-norm statistics and centers; optimizer state follows them
         self.model, self.recipe, self.train_data, self.eval_data = model, recipe, train, evaluation
         self.run_dir = Path(run_dir) if run_dir else None
         self.preprocessing = preprocessing or model.graphspec.preprocessing  # None: the data layer's default
@@ -82,6 +80,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.iteration = 0, 0, 0
         self.last_score = float("nan")
         self._stop = self.timed_out = False
+        self.stop_reason: str | None = None  # a listener's reason to end the run early (early stopping)
+        self._epoch_scores: list[float] = []
         self._minutes_before = 0.0  # training minutes of earlier sessions of this run (resume)
         nhwc = recipe.channels_last if recipe.channels_last is not None else len(self.input_shape) == 3
         self._memory_format = torch.channels_last if nhwc else torch.contiguous_format
@@ -166,11 +166,13 @@ class Trainer:
         check_targets(self.step.heads, y, {h.name: analysis.pattern(h.name) for h in self.step.heads})
 
     def _to_model(self, x):
-        """The layout the model runs in (NHWC for images when channels_last); several inputs stay a tuple."""
+        """On the model's device, in the layout it runs in (NHWC for images when channels_last); several inputs
+        stay a tuple."""
         if isinstance(x, tuple):
             return tuple(self._to_model(t) for t in x)
         if isinstance(x, dict):
             return {k: self._to_model(t) for k, t in x.items()}
+        x = x.to(self.ctx.device, non_blocking=True)
         return x.contiguous(memory_format=self._memory_format) if x.dim() == 4 else x
 
     # --- loop ----------------------------------------------------------------------------------------------
@@ -190,16 +192,38 @@ class Trainer:
                     path = self.save_checkpoint()
                     raise Interrupted(f"interrupted at epoch {self.epoch + 1}, iteration {self.iteration}; "
                                       f"checkpoint saved to {path}; continue with --resume")
-                metrics = self.evaluate()
-                self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
-                shown = [f"{k[:1].upper() + k[1:]}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
-                self._print(f"Epoch {self.epoch + 1} complete" + ("" if not shown else " | " + " | ".join(shown)))
-                for l in self.listeners:
-                    l.on_epoch_end(self, metrics)
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if self.run_dir:
-                    self.save_checkpoint()
+                self._end_epoch()
+                if self.stop_reason is not None:  # a listener ended the run (early stopping): a normal end
+                    self._print(self.stop_reason)
+                    break
+        self._close_loggers()
         return self.model
+
+    def _end_epoch(self) -> None:
+        """Evaluate, log and tell the listeners; then the next epoch starts from a checkpoint."""
+        metrics = self.evaluate()
+        if self._epoch_scores:
+            metrics = {"score": float(np.mean(self._epoch_scores)), **metrics}
+        self._epoch_scores = []
+        self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
+        shown = [f"{k[:1].upper() + k[1:]}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
+        self._print(f"Epoch {self.epoch + 1} complete" + ("" if not shown else " | " + " | ".join(shown)))
+        for listener in self.listeners:
+            listener.on_eval(self, metrics)
+        for listener in self.listeners:
+            listener.on_epoch(self, metrics)
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if self.run_dir:
+            self.save_checkpoint()
+
+    def stop(self, reason: str) -> None:
+        """End the run after this epoch as a normal end (what early stopping calls); ``reason`` is printed."""
+        self.stop_reason = reason
+
+    def _close_loggers(self) -> None:
+        for listener in self.listeners:
+            if isinstance(listener, MetricLogger):
+                listener.close()
 
     def _run_epoch(self, bar) -> None:
         order = self.batches.order(self.epoch)
@@ -212,7 +236,7 @@ class Trainer:
             n = len(self.batches.indices(self.epoch, b, order=order))  # the global batch
             x, y = self.batches.batch(self.epoch, b, self.ctx.part(n), order=order)
             lr = self._lr()  # the rate this step uses (the scheduler moves it afterwards)
-            score = self._fit_batch(self._to_model(x), y, n)
+            score = self._fit_batch(self._to_model(x), to(y, self.ctx.device), n)
             if not math.isfinite(score):
                 last = checkpoints(self.run_dir)[-1] if self.run_dir and checkpoints(self.run_dir) else None
                 where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -223,6 +247,7 @@ class Trainer:
             self.iteration += 1
             self.batch_in_epoch = b + 1
             self.last_score = score
+            self._epoch_scores.append(score)
             clock.images += n
             self._after_iteration(score, lr, clock, bar)
             self._stop = self.ctx.any(self._stop)  # every rank stops at the same iteration
@@ -272,12 +297,17 @@ class Trainer:
         try:
             for x, y in self._batches(data, batch_size, shuffle=False).evaluation():
                 out, reached = call(trunk, self.model.graphspec.spec, self._to_model(x))
+                y = to(y, self.ctx.device)
                 for h in heads:
                     mask = label_mask(y, h.name, reached[h.input]) if h.entry.per_position else None
                     seen[h.name].append((out[h.name], out[h.input], target_of(y, h.name), mask))
         finally:
             self.model.train(was)
-        metrics = {h.name: head_metrics(h, *(_cat(parts) for parts in zip(*seen[h.name]))) for h in heads}
+        if getattr(self.recipe.data, "eval_by", "image") == "person":  # unseen identities: compare, not classify
+            metrics = {h.name: verification_metrics(_cat([part[1] for part in seen[h.name]]), data.labels,
+                                                    seed=self.recipe.seed) for h in heads}
+        else:
+            metrics = {h.name: head_metrics(h, *(_cat(parts) for parts in zip(*seen[h.name]))) for h in heads}
         if len(heads) == 1:
             return metrics[heads[0].name]
         return {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items()}
@@ -290,7 +320,9 @@ class Trainer:
                  "step_iteration": self.step.iteration, "torch_rng": torch.get_rng_state(),
                  "minutes": self._minutes_before + (time.perf_counter() - self._started) / 60
                  if hasattr(self, "_started") else self._minutes_before,
-                 "recipe": self.recipe.model_dump(mode="json")}
+                 "recipe": self.recipe.model_dump(mode="json"),
+                 "epoch_scores": list(self._epoch_scores),
+                 "listeners": [listener.state_dict() for listener in self.listeners]}
         if self.recipe.semantics == "pytorch":
             state["scheduler"] = self.scheduler.state_dict()
         return state
@@ -304,6 +336,9 @@ class Trainer:
         self.iteration, self.step.iteration = int(state["iteration"]), int(state["step_iteration"])
         torch.set_rng_state(state["torch_rng"])
         self._minutes_before = float(state.get("minutes", 0.0))
+        self._epoch_scores = [float(v) for v in state.get("epoch_scores", [])]
+        for listener, saved in zip(self.listeners, state.get("listeners", [])):
+            listener.load_state_dict(saved)
         if self.recipe.semantics == "pytorch":
             self.scheduler.load_state_dict(state["scheduler"])
 
@@ -316,6 +351,9 @@ class Trainer:
         if self.ctx.is_main:
             path = save_checkpoint(self.run_dir, self.iteration, state, self.recipe.keep_checkpoints)
         self.ctx.barrier()
+        logger.debug(f"checkpoint: {path} (epoch {self.epoch + 1}, iteration {self.iteration})")
+        for listener in self.listeners:
+            listener.on_checkpoint(self, path)
         return path
 
     def resume(self) -> bool:
@@ -331,10 +369,16 @@ class Trainer:
     # --- output --------------------------------------------------------------------------------------------
 
     def _log(self, record: dict) -> None:
-        if self.run_dir and self.ctx.is_main:
+        """One record of the run: to ``metrics.jsonl`` and every :class:`MetricLogger` (rank 0 only)."""
+        if not self.ctx.is_main:
+            return
+        if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+        for listener in self.listeners:
+            if isinstance(listener, MetricLogger):
+                listener.write(record)
 
     def _print(self, line: str) -> None:
         if self.console is not None and self.ctx.is_main:
@@ -371,6 +415,14 @@ class Trainer:
             finally:
                 signal.signal(signal.SIGINT, previous)
         return handler()
+
+
+def _check_precision(recipe: Recipe, device: str) -> None:
+    if recipe.precision == "fp16" and not device.startswith("cuda"):
+        raise TrainingError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 on CPUs")
+    if recipe.precision == "fp16" and recipe.semantics == "dl4j":
+        raise TrainingError("precision fp16 scales the loss, which DL4J's updaters do not: use bf16 or the pytorch "
+                            "semantics")
 
 
 def _cat(parts):
