@@ -69,9 +69,9 @@ class _Positional(torch.nn.Module):
     ``masks``, the inputs are followed by the masks of the sequence inputs (:func:`mask_inputs`), in that order:
     the compiled forward's positional order."""
 
-    def __init__(self, model, masks: bool = False, length: int | None = None):
+    def __init__(self, model, masks: bool = False, length: int | None = None, device: str = "cpu"):
         super().__init__()
-        self.model = model
+        self.model, self.device = model, device
         self.outputs = list(model.graphspec.spec.outputs)
         self.masks = mask_inputs(model) if masks else []
         self.length = length  # the examples' T for sequence inputs without a fixed length
@@ -85,8 +85,9 @@ class _Positional(torch.nn.Module):
 
     def examples(self, batch: int, seed: int, length: int | None = None) -> tuple[torch.Tensor, ...]:
         length = length or self.length
+        from .devices import to
         xs = example_inputs(self.model, batch, seed, length)
-        return xs + example_masks(self.model, batch, seed, length) if self.masks else xs
+        return to(xs + example_masks(self.model, batch, seed, length) if self.masks else xs, self.device)
 
     def dynamic_shapes(self) -> tuple:
         """torch.export's dynamic dimensions, per positional input: the batch."""
@@ -143,7 +144,8 @@ def example_masks(model, batch: int = 2, seed: int = 0, length: int | None = Non
 
 
 def export(model, path: str | os.PathLike, *, format: str = "onnx", check: bool = True,
-           opset: int | None = None, masks: bool = False, length: int | None = None) -> ExportReport:
+           opset: int | None = None, masks: bool = False, length: int | None = None,
+           device: str = "cpu") -> ExportReport:
     """Write ``model`` (a module built or loaded by graphspec) to ``path`` as ONNX or TorchScript.
 
     With ``masks``, the exported model takes after its inputs a mask ``<input>_mask`` [N, T] (float32, 1 = a real
@@ -152,7 +154,8 @@ def export(model, path: str | os.PathLike, *, format: str = "onnx", check: bool 
     A sequence input without a fixed length of its own is exported at ``length`` steps (default EXAMPLE_LENGTH):
     the file takes exactly that many. With ``check``, the written file is run on a random batch (onnxruntime for
     ONNX, when installed; with masks, sequences of random lengths) and the largest absolute difference from
-    PyTorch is reported.
+    PyTorch is reported. ``device``: where the model is traced (the file is the same; a large model may trace
+    faster on a GPU).
     """
     path = str(path)
     if format not in FORMATS:
@@ -168,8 +171,8 @@ def export(model, path: str | os.PathLike, *, format: str = "onnx", check: bool 
         if not variable_inputs(model):
             raise GraphspecError("an export length applies to sequence inputs without a fixed length; this model "
                                  "has none", location=Location(path))
-    model.eval()
-    wrapped = _Positional(model, masks, length).eval()
+    model.eval().to(device)
+    wrapped = _Positional(model, masks, length, device).eval()
     if format == "torchscript":
         report = _torchscript(wrapped, path)
     else:
@@ -293,8 +296,8 @@ def _check(wrapped, path: str, format: str) -> float | None:
     options.log_severity_level = 3  # errors only: its optimiser's notes (constant folding) are not the user's
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    got = session.run(None, {n: x.numpy() for n, x in zip(names, xs)})
-    return max(float(abs(torch.from_numpy(a) - b).max()) for a, b in zip(got, want))
+    got = session.run(None, {n: x.cpu().numpy() for n, x in zip(names, xs)})
+    return max(float(abs(torch.from_numpy(a) - b.cpu()).max()) for a, b in zip(got, want))
 
 
 def _atomic(path: str, write) -> None:

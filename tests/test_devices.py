@@ -91,3 +91,13 @@ def test_the_command_line_refuses_a_missing_gpu_before_any_work(cli, tmp_path):
     assert not (tmp_path / "run").exists()
     rc, _, err = cli("forward", "specs/nn4small2.yaml", "--device", "cuda:0")
     assert rc == 2 and "--device cuda:0: " in err
+
+
+@cpu_only
+def test_export_refuses_a_missing_gpu_before_reading_the_model_and_traces_on_the_cpu(cli, tmp_path):
+    rc, _, err = cli("export", "no-such-model.safetensors", "--device", "cuda", "-o", str(tmp_path / "x.pt"))
+    assert rc == 2 and "--device cuda: " in err and "no-such-model" not in err
+    rc, out, err = cli("export", "specs/nn4small2.yaml", "--format", "torchscript", "--device", "cpu",
+                       "-o", str(tmp_path / "x.pt"))
+    assert rc == 0, err
+    assert "max abs difference" in out

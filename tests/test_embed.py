@@ -130,4 +130,4 @@ def test_unknown_precision():
     from graphspec.execution import Execution
     with pytest.raises(graphspec.GraphspecError) as ei:
         Execution(precision="fp8")
-    assert ei.value.problem.message == "unknown precision 'fp8' (expected fp32 or bf16)"
+    assert ei.value.problem.message == "unknown precision 'fp8' (expected fp32, bf16 or fp16)"

@@ -84,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-check", action="store_true",
                     help="skip running the file (onnxruntime / TorchScript) against PyTorch on a random batch")
     ex.add_argument("--seed", type=int, default=None)
+    ex.add_argument("--device", default="cpu", help="where to trace: cpu (default), auto, cuda, cuda:N or mps "
+                                                   "(the file is the same)")
     ex.set_defaults(func=cmd_export)
 
     im = sub.add_parser("import", help="turn an ONNX, Keras or dlib model into a graphspec spec and model file")

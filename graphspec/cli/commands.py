@@ -155,9 +155,11 @@ def cmd_snip(args) -> int:
 
 def cmd_export(args) -> int:
     """Write a model as ONNX or TorchScript for use outside graphspec."""
+    from ..devices import resolve
     from ..export import export
+    device = resolve(args.device)  # a device this machine lacks is refused before the model is read
     model = open(args.model, seed=args.seed)
-    report = export(model, args.out, format=args.format, check=not args.no_check, opset=args.opset,
+    report = export(model, args.out, format=args.format, check=not args.no_check, opset=args.opset, device=device,
                     masks=args.masks, length=args.length)
     for line in report.lines():
         print(line)
