@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from ..cli.common import console, execution, execution_flags, positive
+from ..log import logger
 from ..opening import open
 
 
@@ -69,14 +69,14 @@ def cmd_embed(args) -> int:
     if args.every_face:
         check_every_face(model, args.model, args.aligned)
     for note in embedding_warnings(model, args.output):
-        print(f"warning: {note}", file=sys.stderr)
+        logger.warning(note)
     with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task("embedding", total=len(files))
         rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),
                                     every_face=args.every_face)
     for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        logger.warning(f"skipped {path}: {reason}")
     written = write(rows, done, args.out)
     print(f"embedded {_counted(done, args.every_face)} ({rows.shape[1] if rows.size else 0} values each) -> "
           + ", ".join(map(str, written)))
@@ -99,7 +99,7 @@ def cmd_verify(args) -> int:
         check_plotting()
     model = open(args.model)
     for note in embedding_warnings(model):
-        print(f"warning: {note}", file=sys.stderr)
+        logger.warning(note)
     with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task("embedding pairs", total=None)
         report, d, same = verify(model, args.data, args.pairs, train_pairs=args.train_pairs,
@@ -127,7 +127,7 @@ def _embeddings(model, files, args, what: str, every_face: bool = False):
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),
                                     every_face=every_face)
     for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        logger.warning(f"skipped {path}: {reason}")
     return rows, done
 
 
@@ -139,7 +139,7 @@ def _open_face_model(args):
     if args.every_face:
         check_every_face(model, args.model, args.aligned)
     for note in embedding_warnings(model):
-        print(f"warning: {note}", file=sys.stderr)
+        logger.warning(note)
     return model
 
 
