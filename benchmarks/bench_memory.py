@@ -23,7 +23,7 @@ sys.path[:0] = [{root!r}, {bench!r}]
 import torch, torch.nn.functional as F
 import graphspec
 from nn4small2_handwritten import NN4Small2
-side, mode, batch, steps = {side!r}, {mode!r}, {batch}, {steps}
+side, mode, batch, steps, nhwc = {side!r}, {mode!r}, {batch}, {steps}, {nhwc!r}
 if side != "none":
     torch.manual_seed(0)
     x, y = torch.rand(batch, 3, 96, 96), torch.randint(0, 5749, (batch,))
@@ -33,6 +33,9 @@ if side != "none":
     else:
         m = NN4Small2()
         out = m
+    if nhwc:  # what `graphspec train` and `embed` do for image inputs by default
+        m.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     if mode == "train":
         opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
         for _ in range(steps):
@@ -50,9 +53,9 @@ print(json.dumps({{"maxrss_kib": hwm}}))
 """
 
 
-def peak(side: str, mode: str, batch: int, steps: int) -> float:
+def peak(side: str, mode: str, batch: int, steps: int, nhwc: bool = False) -> float:
     code = CHILD.format(root=str(ROOT), bench=str(ROOT / "benchmarks"), side=side, mode=mode, batch=batch,
-                        steps=steps, spec=str(ROOT / "specs" / "nn4small2.yaml"))
+                        steps=steps, nhwc=nhwc, spec=str(ROOT / "specs" / "nn4small2.yaml"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["maxrss_kib"] / 1024  # MiB
 
@@ -61,14 +64,18 @@ def main(argv=None) -> list[tuple]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--channels-last", action="store_true", help="NHWC models and inputs, as train/embed run")
     args = ap.parse_args(argv)
     base = peak("none", "-", args.batch, 0)
     rows = []
-    print(f"peak RSS, MiB (batch {args.batch}, {args.steps} steps; baseline process: imports only = {base:.0f} MiB)")
+    layout = "channels-last" if args.channels_last else "NCHW"
+    print(f"peak RSS, MiB (batch {args.batch}, {args.steps} steps, {layout}; baseline process: imports only = "
+          f"{base:.0f} MiB)")
     print("| run | graphspec | hand-written | graphspec − baseline | hand-written − baseline | ratio of increments |")
     print("|---|---:|---:|---:|---:|---:|")
     for mode in ("train", "inference"):
-        g, h = peak("g", mode, args.batch, args.steps), peak("h", mode, args.batch, args.steps)
+        g = peak("g", mode, args.batch, args.steps, args.channels_last)
+        h = peak("h", mode, args.batch, args.steps, args.channels_last)
         rows.append((mode, g, h))
         print(f"| {mode} | {g:.0f} | {h:.0f} | {g - base:.0f} | {h - base:.0f} | {(g - base) / (h - base):.3f} |")
     return rows
