@@ -53,3 +53,16 @@ def test_nn4small2_gives_the_same_embeddings_in_either_memory_format():
         net.to(memory_format=torch.channels_last)
         nhwc = net(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.6, 0.75, 1.0])
+def test_every_exponent_gives_torchs_numbers(beta):
+    # 0.75 and 0.5 take square roots instead of a general power; the others torch's pow
+    ours, torchs = _pair(5, alpha=0.05, beta=beta)
+    x = torch.randn(2, 24, 5, 5, generator=torch.Generator().manual_seed(3)) * 4
+    a = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    b = x.clone().requires_grad_()
+    ours(a).sum().backward()
+    torchs(b).sum().backward()
+    torch.testing.assert_close(ours(a.detach()), torchs(b.detach()), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
