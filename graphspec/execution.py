@@ -20,10 +20,11 @@ def preprocessing_of(model):
 
 @dataclass(frozen=True)
 class Execution:
-    """How ``embed`` runs the network (and reads its photos: ``aligned``). ``channels_last`` (NHWC) is float32 and equal to the default layout within
-    rounding; ``precision="bf16"`` (bfloat16 autocast) is faster on CPUs with AVX512-BF16 and changes the rows by
-    about 1e-2; ``compile`` runs the network through ``torch.compile`` (a one-time compilation of a minute or
-    more, worth it for large folders)."""
+    """How ``embed`` runs the network (and reads its photos: ``aligned``). ``channels_last`` (NHWC) is float32 and
+    equal to the default layout within rounding; ``precision="bf16"`` (bfloat16 autocast) is faster on CPUs with
+    AVX512-BF16 and changes the rows by about 1e-2 (``fp16``: CUDA only); ``compile`` runs the network through
+    ``torch.compile`` (a one-time compilation of a minute or more, worth it for large folders); ``device`` is
+    where it runs."""
 
     channels_last: bool = True
     precision: str = "fp32"

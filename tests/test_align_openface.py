@@ -35,9 +35,15 @@ def test_the_openface_chip_is_opencvs_warp_affine_onto_openfaces_template(align,
 
 
 def test_openfaces_template_puts_the_eyes_and_nose_where_openface_does(align):
-    # 96 · MINMAX_TEMPLATE[[36, 45, 33]] of openface/align_dlib.py, worked out by hand from its TEMPLATE
-    np.testing.assert_allclose(align.openface_template(), [[18.639, 16.250], [75.730, 15.184], [47.515, 49.386]],
-                               atol=0.001)
+    # rows of TEMPLATE in openface/align_dlib.py: the three landmarks, and the rows that bound the template (jaw
+    # corners 0 and 16, the chin 8, the right eyebrow's top 24); MINMAX_TEMPLATE scales them into the unit box
+    template = {36: (0.252418718401, 0.331052263829), 45: (0.782865376271, 0.321305281656),
+                33: (0.520712933176, 0.634268222208), 0: (0.0792396913815, 0.339223741112),
+                16: (0.971193274221, 0.322118743967), 8: (0.531777802068, 1.06080371126),
+                24: (0.737466449096, 0.182360984545)}
+    x0, x1, y0, y1 = template[0][0], template[16][0], template[24][1], template[8][1]
+    want = [(96 * (template[i][0] - x0) / (x1 - x0), 96 * (template[i][1] - y0) / (y1 - y0)) for i in (36, 45, 33)]
+    np.testing.assert_allclose(align.openface_template(), want, rtol=1e-12)
 
 
 def test_a_face_pasted_small_and_off_centre_gives_nearly_the_same_chip(align, lfw_images):

@@ -150,11 +150,13 @@ def open_spec():
 
 def test_auc_counts_every_different_pair_farther_than_every_same_pair_and_ties_half():
     import numpy as np
-    from graphspec.train.evaluation import _auc
+    from graphspec.train.evaluation import roc_auc
     rng = np.random.default_rng(0)
     same, different = rng.integers(0, 6, 40).astype(float), rng.integers(2, 9, 55).astype(float)
     brute = np.mean([(d > s) + 0.5 * (d == s) for s in same for d in different])
-    assert _auc(same, different) == pytest.approx(brute, abs=1e-12)
+    d = np.concatenate([same, different])
+    labels = np.r_[np.ones(len(same), bool), np.zeros(len(different), bool)]
+    assert roc_auc(d, labels) == pytest.approx(brute, abs=1e-12)
 
 
 def test_verification_of_separated_identities_is_perfect_and_of_identical_rows_is_chance():

@@ -61,22 +61,11 @@ def _loggers(text: str | None) -> list[str] | None:
 
 
 def cmd_embed(args) -> int:
-    from rich.progress import Progress
-    from .embed import check_every_face, check_output, embed, embedding_warnings, image_files, write
+    from .embed import check_output, image_files, write
     check_output(args.out)
     files = image_files(args.paths)
-    model = open(args.model)
-    if args.every_face:
-        check_every_face(model, args.model, args.aligned)
-    for note in embedding_warnings(model, args.output):
-        logger.warning(note)
-    with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
-        task = bar.add_task("embedding", total=len(files))
-        rows, done, skipped = embed(model, files, output=args.output, batch_size=args.batch_size, flip=args.flip,
-                                    progress=lambda n: bar.update(task, completed=n), execution=execution(args),
-                                    every_face=args.every_face)
-    for path, reason in skipped:
-        logger.warning(f"skipped {path}: {reason}")
+    model = _open_face_model(args, args.output)
+    rows, done = _embeddings(model, files, args, "embedding", args.every_face, args.output)
     written = write(rows, done, args.out)
     print(f"embedded {_counted(done, args.every_face)} ({rows.shape[1] if rows.size else 0} values each) -> "
           + ", ".join(map(str, written)))
@@ -116,14 +105,14 @@ def cmd_verify(args) -> int:
 
 
 
-def _embeddings(model, files, args, what: str, every_face: bool = False):
-    """Rows for ``files`` (the model's output, the recorded preprocessing; with ``every_face`` a row per face, named
-    ``photo#k``), with a progress bar; skipped files are reported."""
+def _embeddings(model, files, args, what: str, every_face: bool = False, output: str | None = None):
+    """Rows for ``files`` (vertex ``output``, default the model's output; the recorded preprocessing; with
+    ``every_face`` a row per face, named ``photo#k``), with a progress bar; skipped files are reported."""
     from rich.progress import Progress
     from .embed import embed
     with Progress(console=console(stderr=True), transient=True, disable=args.quiet) as bar:
         task = bar.add_task(what, total=len(files))
-        rows, done, skipped = embed(model, files, batch_size=args.batch_size, flip=args.flip,
+        rows, done, skipped = embed(model, files, output=output, batch_size=args.batch_size, flip=args.flip,
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),
                                     every_face=every_face)
     for path, reason in skipped:
@@ -131,14 +120,14 @@ def _embeddings(model, files, args, what: str, every_face: bool = False):
     return rows, done
 
 
-def _open_face_model(args):
+def _open_face_model(args, output: str | None = None):
     """The model, refused now (before any photo is read) when --every-face is asked of a model that does not
-    align; its warnings are printed."""
+    align; its warnings (about vertex ``output``) are printed."""
     from .embed import check_every_face, embedding_warnings
     model = open(args.model)
     if args.every_face:
         check_every_face(model, args.model, args.aligned)
-    for note in embedding_warnings(model):
+    for note in embedding_warnings(model, output):
         logger.warning(note)
     return model
 

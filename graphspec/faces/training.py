@@ -161,10 +161,10 @@ def _check_before_work(model, recipe: Recipe) -> None:
     from ..train.steps import heads_of
     if recipe.distill is not None:
         _check_distill(model, recipe)
-    heads_of(model, recipe.losses)
+    heads_of(model, recipe.losses)  # every loss names an output, fits it, and something is trained
     if recipe.data.eval_by == "person" and (recipe.data.pairs or recipe.data.triplets):
         raise GraphspecError("data.eval_by 'person' evaluates single images of the people set aside; drop "
-                             "data.pairs / data.triplets or evaluate by image")  # every loss names an output, fits it, and something is trained
+                             "data.pairs / data.triplets or evaluate by image")
     inputs = list(model.graphspec.spec.inputs)
     for key, count in (("pairs", 2), ("triplets", 3)):
         if getattr(recipe.data, key) and len(inputs) != count:

@@ -1,8 +1,12 @@
 """Classification evaluation as DL4J's ``Evaluation`` reports it: accuracy; macro precision averaged over the
 classes that were predicted at least once (tp+fp > 0) and macro recall over the classes that occur (tp+fn > 0) —
-classes where the value is undefined are left out, as DL4J does; F1 = 2PR/(P+R) of those macro values."""
+classes where the value is undefined are left out, as DL4J does; F1 = 2PR/(P+R) of those macro values.
+
+Also the decisions on pairs ("same" below a distance threshold: ROC, AUC, EER, best threshold), which face
+verification (:mod:`graphspec.faces.verify`) and the verification of identities set aside in training share."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -40,10 +44,8 @@ def classification_metrics(predicted: torch.Tensor, actual: torch.Tensor, n_clas
 def verification_metrics(features: torch.Tensor, labels, pairs: int = 3000, seed: int = 0) -> dict[str, float]:
     """How well ``features`` tell held-out identities apart, as face verification measures it: up to ``pairs``
     same-class pairs and as many different-class pairs drawn at random (seeded), the squared L2 distance of the
-    L2-normalised rows; ROC AUC (the probability that a different pair is farther than a same pair, ties half),
-    the equal error rate, and the accuracy at the best threshold on these pairs (optimistic, like a threshold
-    chosen on the test pairs)."""
-    import numpy as np
+    L2-normalised rows; ROC AUC, the equal error rate, and the accuracy at the best threshold on these pairs
+    (optimistic, like a threshold chosen on the test pairs)."""
     x = torch.nn.functional.normalize(features.detach().float().flatten(1).cpu(), dim=1)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -54,30 +56,66 @@ def verification_metrics(features: torch.Tensor, labels, pairs: int = 3000, seed
     pos = rng.permutation(np.flatnonzero(same))[:pairs]
     neg = rng.choice(np.flatnonzero(~same), size=min(len(pos), int((~same).sum())), replace=False)
     chosen = np.concatenate([pos, neg])
-    d = ((x[i[chosen]] - x[j[chosen]]) ** 2).sum(1).numpy()
+    d = ((x[i[chosen]] - x[j[chosen]]) ** 2).sum(1).double().numpy()
     y = np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
-    return {"verification_auc": _auc(d[y], d[~y]), **_threshold_scores(d, y), "pairs": int(len(d))}
+    return {"verification_auc": roc_auc(d, y), "verification_accuracy": accuracy_at(d, y, best_threshold(d, y)),
+            "eer": eer(d, y), "pairs": int(len(d))}
 
 
-def _auc(same, different) -> float:
-    """P(different > same) + ½·P(equal) over all (same, different) pairs of pairs (Mann–Whitney U)."""
-    import numpy as np
-    ordered = np.sort(different)
-    above = len(ordered) - np.searchsorted(ordered, same, side="right")
-    ties = np.searchsorted(ordered, same, side="right") - np.searchsorted(ordered, same, side="left")
-    return float((above.sum() + 0.5 * ties.sum()) / (len(same) * len(different)))
+# --- decisions on pairs: "same" when a distance is below a threshold (face verification, held-out identities) ---
 
 
-def _threshold_scores(d, same) -> dict[str, float]:
-    """Best accuracy over the thresholds "same when d <= t" at every observed distance, and the equal error rate."""
-    import numpy as np
+def accuracy_at(d: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    return float(((d < threshold) == same).mean()) if len(d) else 0.0
+
+
+def best_threshold(d: np.ndarray, same: np.ndarray) -> float:
+    """The threshold with the highest accuracy on these pairs: midpoints between consecutive sorted distances
+    (and beyond both ends) are all the distinct decisions; ties go to the smallest such threshold."""
+    u = np.unique(d)
+    candidates = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2, [u[-1] + 1.0]]) if len(u) else np.array([0.0])
     order = np.argsort(d, kind="stable")
-    s, ordered = same[order], d[order]
-    ends = np.r_[np.flatnonzero(np.diff(ordered)), len(d) - 1]  # tied distances are accepted together
-    accepted_same = np.cumsum(s)[ends]  # same pairs at or below each threshold
-    accepted_diff = np.cumsum(~s)[ends]
-    n_same, n_diff = s.sum(), (~s).sum()
-    correct = accepted_same + (n_diff - accepted_diff)
-    frr, far = 1 - accepted_same / n_same, accepted_diff / n_diff
-    k = int(np.argmin(np.abs(far - frr)))
-    return {"verification_accuracy": float(max(correct.max(), n_diff) / len(d)), "eer": float((far[k] + frr[k]) / 2)}
+    ds, ss = d[order], same[order].astype(np.int64)
+    # correct(t) = #same with d < t + #different with d >= t, for every candidate at once
+    below = np.searchsorted(ds, candidates, side="left")
+    same_below = np.concatenate([[0], np.cumsum(ss)])[below]
+    diff_total = len(ss) - ss.sum()
+    diff_below = below - same_below
+    correct = same_below + (diff_total - diff_below)
+    return float(candidates[int(np.argmax(correct))])
+
+
+def roc_curve(d: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false accept rate, true accept rate) as the threshold sweeps every distance, from (0, 0) to (1, 1)."""
+    order = np.argsort(d, kind="stable")
+    ds, ss = d[order], same[order].astype(bool)
+    tp, fp = np.cumsum(ss), np.cumsum(~ss)
+    last = np.r_[ds[1:] != ds[:-1], True]  # one point per distinct distance (ties, infinite ones too, together)
+    tpr = np.r_[0.0, tp[last] / max(ss.sum(), 1)]
+    fpr = np.r_[0.0, fp[last] / max((~ss).sum(), 1)]
+    return fpr, tpr
+
+
+def roc_auc(d: np.ndarray, same: np.ndarray) -> float:
+    fpr, tpr = roc_curve(d, same)
+    return float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+
+
+def eer(d: np.ndarray, same: np.ndarray) -> float:
+    """Equal error rate: where the false accept rate equals the false reject rate (linear interpolation)."""
+    fpr, tpr = roc_curve(d, same)
+    fnr = 1 - tpr
+    diff = fpr - fnr
+    i = int(np.argmax(diff >= 0))  # first point where FAR >= FRR
+    if i == 0:
+        return float(fpr[0])
+    x0, x1 = diff[i - 1], diff[i]
+    t = x0 / (x0 - x1) if x1 != x0 else 0.0
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def tar_at_far(d: np.ndarray, same: np.ndarray, far: float) -> float:
+    """Highest true accept rate whose false accept rate does not exceed ``far``."""
+    fpr, tpr = roc_curve(d, same)
+    ok = fpr <= far + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0

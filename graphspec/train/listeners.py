@@ -55,6 +55,7 @@ class CSVLogger(MetricLogger):
 
     def __init__(self, run_dir: "str | Path"):
         self.folder = Path(run_dir)
+        self._columns: dict[Path, list[str]] = {}  # each file's header, read once (a resumed run appends)
 
     def write(self, record: dict) -> None:
         kind = record.get("type")
@@ -63,11 +64,12 @@ class CSVLogger(MetricLogger):
             return
         path = self.folder / name
         row = {k: v for k, v in record.items() if k != "type" and not isinstance(v, (dict, list))}
-        columns = _header(path) or list(row)
+        if path not in self._columns:
+            self._columns[path] = _header(path) or list(row)
         new = not path.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self._columns[path], extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)

@@ -22,8 +22,8 @@ from PIL import Image
 from ...data.aligners import NoSubject, every_subject, get
 from ...data.errors import DataError, located
 from ...data.preprocessing import to_rgb
-from .folder import FolderScan, scan_folder
-from .protocol import read_people
+from .dataset import select_people
+from .folder import scan_folder
 
 
 @dataclass
@@ -75,32 +75,21 @@ def align_folder(root: "str | os.PathLike", out: "str | os.PathLike", aligner: "
     align = get(aligner) if isinstance(aligner, str) else aligner
     check_output_folder(root, out)
     scan = scan_folder(root)
-    chosen = _selected(scan, people, min_images)
+    files, persons = select_people(scan, people, min_images, warn=False)
     report = AlignReport(str(scan.root), str(out), name, every_face,
                          skipped=[{"path": s.path, "reason": s.reason} for s in scan.skipped])
-    total, done, written_people = sum(map(len, chosen.values())), 0, set()
-    for person, files in chosen.items():
-        for file in files:
-            chips = _subjects(scan.path(person, file), align, name, report, f"{person}/{file}")
-            if chips:
-                chips = chips if every_face else chips[:1]
-                _write(Path(out) / person, Path(file).stem, chips)
-                report.photos, report.faces = report.photos + 1, report.faces + len(chips)
-                written_people.add(person)
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    written_people = set()
+    for done, (path, person) in enumerate(zip(files, persons), 1):
+        chips = _subjects(path, align, name, report, f"{person}/{path.name}")
+        if chips:
+            chips = chips if every_face else chips[:1]
+            _write(Path(out) / person, path.stem, chips)
+            report.photos, report.faces = report.photos + 1, report.faces + len(chips)
+            written_people.add(person)
+        if progress is not None:
+            progress(done, len(files))
     report.people = len(written_people)
     return report
-
-
-def _selected(scan: FolderScan, people, min_images: int) -> dict[str, list[str]]:
-    """Person -> file names, as the dataset report selects them (people file, then the minimum per person)."""
-    chosen = {n: files for n, files in scan.images.items() if len(files) >= min_images}
-    if people is not None:
-        listed = {p.name for p in read_people(people)}
-        chosen = {n: files for n, files in chosen.items() if n in listed}
-    return dict(sorted(chosen.items()))
 
 
 def _subjects(path: Path, align: Callable, name: str, report: AlignReport, shown: str) -> list | None:

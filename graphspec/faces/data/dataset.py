@@ -152,7 +152,7 @@ def lfw_dataset(root: "str | os.PathLike | None" = None, *, people: "str | os.Pa
     ``cache`` builds the uint8 cache now (decoding everything once); ``cache=False`` decodes on access.
     """
     scan = scan_folder(_root(root))
-    files, persons = _select_people(scan, people, min_images, warn)
+    files, persons = select_people(scan, people, min_images, warn)
     if not files:
         raise located(f"no images selected: {len(scan.people)} people with images in the folder, none left after "
                       f"the people file and min_images={min_images}", scan.root)
@@ -179,7 +179,9 @@ def _root(root) -> Path:
     return found
 
 
-def _select_people(scan: FolderScan, people, min_images: int, warn: bool) -> tuple[list[Path], list[str]]:
+def select_people(scan: FolderScan, people, min_images: int, warn: bool) -> tuple[list[Path], list[str]]:
+    """(files, their people) of the people listed in ``people`` (a people file or names; None: all) with at least
+    ``min_images`` images, in the scan's order."""
     names = scan.people
     if people is not None:
         wanted = _people_names(people)

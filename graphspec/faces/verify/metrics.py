@@ -1,12 +1,19 @@
 """Verification metrics from pair distances: "same person" is predicted when the distance is below a threshold.
 
-All functions take numpy arrays: ``d`` distances and ``same`` booleans, one per pair.
+All functions take numpy arrays: ``d`` distances and ``same`` booleans, one per pair. The decision metrics
+themselves (best threshold, ROC, AUC, EER, TAR at FAR) are the framework's (:mod:`graphspec.train.evaluation`),
+which also scores identities set aside during training; this module adds distances and LFW's protocols.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from ...train.evaluation import accuracy_at, best_threshold, eer, roc_auc, roc_curve, tar_at_far
+
+__all__ = ["distances", "accuracy_at", "best_threshold", "roc_curve", "roc_auc", "eer", "tar_at_far",
+           "VerificationReport", "evaluate_folds", "evaluate_with_threshold"]
 
 
 def distances(a: np.ndarray, b: np.ndarray, metric: str = "sqeuclidean") -> np.ndarray:
@@ -19,62 +26,6 @@ def distances(a: np.ndarray, b: np.ndarray, metric: str = "sqeuclidean") -> np.n
         nb = np.linalg.norm(b, axis=1).clip(1e-12)
         return 1.0 - (a * b).sum(1) / (na * nb)
     raise ValueError(f"metric must be 'sqeuclidean' or 'cosine'; received '{metric}'")
-
-
-def accuracy_at(d: np.ndarray, same: np.ndarray, threshold: float) -> float:
-    return float(((d < threshold) == same).mean()) if len(d) else 0.0
-
-
-def best_threshold(d: np.ndarray, same: np.ndarray) -> float:
-    """The threshold with the highest accuracy on these pairs: midpoints between consecutive sorted distances
-    (and beyond both ends) are all the distinct decisions; ties go to the smallest such threshold."""
-    u = np.unique(d)
-    candidates = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2, [u[-1] + 1.0]]) if len(u) else np.array([0.0])
-    order = np.argsort(d, kind="stable")
-    ds, ss = d[order], same[order].astype(np.int64)
-    # correct(t) = #same with d < t + #different with d >= t, for every candidate at once
-    below = np.searchsorted(ds, candidates, side="left")
-    same_below = np.concatenate([[0], np.cumsum(ss)])[below]
-    diff_total = len(ss) - ss.sum()
-    diff_below = below - same_below
-    correct = same_below + (diff_total - diff_below)
-    return float(candidates[int(np.argmax(correct))])
-
-
-def roc_curve(d: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false accept rate, true accept rate) as the threshold sweeps every distance, from (0, 0) to (1, 1)."""
-    order = np.argsort(d, kind="stable")
-    ds, ss = d[order], same[order].astype(bool)
-    tp, fp = np.cumsum(ss), np.cumsum(~ss)
-    last = np.r_[ds[1:] != ds[:-1], True]  # one point per distinct distance (ties, infinite ones too, together)
-    tpr = np.r_[0.0, tp[last] / max(ss.sum(), 1)]
-    fpr = np.r_[0.0, fp[last] / max((~ss).sum(), 1)]
-    return fpr, tpr
-
-
-def roc_auc(d: np.ndarray, same: np.ndarray) -> float:
-    fpr, tpr = roc_curve(d, same)
-    return float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
-
-
-def eer(d: np.ndarray, same: np.ndarray) -> float:
-    """Equal error rate: where the false accept rate equals the false reject rate (linear interpolation)."""
-    fpr, tpr = roc_curve(d, same)
-    fnr = 1 - tpr
-    diff = fpr - fnr
-    i = int(np.argmax(diff >= 0))  # first point where FAR >= FRR
-    if i == 0:
-        return float(fpr[0])
-    x0, x1 = diff[i - 1], diff[i]
-    t = x0 / (x0 - x1) if x1 != x0 else 0.0
-    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
-
-
-def tar_at_far(d: np.ndarray, same: np.ndarray, far: float) -> float:
-    """Highest true accept rate whose false accept rate does not exceed ``far``."""
-    fpr, tpr = roc_curve(d, same)
-    ok = fpr <= far + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
 
 
 @dataclass
