@@ -66,3 +66,18 @@ def test_every_exponent_gives_torchs_numbers(beta):
     torchs(b).sum().backward()
     torch.testing.assert_close(ours(a.detach()), torchs(b.detach()), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size, channels", [(2, 5), (4, 8), (6, 3), (2, 2)])
+def test_even_windows_take_the_mirrored_window_in_the_gradient(size, channels):
+    """torch's window is size//2 before and (size-1)//2 after: not symmetric for even sizes (an ONNX LRN may have
+    one), so the gradient needs the transposed window."""
+    from graphspec.layers.modules import LocalResponseNorm
+    ours = LocalResponseNorm(size, alpha=0.05 * size, beta=0.75, k=1.0)
+    torchs = torch.nn.LocalResponseNorm(size, alpha=0.05 * size, beta=0.75, k=1.0)
+    x = torch.randn(2, channels, 4, 4, generator=torch.Generator().manual_seed(size)) * 4
+    a, b = x.contiguous(memory_format=torch.channels_last).requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(2, channels, 4, 4, generator=torch.Generator().manual_seed(7))
+    ours(a).backward(g)
+    torchs(b).backward(g)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)

@@ -54,7 +54,15 @@ class Conv2d(nn.Module):
 
 
 class Subsampling(nn.Module):
-    """DL4J pooling: every position outside the input reads 0 (also for MAX); AVG divides by kH·kW."""
+    """DL4J pooling: every position outside the input reads 0 (also for MAX); AVG divides by kH·kW.
+
+    DL4J's padding is a zero border around the input. Copying the input into a padded tensor (``F.pad``) costs a
+    fill and a copy of the whole activation forward and again backward (~6% of an NN4.Small2 training step), so
+    the pooling functions pad implicitly where they can: torch's pooling pads top/left symmetrically and
+    ``ceil_mode`` adds the bottom/right remainder of Same mode; a sum with ``divisor_override`` treats padded
+    positions as zeros, and a max ignores them, so the few border outputs whose window reaches into the padding
+    take max(·, 0) afterwards — DL4J's zero. Where the geometry does not fit torch's (padding over half the kernel,
+    another output size), and when tracing or exporting (ONNX has no divisor override), the explicit pad is kept."""
 
     def __init__(self, pooling: str, kernel, stride, pads: Pads, pnorm: int = 2):
         super().__init__()
@@ -63,21 +71,62 @@ class Subsampling(nn.Module):
         self._padded = any(pads)
 
     def forward(self, x):
-        if self._padded:
-            x = F.pad(x, self.pads)
+        implicit = self._implicit(x.shape[-2:]) if self._padded else ((0, 0), False)
+        if implicit is None or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self._pool(F.pad(x, self.pads), (0, 0), False) if self._padded else self._pool(x, (0, 0), False)
+        y = self._pool(x, *implicit)
+        return self._zero_floor_at_borders(y, x.shape[-2:]) if self.pooling == "max" and self._padded else y
+
+    def _pool(self, x, padding, ceil_mode):
+        k, s = self.kernel, self.stride
         if self.pooling == "max":
-            return F.max_pool2d(x, self.kernel, self.stride)
+            return F.max_pool2d(x, k, s, padding, ceil_mode=ceil_mode)
         if self.pooling == "avg":
-            return F.avg_pool2d(x, self.kernel, self.stride)
+            return F.avg_pool2d(x, k, s, padding, ceil_mode, divisor_override=k[0] * k[1])
         if self.pooling == "sum":
-            return F.avg_pool2d(x, self.kernel, self.stride) * (self.kernel[0] * self.kernel[1])
-        if self.pnorm % 2:  # |x|^p needs the absolute value only for odd p
-            x = x.abs()
-        return F.lp_pool2d(x, float(self.pnorm), self.kernel, self.stride)
+            return F.avg_pool2d(x, k, s, padding, ceil_mode, divisor_override=1)
+        p = float(self.pnorm)  # p-norm: (Σ|x|^p)^(1/p); |x| needed only for odd p; relu keeps the gradient at 0 finite
+        powered = (x.abs() if self.pnorm % 2 else x).pow(p)
+        return F.relu(F.avg_pool2d(powered, k, s, padding, ceil_mode, divisor_override=1)).pow(1.0 / p)
+
+    def _implicit(self, size):
+        """(padding, ceil_mode) for which torch's pooling has DL4J's windows over an input of ``size``, or None:
+        the same first window (padding = top/left) and the same number of outputs in both dimensions."""
+        left, right, top, bottom = self.pads
+        dims = list(zip(size, self.kernel, self.stride, (top, left), (bottom, right)))
+        if any(2 * before > k for _, k, _, before, _ in dims):
+            return None  # torch pads at most half a kernel
+        for ceil_mode in (False, True):
+            if all(_torch_pool_size(n, k, s, before, ceil_mode) == (n + before + after - k) // s + 1
+                   for n, k, s, before, after in dims):
+                return (top, left), ceil_mode
+        return None
+
+    def _zero_floor_at_borders(self, y, size):
+        """DL4J's max reads 0 at padded positions: outputs whose window reaches into the padding are at least 0."""
+        for dim, n, k, s, before in ((2, size[0], self.kernel[0], self.stride[0], self.pads[2]),
+                                     (3, size[1], self.kernel[1], self.stride[1], self.pads[0])):
+            first_inside = -(-before // s)  # outputs before it start in the top/left padding
+            last_inside = (n + before - k) // s  # outputs after it end in the bottom/right padding
+            if first_inside > 0:
+                y.narrow(dim, 0, first_inside).clamp_(min=0)
+            if last_inside + 1 < y.shape[dim]:
+                y.narrow(dim, last_inside + 1, y.shape[dim] - last_inside - 1).clamp_(min=0)
+        return y
 
     def extra_repr(self):
         extra = f", p={self.pnorm}" if self.pooling == "pnorm" else ""
         return f"{self.pooling}, kernel={self.kernel}, stride={self.stride}, pads(l,r,t,b)={self.pads}{extra}"
+
+
+def _torch_pool_size(n: int, k: int, s: int, pad: int, ceil_mode: bool) -> int:
+    """torch's pooling output size (aten's pooling_output_shape): in ceil mode the last window must start inside
+    the input or its left padding."""
+    span = n + 2 * pad - k
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + pad:
+        out -= 1
+    return out
 
 
 def lrn_module(k: float, n: float, alpha: float, beta: float) -> nn.LocalResponseNorm:
@@ -115,20 +164,28 @@ def _inverse_power(d: torch.Tensor, beta: float) -> torch.Tensor:
     return d.pow(-beta)
 
 
-def _window_sum(t: torch.Tensor, size: int) -> torch.Tensor:
+def _window_sum(t: torch.Tensor, size: int, transposed: bool = False) -> torch.Tensor:
     """Sums over windows of ``size`` neighbours along the last dimension, zero beyond the ends (torch's padding:
-    size // 2 before, (size - 1) // 2 after)."""
-    n = t.shape[-1]
-    padded = F.pad(t, (size // 2, (size - 1) // 2))
-    out = padded[..., 0:n].clone()
-    for i in range(1, size):
-        out += padded[..., i:i + n]
+    size // 2 before, (size - 1) // 2 after; ``transposed``: the mirror image, which the gradient needs when the
+    window is even). Each neighbour is added as an overlapping slice: nothing is padded or copied beyond the one
+    output tensor."""
+    n, out = t.shape[-1], t.clone()
+    before, after = size // 2, (size - 1) // 2
+    if transposed:
+        before, after = after, before
+    for shift in range(-before, after + 1):
+        if shift == 0 or abs(shift) >= n:
+            continue
+        if shift > 0:  # out[c] += t[c + shift]
+            out[..., :n - shift] += t[..., shift:]
+        else:
+            out[..., -shift:] += t[..., :n + shift]
     return out
 
 
 class _ChannelsLastLRN(torch.autograd.Function):
     """LRN on an NHWC tensor, in float32. With a = alpha/size, d = k + a·W(x²) and y = x·d^-β, the gradient is
-    g·d^-β − 2aβ·x·W(g·x·d^(−β−1)), W the window sum (symmetric, so its own transpose). Keeps x and d only."""
+    g·d^-β − 2aβ·x·Wᵀ(g·x·d^(−β−1)), W the window sum (Wᵀ = W for odd windows). Keeps x and d only."""
 
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k):
@@ -145,7 +202,7 @@ class _ChannelsLastLRN(torch.autograd.Function):
         xl = x.permute(0, 2, 3, 1).float()
         gl = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).float()
         scaled = _inverse_power(d, ctx.beta)
-        inner = _window_sum(gl * xl * scaled / d, ctx.size)
+        inner = _window_sum(gl * xl * scaled / d, ctx.size, transposed=True)
         dx = gl * scaled - (2 * ctx.alpha / ctx.size * ctx.beta) * xl * inner
         return dx.to(x.dtype).permute(0, 3, 1, 2), None, None, None, None
 
