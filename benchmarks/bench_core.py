@@ -5,6 +5,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_core.py            # full run (~1-2 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/bench_core.py --quick    # smoke run
     .venv/bin/python benchmarks/bench_core.py --threads 1 --clock cpu   # low-noise variant on a shared machine
+    .venv/bin/python benchmarks/bench_core.py --control    # + an A/A row: hand-written vs a copy of itself
     .venv/bin/python benchmarks/bench_core.py --attribute  # + probe: graphspec with in-place ReLU vertices
 
 Everything is measured in one process, interleaved (graphspec and hand-written alternate, and which one goes
@@ -113,6 +114,17 @@ def bench_forward(rounds: int, x) -> dict:
     return summarize(f"forward eval no_grad (batch {x.shape[0]})", *paired(forward_runner(g, x), forward_runner(h, x), rounds, warmup=2))
 
 
+def bench_forward_control(rounds: int, x) -> dict:
+    """A/A control: the hand-written module against a second copy of itself, measured exactly as the forward row.
+    Any ratio away from 1.000 here is the machine's noise, so it bounds how far the graphspec row can be read."""
+    _, h = make_models()
+    _, h2 = make_models()
+    h.eval()
+    h2.eval()
+    return summarize("A/A control: forward, hand-written vs a copy of itself",
+                     *paired(forward_runner(h2, x), forward_runner(h, x), rounds, warmup=2))
+
+
 def _inplace_relu(model):
     """Attribution probe (NOT graphspec behaviour): make this model's ReLU activation vertices work in place.
 
@@ -180,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: time.perf_counter (default); cpu: process CPU time, meaningful with --threads 1 on "
                          "a machine shared with other jobs")
+    ap.add_argument("--control", action="store_true",
+                    help="add an A/A row: the hand-written forward against a copy of itself (the machine's noise)")
     ap.add_argument("--attribute", action="store_true",
                     help="add probe rows: forward and train step with graphspec's ReLU vertices patched to run in place")
     args = ap.parse_args(argv)
@@ -196,6 +210,8 @@ def main(argv=None):
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     results = [bench_build(n_build), bench_forward(n_fwd, x), bench_train(n_train, x, y)]
+    if args.control:
+        results.append(bench_forward_control(n_fwd, x))
     if args.attribute:
         results += [bench_forward_probe(n_fwd, x), bench_train(n_train, x, y, probe=True)]
     wall = time.perf_counter() - t0

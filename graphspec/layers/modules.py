@@ -164,22 +164,25 @@ def _inverse_power(d: torch.Tensor, beta: float) -> torch.Tensor:
     return d.pow(-beta)
 
 
-def _window_sum(t: torch.Tensor, size: int, transposed: bool = False) -> torch.Tensor:
-    """Sums over windows of ``size`` neighbours along the last dimension, zero beyond the ends (torch's padding:
-    size // 2 before, (size - 1) // 2 after; ``transposed``: the mirror image, which the gradient needs when the
-    window is even). Each neighbour is added as an overlapping slice: nothing is padded or copied beyond the one
-    output tensor."""
-    n, out = t.shape[-1], t.clone()
+def _neighbour_slices(n: int, size: int, transposed: bool = False):
+    """(destination, source) slices of the last dimension (length ``n``) that add each position's window
+    neighbours to it: torch's window is size // 2 before and (size - 1) // 2 after, zero beyond the ends;
+    ``transposed`` is its mirror image, which the gradient needs when the window is even."""
     before, after = size // 2, (size - 1) // 2
     if transposed:
         before, after = after, before
     for shift in range(-before, after + 1):
         if shift == 0 or abs(shift) >= n:
             continue
-        if shift > 0:  # out[c] += t[c + shift]
-            out[..., :n - shift] += t[..., shift:]
-        else:
-            out[..., -shift:] += t[..., :n + shift]
+        yield (slice(0, n - shift), slice(shift, n)) if shift > 0 else (slice(-shift, n), slice(0, n + shift))
+
+
+def _window_sum(t: torch.Tensor, size: int, transposed: bool = False) -> torch.Tensor:
+    """Window sums along the last dimension, each neighbour added as an overlapping slice: nothing is padded or
+    copied beyond the one output tensor."""
+    out = t.clone()
+    for dst, src in _neighbour_slices(t.shape[-1], size, transposed):
+        out[..., dst] += t[..., src]
     return out
 
 
@@ -190,7 +193,10 @@ class _ChannelsLastLRN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k):
         xl = x.permute(0, 2, 3, 1).float()  # [N, H, W, C]: contiguous for an NHWC tensor
-        d = _window_sum(xl * xl, size).mul_(alpha / size).add_(k)
+        a = alpha / size  # d = k + a·x² of the channel itself, then + a·x² of each neighbour, in place: one pass each
+        d = torch.addcmul(torch.tensor(k, dtype=xl.dtype), xl, xl, value=a)
+        for dst, src in _neighbour_slices(xl.shape[-1], size):
+            d[..., dst].addcmul_(xl[..., src], xl[..., src], value=a)
         ctx.save_for_backward(x, d)
         ctx.size, ctx.alpha, ctx.beta = size, alpha, beta
         return (xl * _inverse_power(d, beta)).to(x.dtype).permute(0, 3, 1, 2)
@@ -201,9 +207,9 @@ class _ChannelsLastLRN(torch.autograd.Function):
         x, d = ctx.saved_tensors
         xl = x.permute(0, 2, 3, 1).float()
         gl = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).float()
-        scaled = _inverse_power(d, ctx.beta)
-        inner = _window_sum(gl * xl * scaled / d, ctx.size, transposed=True)
-        dx = gl * scaled - (2 * ctx.alpha / ctx.size * ctx.beta) * xl * inner
+        direct = gl * _inverse_power(d, ctx.beta)  # g·d^-β
+        inner = _window_sum((direct * xl).div_(d), ctx.size, transposed=True)
+        dx = direct.addcmul_(xl, inner, value=-2 * ctx.alpha / ctx.size * ctx.beta)
         return dx.to(x.dtype).permute(0, 3, 1, 2), None, None, None, None
 
 
