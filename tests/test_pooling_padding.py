@@ -48,3 +48,10 @@ def test_all_negative_windows_at_the_border_read_dl4js_zero():
     m = Subsampling("max", (3, 3), (2, 2), (0, 1, 0, 1))
     y = m(-torch.ones(1, 1, 4, 4))
     assert y.tolist() == [[[[-1.0, 0.0], [0.0, 0.0]]]]
+
+
+@pytest.mark.parametrize("n, k, s, pads", [(1, 3, 1, (1, 1, 1, 1)), (2, 3, 2, (1, 1, 1, 1)), (1, 2, 1, (1, 0, 1, 0))])
+def test_outputs_whose_every_window_touches_the_padding(n, k, s, pads):
+    m = Subsampling("max", (k, k), (s, s), pads)
+    x = -torch.rand(1, 2, n, n) - 1
+    torch.testing.assert_close(m(x), _explicit(m, x), rtol=0, atol=0)

@@ -61,7 +61,7 @@ class Subsampling(nn.Module):
     the pooling functions pad implicitly where they can: torch's pooling pads top/left symmetrically and
     ``ceil_mode`` adds the bottom/right remainder of Same mode; a sum with ``divisor_override`` treats padded
     positions as zeros, and a max ignores them, so the few border outputs whose window reaches into the padding
-    take max(·, 0) afterwards — DL4J's zero. Where the geometry does not fit torch's (padding over half the kernel,
+    are clamped at 0 afterwards — DL4J's zero. Where the geometry does not fit torch's (padding over half the kernel,
     another output size), and when tracing or exporting (ONNX has no divisor override), the explicit pad is kept."""
 
     def __init__(self, pooling: str, kernel, stride, pads: Pads, pnorm: int = 2):
@@ -103,16 +103,18 @@ class Subsampling(nn.Module):
         return None
 
     def _zero_floor_at_borders(self, y, size):
-        """DL4J's max reads 0 at padded positions: outputs whose window reaches into the padding are at least 0."""
-        for dim, n, k, s, before in ((2, size[0], self.kernel[0], self.stride[0], self.pads[2]),
-                                     (3, size[1], self.kernel[1], self.stride[1], self.pads[0])):
-            first_inside = -(-before // s)  # outputs before it start in the top/left padding
-            last_inside = (n + before - k) // s  # outputs after it end in the bottom/right padding
-            if first_inside > 0:
-                y.narrow(dim, 0, first_inside).clamp_(min=0)
-            if last_inside + 1 < y.shape[dim]:
-                y.narrow(dim, last_inside + 1, y.shape[dim] - last_inside - 1).clamp_(min=0)
-        return y
+        """DL4J's max reads 0 at padded positions: outputs whose window reaches into the padding are at least 0.
+        One clamp against an [oh, ow] floor (0 at those outputs, -inf elsewhere): in-place clamps of border slices
+        would make autograd copy the whole gradient once per slice."""
+        floor = y.new_full(y.shape[-2:], float("-inf"))
+        for dim, n, k, s, before in ((0, size[0], self.kernel[0], self.stride[0], self.pads[2]),
+                                     (1, size[1], self.kernel[1], self.stride[1], self.pads[0])):
+            outputs = floor.shape[dim]
+            first_inside = min(-(-before // s), outputs)  # outputs before it start in the top/left padding
+            last_inside = min((n + before - k) // s, outputs - 1)  # outputs after it end in the bottom/right padding
+            floor.narrow(dim, 0, first_inside).zero_()
+            floor.narrow(dim, last_inside + 1, outputs - last_inside - 1).zero_()
+        return torch.clamp(y, min=floor)
 
     def extra_repr(self):
         extra = f", p={self.pnorm}" if self.pooling == "pnorm" else ""
