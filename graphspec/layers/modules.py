@@ -73,11 +73,13 @@ class Subsampling(nn.Module):
     def forward(self, x):
         implicit = self._implicit(x.shape[-2:]) if self._padded else ((0, 0), False)
         if implicit is None or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return self._pool(F.pad(x, self.pads), (0, 0), False) if self._padded else self._pool(x, (0, 0), False)
+            return self._explicit(F.pad(x, self.pads) if self._padded else x)
         y = self._pool(x, *implicit)
         return self._zero_floor_at_borders(y, x.shape[-2:]) if self.pooling == "max" and self._padded else y
 
     def _pool(self, x, padding, ceil_mode):
+        """Pooling with torch's implicit padding: sums and averages by ``divisor_override`` (padded positions
+        count as zeros, whatever part of a window ceil mode cuts off)."""
         k, s = self.kernel, self.stride
         if self.pooling == "max":
             return F.max_pool2d(x, k, s, padding, ceil_mode=ceil_mode)
@@ -88,6 +90,20 @@ class Subsampling(nn.Module):
         p = float(self.pnorm)  # p-norm: (Σ|x|^p)^(1/p); |x| needed only for odd p; relu keeps the gradient at 0 finite
         powered = (x.abs() if self.pnorm % 2 else x).pow(p)
         return F.relu(F.avg_pool2d(powered, k, s, padding, ceil_mode, divisor_override=1)).pow(1.0 / p)
+
+    def _explicit(self, x):
+        """Pooling of an input already padded with zeros, in operators every exporter translates (torch's ONNX
+        exporter drops ``divisor_override``: an AveragePool there divides by the window's size)."""
+        k, s = self.kernel, self.stride
+        if self.pooling == "max":
+            return F.max_pool2d(x, k, s)
+        if self.pooling == "avg":
+            return F.avg_pool2d(x, k, s)
+        if self.pooling == "sum":
+            return F.avg_pool2d(x, k, s) * (k[0] * k[1])
+        if self.pnorm % 2:  # |x|^p needs the absolute value only for odd p
+            x = x.abs()
+        return F.lp_pool2d(x, float(self.pnorm), k, s)
 
     def _implicit(self, size):
         """(padding, ceil_mode) for which torch's pooling has DL4J's windows over an input of ``size``, or None:
