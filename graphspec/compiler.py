@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
+from . import budget
 from .freeze import freeze_module
 from .graph import MASK, Analysis
 from .spec.loader import load_spec
@@ -33,7 +34,8 @@ class GraphInfo:
 
 
 def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None = None,
-          frozen: Iterable[str] = (), preprocessing: Any = None) -> fx.GraphModule:
+          frozen: Iterable[str] = (), preprocessing: Any = None,
+          memory_limit: "int | str | None" = budget.DEFAULT) -> fx.GraphModule:
     """Compile a spec into a module whose submodules carry the vertex names.
 
     >>> import graphspec, torch
@@ -46,8 +48,13 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
     The forward returns the output tensor, or a dict by output name when the spec has several outputs.
     ``frozen`` names vertices that always run in inference mode and receive no gradient (not closed over
     ancestors here; :meth:`GraphBuilder.set_feature_extractor` does DL4J's closure).
+
+    Before anything is allocated, the parameters' memory is checked against ``memory_limit`` (bytes, a size such
+    as ``"8G"``, or ``None`` for no check; by default the enclosing :func:`graphspec.budget.memory_limit`'s, else
+    half of physical memory): a larger model raises :class:`graphspec.budget.MemoryBudgetError`.
     """
     spec = load_spec(spec_or_path)
+    budget.check(spec, limit=memory_limit)
     analysis = spec.analysis
     root = nn.Module()
     generator = _generator(seed if seed is not None else spec.seed)
@@ -56,8 +63,9 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
         if v.shares:
             continue  # computed by the module of the vertex it shares
         inf = analysis.inference[name]
-        module = v.entry.build(v.cfg, inf)
-        v.entry.init(module, v.cfg, inf, generator)
+        with budget.allocating(spec, name):
+            module = v.entry.build(v.cfg, inf)
+            v.entry.init(module, v.cfg, inf, generator)
         root.add_module(name, module)
     _inplace_activations(spec, analysis, root)
     graph = _fx_graph(spec, analysis, root)

@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import GraphspecError, Location
+from .text import printable
+
+
+LINE = "\\n"  # how a node's label separates its lines (DOT's line break, written as it is in DOT)
 
 
 @dataclass
 class Node:
     id: str
-    label: str
+    label: str  # lines joined by LINE
     kind: str  # input | layer | vertex | block
     group: tuple[str, ...]
     frozen: bool = False
@@ -48,16 +52,16 @@ def layout(spec, frozen=frozenset(), depth: int | None = None) -> Drawing:
         return "block:" + "/".join(v.group[:depth + 1])
 
     for name in spec.inputs:
-        d.nodes[name] = Node(name, f"{name}\\ninput {_shape(a.shapes[name], a.varies.get(name, ()))}", "input", ())
+        d.nodes[name] = Node(name, f"{name}{LINE}input {_shape(a.shapes[name], a.varies.get(name, ()))}", "input", ())
     for name in a.order:
         v = spec.vertices[name]
         node_id = owner(name)
         if node_id == name:
             kind = f"{v.type} (shares {v.shares})" if v.shares else v.type
-            d.nodes[name] = Node(name, f"{name}\\n{kind}", v.entry.kind, v.group, name in frozen)
+            d.nodes[name] = Node(name, f"{name}{LINE}{kind}", v.entry.kind, v.group, name in frozen)
         elif node_id not in d.nodes:
             group = v.group[:depth + 1]
-            d.nodes[node_id] = Node(node_id, f"{group[-1]}\\n(block)", "block", group[:-1], name in frozen)
+            d.nodes[node_id] = Node(node_id, f"{group[-1]}{LINE}(block)", "block", group[:-1], name in frozen)
     seen = set()
     for name in a.order:
         target = owner(name)
@@ -86,8 +90,19 @@ def _children(tree: dict[tuple, list[Node]], group: tuple) -> list[tuple]:
     return sorted({g[:len(group) + 1] for g in tree if len(g) > len(group) and g[:len(group)] == group})
 
 
+def _dot_text(text: str) -> str:
+    """A name inside a DOT string: control characters escaped (the file is read in terminals and editors too),
+    backslashes and quotes escaped for DOT."""
+    return printable(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _dot_label(label: str) -> str:
+    """A node label: its parts (names) made safe, joined by DOT's line break."""
+    return LINE.join(map(_dot_text, label.split(LINE)))
+
+
 def _dot_id(name: str) -> str:
-    return '"' + name.replace('"', '\\"') + '"'
+    return '"' + _dot_text(name) + '"'
 
 
 def to_dot(d: Drawing, title: str) -> str:
@@ -98,7 +113,7 @@ def to_dot(d: Drawing, title: str) -> str:
     tree = _tree(d)
 
     def node_line(n: Node, indent: str) -> str:
-        attrs = [f'label="{n.label}"'] + ([style[n.kind]] if style[n.kind] else [])
+        attrs = [f'label="{_dot_label(n.label)}"'] + ([style[n.kind]] if style[n.kind] else [])
         if n.frozen:
             attrs.append('fillcolor="#dddddd", fontcolor="#555555", style="rounded,filled,dashed"')
         if n.id in d.outputs:
@@ -110,7 +125,7 @@ def to_dot(d: Drawing, title: str) -> str:
             lines.append(node_line(n, indent))
         for child in _children(tree, group):
             lines.append(f"{indent}subgraph {_dot_id('cluster_' + '/'.join(child))} {{")
-            lines.append(f'{indent}  label="{child[-1]}"; style="rounded,dashed"; color="#7a9cc6";')
+            lines.append(f'{indent}  label="{_dot_text(child[-1])}"; style="rounded,dashed"; color="#7a9cc6";')
             emit(child, indent + "  ")
             lines.append(f"{indent}}}")
 
@@ -124,21 +139,28 @@ def to_dot(d: Drawing, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mermaid_text(text: str) -> str:
+    """A name inside a Mermaid label or comment: control characters (a line break would start a new statement)
+    escaped, quotes as Mermaid's entity."""
+    return printable(text).replace('"', "#quot;")
+
+
 def _mermaid_id(name: str) -> str:
     return "n_" + "".join(c if c.isalnum() else f"_{ord(c):x}_" for c in name)
 
 
 def to_mermaid(d: Drawing, title: str) -> str:
-    lines = [f"%% {title}", "flowchart TD"]
+    lines = [f"%% {_mermaid_text(title)}", "flowchart TD"]
     tree = _tree(d)
     shapes = {"input": ('(["', '"])'), "block": ('[["', '"]]'), "vertex": ('{{"', '"}}'), "layer": ('["', '"]')}
 
     def emit(group: tuple, indent: str) -> None:
         for n in tree.get(group, []):
             left, right = shapes[n.kind]
-            lines.append(f"{indent}{_mermaid_id(n.id)}{left}{n.label.replace(chr(92) + 'n', '<br/>')}{right}")
+            label = "<br/>".join(map(_mermaid_text, n.label.split(LINE)))
+            lines.append(f"{indent}{_mermaid_id(n.id)}{left}{label}{right}")
         for child in _children(tree, group):
-            lines.append(f'{indent}subgraph {_mermaid_id("cluster/" + "/".join(child))}["{child[-1]}"]')
+            lines.append(f'{indent}subgraph {_mermaid_id("cluster/" + "/".join(child))}["{_mermaid_text(child[-1])}"]')
             emit(child, indent + "  ")
             lines.append(f"{indent}end")
 

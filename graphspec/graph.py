@@ -7,6 +7,7 @@ the analysis of the spec it validated as ``spec.analysis``; the compiler hands i
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -14,7 +15,7 @@ from typing import Iterable
 
 import networkx as nx
 
-from .errors import Problem, SpecError, did_you_mean
+from .errors import Problem, SpecError, did_you_mean, suggestion_budget
 from .registry import Inferred, ShapeError, Shape
 from .spec.model import Spec
 
@@ -87,6 +88,11 @@ def analyze(spec: Spec, *, warn: bool = True, broken: frozenset[str] = frozenset
     """The analysis of ``spec``, or one SpecError with every problem the valid parts allow: reference, arity and
     output problems, and the shape problems of every vertex whose inputs could be inferred. ``broken`` names
     vertices the loader already refused: references to them are not reported again."""
+    with suggestion_budget():  # however many references are mistyped, did-you-mean stays linear in the spec
+        return _analyze(spec, warn, broken)
+
+
+def _analyze(spec: Spec, warn: bool, broken: frozenset[str]) -> Analysis:
     problems: list[Problem] = []
     g, cyclic = _graph(spec, problems, broken)
     _check_outputs(spec, problems, broken)
@@ -164,9 +170,21 @@ def _order(spec: Spec, g: nx.DiGraph) -> list[str]:
     return [n for n in order if n in spec.vertices]
 
 
+# No dimension, output (per example) or parameter tensor may hold more than MAX_VALUES values: 2**48 float32
+# values are 1 PiB, more than any machine holds (so no network that could run is refused), and with every shape
+# below it the products the shape rules, the memory estimate and torch form (a batch, a kernel, bytes per value)
+# stay far from the 2**63 where torch's int64 sizes overflow. Checked after every vertex, so no rule ever sees a
+# larger input than this.
+MAX_VALUES = 2 ** 48
+
+
 def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem],
             length: int | None = None) -> Analysis:
-    shapes: dict[str, Shape] = {n: tuple(spec.input_shape(n, length)) for n in spec.inputs}
+    shapes: dict[str, Shape] = {}
+    for n in spec.inputs:
+        shape = tuple(spec.input_shape(n, length))
+        if not _over_limit(spec, f"its shape {_fmt_shape(shape)} (per example)", shape, n, ("inputs", n), problems):
+            shapes[n] = shape
     batch = {n: Fraction(1) for n in spec.inputs}
     inference, in_shapes = {}, {}
     for name in order:
@@ -182,9 +200,37 @@ def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem]
             where = v.path + ((e.key,) if e.key else ())
             problems.append(_problem(spec, f"{e}; input shapes: {_fmt_inputs(v.inputs, ins)}", name, where))
             continue
+        if _too_large(spec, v, inf, batch[name], problems):
+            continue
         inference[name], in_shapes[name], shapes[name] = inf, ins, tuple(inf.out_shape)
     _check_shared(spec, inference, in_shapes, problems)
     return Analysis(order, shapes, inference, in_shapes, g, batch=batch)
+
+
+def _too_large(spec: Spec, v, inf: Inferred, batch: Fraction, problems: list[Problem]) -> bool:
+    """Whether ``v``'s output (with its batch multiple: stack vertices multiply it) or one of its parameters is
+    over MAX_VALUES (reported; its consumers are skipped)."""
+    out = tuple(inf.out_shape)
+    rows = math.ceil(batch)
+    per = "per example" if rows == 1 else f"per example, at {rows:,}× the network's batch"
+    if _over_limit(spec, f"its output shape {_fmt_shape(out)} ({per})", out + (rows,), v.name, v.path, problems):
+        return True
+    return any(_over_limit(spec, f"its parameter '{p.name}' {_fmt_shape(p.shape)}", tuple(p.shape), v.name, v.path,
+                           problems) for p in v.entry.param_shapes(v.cfg, inf))
+
+
+def _over_limit(spec: Spec, what: str, shape: Shape, name: str, path: tuple, problems: list[Problem]) -> bool:
+    values = math.prod(shape)
+    if values <= MAX_VALUES and all(d <= MAX_VALUES for d in shape):
+        return False
+    problems.append(_problem(spec, f"{what} holds {values:,} values, more than the limit of 2**48 "
+                                   f"({MAX_VALUES:,}) for one tensor: no machine could hold it, and its sizes "
+                                   "would overflow torch's 64-bit integers", name, path))
+    return True
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 def _vary(spec: Spec, g: nx.DiGraph, analysis: Analysis, problems: list[Problem]) -> None:

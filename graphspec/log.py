@@ -11,6 +11,8 @@ import contextlib
 import logging
 import sys
 
+from .text import printable_lines
+
 logger = logging.getLogger("graphspec")
 logger.addHandler(logging.NullHandler())
 
@@ -18,10 +20,11 @@ QUIET, NORMAL, VERBOSE = logging.WARNING, logging.INFO, logging.DEBUG
 
 
 class _CommandLineFormat(logging.Formatter):
-    """``warning: ...`` for warnings, the message alone otherwise (as the command line always printed them)."""
+    """``warning: ...`` for warnings, the message alone otherwise (as the command line always printed them); names
+    and paths in a record come from files, so its control characters are escaped (:func:`graphspec.text.printable`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
+        text = printable_lines(record.getMessage())
         return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 

@@ -6,23 +6,50 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from .errors import GraphspecError, Location
+from .files import open_regular
 
 FORMAT = "graphspec-model"
 FORMAT_VERSION = 1
-MAX_HEADER = 100 * 1024 * 1024
+# Bytes of the safetensors JSON header. It holds the embedded spec (at most the 4 MiB of a spec file,
+# graphspec.spec.yaml_source.MAX_BYTES, which JSON escaping at most doubles for the characters YAML allows) and about
+# 100 bytes per tensor (nn4small2 has 250 tensors): 16 MiB leaves room for 80,000 tensors, and bounds what
+# json.loads builds from the densest header ("[],[],...": 5.6 million lists, ~0.4 GB) where 100 MiB allowed 2 GB.
+MAX_HEADER = 16 * 1024 * 1024
+# Nesting of the JSON in a model file (its header, frozen set and preprocessing record): the deepest legitimate one is
+# 3 (header, tensor entry, shape); 32 leaves room, and stays far below the recursion limits of Python's json decoder
+# (1,000 frames: a RecursionError) and of serde_json in safetensors (128).
+MAX_JSON_DEPTH = 32
+# Digits of a number in that JSON: tensor offsets and sizes are unsigned 64-bit integers (at most 20 digits), and
+# the preprocessing record's floats are written in their shortest form (at most 17). Python refuses to convert
+# integers over 4,300 digits (a ValueError) and converts long ones in quadratic time.
+MAX_JSON_DIGITS = 20
+# Values (numbers, strings, arrays, objects) in that JSON: a tensor entry has about 8, so a million is room for over
+# 100,000 tensors; it keeps json.loads to about a second and 100 MB where a 16 MiB header of "[],[],..." or "1,1,..."
+# (5 to 8 million values) took 10 s and 0.4 GB.
+MAX_JSON_VALUES = 1_000_000
+# Tensors named in a warning or an error before "and N more" (a model has hundreds).
+NAMED_IN_MESSAGES = 5
 
 
 class ModelFileError(GraphspecError):
     """A model file is unreadable, not a graphspec model, or does not fit its spec."""
+
+
+class ModelFileWarning(UserWarning):
+    """A model file loads, but its weights hold NaN or infinity: the model's outputs will be meaningless."""
 
 
 @dataclass
@@ -32,16 +59,19 @@ class WeightReport:
     missing: dict[str, list[str]] = field(default_factory=dict)  # vertex -> state keys absent from the file
     unexpected: dict[str, list[str]] = field(default_factory=dict)  # vertex -> keys the module does not have
     mismatched: dict[str, list[str]] = field(default_factory=dict)  # vertex -> "key: file [..] vs model [..]"
+    wrong_dtype: dict[str, list[str]] = field(default_factory=dict)  # vertex -> "key: file int8 vs model float32"
     loaded: int = 0
+    non_finite: dict[str, int] = field(default_factory=dict)  # loaded key -> how many of its values are NaN or inf
+    source: str = ""  # the file the weights came from (for errors about what the model computes)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+        return not (self.missing or self.unexpected or self.mismatched or self.wrong_dtype)
 
     def lines(self) -> list[str]:
         out = []
         for title, table in (("missing from the file", self.missing), ("not in the model", self.unexpected),
-                             ("wrong shape", self.mismatched)):
+                             ("wrong shape", self.mismatched), ("wrong dtype", self.wrong_dtype)):
             for vertex, items in sorted(table.items()):
                 out.append(f"vertex '{vertex}': {title}: {', '.join(items)}")
         return out
@@ -112,7 +142,7 @@ def read_header(path: str | os.PathLike) -> dict:
     label = str(path)
     try:
         size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with open_regular(path, "model file", error=ModelFileError) as f:  # never blocks on a FIFO or device
             head = f.read(8)
             if len(head) < 8:
                 raise ModelFileError(f"not a model file: {size} bytes is too short for a safetensors header",
@@ -132,14 +162,81 @@ def read_header(path: str | os.PathLike) -> dict:
                 _refuse_other_formats(head, label)
     except OSError as e:
         raise ModelFileError(f"cannot read model file: {e.strerror or e}", location=Location(label)) from e
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"not a valid model file: its header is not JSON ({e})", location=Location(label)) \
-            from e
+    header = parse_json(raw, "not a valid model file: its header", label)
     if not isinstance(header, dict):
         raise ModelFileError("not a valid model file: its header is not a JSON object", location=Location(label))
     return header
+
+
+class _BadJSON(ValueError):
+    """Why a model file's JSON text is refused: the end of a sentence whose subject is the text ("is not JSON ...")."""
+
+
+def parse_json(text: "str | bytes", subject: str, label: str) -> Any:
+    """JSON from a model file, refused with ``f"{subject} {reason}"`` (a :class:`ModelFileError` located at
+    ``label``) when it is not JSON, holds more than :data:`MAX_JSON_VALUES` values, nests deeper than
+    :data:`MAX_JSON_DEPTH`, holds a number of more than :data:`MAX_JSON_DIGITS` digits or a non-finite one (NaN,
+    Infinity, 1e999). The limits are checked by a linear
+    scan before the text is parsed, so no input reaches the decoder's recursion or Python's integer conversion."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    try:
+        _check_json_structure(raw)
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _BadJSON as e:
+        raise ModelFileError(f"{subject} {e}", location=Location(label)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{subject} is not JSON ({e})", location=Location(label)) from e
+
+
+# +1 for a byte that opens a JSON array or object, -1 for one that closes it: the running sum is the nesting depth
+_NESTING_STEP = np.zeros(256, dtype=np.int8)
+_NESTING_STEP[list(b"[{")] = 1
+_NESTING_STEP[list(b"]}")] = -1
+_OPENS, _CLOSES, _COMMA = _NESTING_STEP == 1, _NESTING_STEP == -1, np.arange(256) == ord(",")
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[list(b" \t\r\n")] = True
+_LONG_NUMBER = re.compile(rb"\d{%d,}" % (MAX_JSON_DIGITS + 1))
+
+
+def _check_json_structure(raw: bytes) -> None:
+    """Nesting depth, number of values and number length of JSON text, outside its strings, in linear time without
+    parsing (a few vectorised passes, whatever the text holds)."""
+    # Escapes first, left to right as JSON reads them (an escaped backslash cannot escape a quote); then every byte
+    # after an odd number of quotes is inside a string, where brackets and digits are text, not structure.
+    text = np.frombuffer(raw.replace(b"\\\\", b"__").replace(b'\\"', b"__"), dtype=np.uint8)
+    structure = text[~np.logical_xor.accumulate(text == ord('"'))] if text.size else text
+    long_number = _LONG_NUMBER.search(structure.tobytes())
+    if long_number:
+        digits = long_number.end() - long_number.start()
+        raise _BadJSON(f"holds a {digits:,}-digit number; at most {MAX_JSON_DIGITS} digits are allowed "
+                       "(MAX_JSON_DIGITS)")
+    values = _count_values(structure)
+    if values > MAX_JSON_VALUES:
+        raise _BadJSON(f"holds {values:,} values; at most {MAX_JSON_VALUES:,} are allowed (MAX_JSON_VALUES)")
+    depth = int(np.cumsum(_NESTING_STEP[structure], dtype=np.int32).max(initial=0))
+    if depth > MAX_JSON_DEPTH:
+        raise _BadJSON(f"nests {depth:,} levels deep; at most {MAX_JSON_DEPTH} are allowed (MAX_JSON_DEPTH)")
+
+
+def _count_values(structure: np.ndarray) -> int:
+    """The values of JSON text whose strings are removed: the top one, plus one per element of each array or object
+    (its commas, plus one if it is not empty)."""
+    tokens = structure[~_SPACE[structure]]
+    if not tokens.size:
+        return 0
+    non_empty = np.count_nonzero(_OPENS[tokens[:-1]] & ~_CLOSES[tokens[1:]])
+    return 1 + int(np.count_nonzero(_COMMA[tokens])) + int(non_empty)
+
+
+def _refuse_constant(name: str):
+    raise _BadJSON(f"holds a non-finite number ({name}); numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadJSON(f"holds a non-finite number ({text}); numbers must be finite")
+    return value
 
 
 # Protocol 0/1 pickles start with an opcode such as '(' MARK, 'c' GLOBAL, ']' EMPTY_LIST, '}' EMPTY_DICT.
@@ -204,21 +301,24 @@ def read_spec(path: str | os.PathLike, *, check_graph: bool = True,
     """(spec, frozen vertices, preprocessing) recorded in a model file, each checked (the spec against its hash).
     Without ``weights_needed`` (a summary, a drawing) the tensors are not read, but must lie inside the file."""
     from .spec.loader import load_spec
-    from .spec.yaml_source import parse_yaml
+    from .spec.yaml_source import MAX_BYTES, parse_yaml
     if not weights_needed:
         _check_tensor_extents(path, read_header(path))
     meta = read_metadata(path)
+    label = str(path)
     spec_yaml = meta.get("spec", "")
     if spec_hash(spec_yaml) != meta.get("spec_sha256"):
         raise ModelFileError("the spec stored in the model file does not match its hash (the file was edited or "
-                             "corrupted)", location=Location(str(path)))
+                             "corrupted)", location=Location(label))
+    spec_bytes = len(spec_yaml.encode("utf-8", "surrogatepass"))
+    if spec_bytes > MAX_BYTES:  # the limit of a spec file (the same loader follows)
+        raise ModelFileError(f"the spec stored in the model file is {spec_bytes:,} bytes; specs are limited to "
+                             f"{MAX_BYTES:,} bytes", location=Location(label))
+    # the spec goes through the spec loader, with all of its limits (expressions, expansion, depth, size)
     spec = load_spec(parse_yaml(spec_yaml, f"{path}[spec]"), check_graph=check_graph)  # errors point into it
-    try:
-        frozen = json.loads(meta.get("frozen", "[]"))
-    except json.JSONDecodeError:
-        frozen = None
+    frozen = parse_json(meta.get("frozen", "[]"), "the model file's frozen set is invalid: it", label)
     if not isinstance(frozen, list) or not all(isinstance(n, str) and n in spec.vertices for n in frozen):
-        raise ModelFileError("the model file's frozen set is invalid", location=Location(str(path)))
+        raise ModelFileError("the model file's frozen set is invalid", location=Location(label))
     return spec, frozen, _parse_prep(meta.get("preprocessing", ""), path)
 
 
@@ -247,31 +347,39 @@ def _check_tensor_extents(path, header: dict) -> None:
 
 
 def _parse_prep(text: str, path) -> Any:
+    """The preprocessing record, every number checked (finite: :func:`parse_json`; sizes within
+    ``graphspec.data.preprocessing.MAX_IMAGE_SIDE``, by the record's own fields) before any image is read with it."""
     if not text:
         return None
+    record = parse_json(text, "the model file's preprocessing record is invalid: it", str(path))
     try:
         from .data.preprocessing import Preprocessing
     except ImportError:  # data package not available: keep the raw dict
-        return json.loads(text)
+        return record
+    from pydantic import ValidationError
     try:
-        return Preprocessing.model_validate_json(text)
-    except Exception as e:  # a pydantic ValidationError: the file's record is invalid
-        raise ModelFileError(f"the model file's preprocessing record is invalid: {e}",
+        return Preprocessing.model_validate(record)
+    except ValidationError as e:  # the file's record is invalid: each field with its reason, on one line
+        reasons = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}" for err in e.errors())
+        raise ModelFileError(f"the model file's preprocessing record is invalid: {reasons}",
                              location=Location(str(path))) from e
 
 
 def load_weights(model: torch.nn.Module, weights: "Mapping[str, torch.Tensor] | str | os.PathLike", *,
                  strict: bool = True, label: str = "<weights>") -> WeightReport:
-    """Copy tensors into ``model`` by name; report by vertex what is missing, unexpected or of the wrong shape.
+    """Copy tensors into ``model`` by name; report by vertex what is missing, unexpected, of the wrong shape or of the
+    wrong dtype (:func:`dtype_fits`).
 
     With ``strict`` (the default) any problem raises :class:`ModelFileError` listing all of them and nothing is
-    loaded; otherwise the matching tensors are loaded and the report says what was skipped.
+    loaded; otherwise the matching tensors are loaded and the report says what was skipped. Loaded tensors that
+    hold NaN or infinity are counted in ``report.non_finite`` and named in a :class:`ModelFileWarning`.
     """
     if not isinstance(weights, Mapping):
         label = str(weights)
         weights = read_tensors(weights)
     state = model.state_dict()
-    report = WeightReport()
+    report = WeightReport(source=label)
+    fits = []
     for key, tensor in weights.items():
         vertex = key.split(".", 1)[0]
         if key not in state:
@@ -279,6 +387,11 @@ def load_weights(model: torch.nn.Module, weights: "Mapping[str, torch.Tensor] | 
         elif tuple(tensor.shape) != tuple(state[key].shape):
             report.mismatched.setdefault(vertex, []).append(
                 f"{key}: file {list(tensor.shape)} vs model {list(state[key].shape)}")
+        elif not dtype_fits(tensor.dtype, state[key].dtype):
+            report.wrong_dtype.setdefault(vertex, []).append(
+                f"{key}: file {_dtype_name(tensor.dtype)} vs model {_dtype_name(state[key].dtype)}")
+        else:
+            fits.append(key)
     for key in state:
         if key not in weights:
             report.missing.setdefault(key.split(".", 1)[0], []).append(key)
@@ -286,8 +399,46 @@ def load_weights(model: torch.nn.Module, weights: "Mapping[str, torch.Tensor] | 
         raise ModelFileError("the weights do not fit the model:\n  " + "\n  ".join(report.lines()),
                              location=Location(label))
     with torch.no_grad():
-        for key, tensor in weights.items():
-            if key in state and tuple(tensor.shape) == tuple(state[key].shape):
-                state[key].copy_(tensor)
-                report.loaded += 1
+        for key in fits:
+            state[key].copy_(weights[key])
+            report.loaded += 1
+    report.non_finite = _count_non_finite(state, fits)  # after the copy: a float64 1e300 is infinite in float32
+    if report.non_finite:
+        warnings.warn(ModelFileWarning(f"{label}: {_non_finite_summary(report.non_finite)}; the model's outputs "
+                                       "will be NaN or infinite"), stacklevel=2)
     return report
+
+
+def dtype_fits(file_dtype: torch.dtype, model_dtype: torch.dtype) -> bool:
+    """Whether a tensor of ``file_dtype`` may be loaded into one of ``model_dtype``: a floating-point parameter or
+    buffer takes any floating-point tensor (a float16 file loads into float32, rounded as ``copy_`` rounds); an
+    integer or boolean buffer (batch norm's ``num_batches_tracked``) only its own dtype. An int8 or bool tensor in
+    place of weights is a wrong file, not a quantised model: graphspec writes no quantised models."""
+    if model_dtype.is_floating_point:
+        return file_dtype.is_floating_point
+    return file_dtype == model_dtype
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _count_non_finite(state: Mapping[str, torch.Tensor], keys) -> dict[str, int]:
+    counts = {}
+    for key in keys:
+        t = state[key]
+        if t.is_floating_point():
+            bad = int(t.numel() - torch.isfinite(t).sum())
+            if bad:
+                counts[key] = bad
+    return counts
+
+
+def _non_finite_summary(counts: Mapping[str, int]) -> str:
+    """``2 tensors hold NaN or infinity: c.weight (108 values), d.bias (5 values)``, naming at most
+    :data:`NAMED_IN_MESSAGES`."""
+    named = [f"{key} ({n:,} values)" for key, n in list(counts.items())[:NAMED_IN_MESSAGES]]
+    more = len(counts) - len(named)
+    listing = ", ".join(named) + (f" and {more:,} more" if more else "")
+    noun = "tensor holds" if len(counts) == 1 else "tensors hold"
+    return f"{len(counts):,} {noun} NaN or infinity: {listing}"

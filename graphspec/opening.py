@@ -6,7 +6,6 @@ file, or the name of a catalogued model.
 """
 from __future__ import annotations
 
-import builtins
 import os
 from pathlib import Path
 
@@ -19,10 +18,12 @@ def is_model_file(path: str) -> bool:
     from .model_io import looks_like_checkpoint
     if str(path).endswith(MODEL_SUFFIXES):
         return True
+    from .errors import GraphspecError
+    from .files import open_regular
     try:
-        with builtins.open(path, "rb") as f:
+        with open_regular(path, "file") as f:  # a FIFO or device is no model file (and must not block here)
             head = f.read(9)
-    except (OSError, TypeError, ValueError):
+    except (GraphspecError, OSError, TypeError, ValueError):
         return False
     return (len(head) == 9 and head[8:9] == b"{") or looks_like_checkpoint(head)
 

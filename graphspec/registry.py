@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 
-from .errors import did_you_mean
+from .errors import MAX_SUGGESTED_LENGTH, did_you_mean, shown
 from .layers.base import (KINDS, ActivationName, ConvolutionMode, Inferred, NonNegative, NonNegativePair,  # noqa: F401
                           ParamShape, Params, Positive, PositivePair, Shape, ShapeError, Size, VertexType,
                           WeightInitName)
@@ -69,11 +69,11 @@ def lookup(type_name: str) -> VertexType:
     if key.lower() in _ALIASES:
         return REGISTRY[_ALIASES[key.lower()]]
     suggestion = did_you_mean(key, list(REGISTRY)) or did_you_mean(key, list(_DL4J_NAMES.values()))
-    if not suggestion:  # DL4J names match case-insensitively: suggest them as DL4J spells them
-        close = difflib.get_close_matches(key.lower(), list(_DL4J_NAMES), n=1, cutoff=0.6)
+    if not suggestion and len(key) <= MAX_SUGGESTED_LENGTH:  # DL4J names match case-insensitively: suggest them
+        close = difflib.get_close_matches(key.lower(), list(_DL4J_NAMES), n=1, cutoff=0.6)  # as DL4J spells them
         suggestion = f" (did you mean '{_DL4J_NAMES[close[0]]}'?)" if close else ""
     hint = "" if suggestion else " (a type from a plugin needs the plugin's package installed)"
-    raise KeyError(f"unknown vertex type '{key}'{suggestion}; known types: {', '.join(sorted(REGISTRY))}{hint}")
+    raise KeyError(f"unknown vertex type {shown(key)}{suggestion}; known types: {', '.join(sorted(REGISTRY))}{hint}")
 
 
 def canonical(type_name: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from .registry import ParamShape
 from .spec.loader import load_spec
 from .spec.model import EXAMPLE_LENGTH
+from .text import printable
 
 BYTES_PER_VALUE = 4  # float32
 
@@ -182,11 +183,10 @@ def time_dim(d: int) -> str:
 
 
 def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n} B"
         n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _trainable_cell(r: Row) -> str:
@@ -246,12 +246,15 @@ def total_lines(s: Summary) -> list[tuple[str, str]]:
     ]
 
 
+def _markdown_cell(text: str) -> str:
+    return printable(text).replace("|", "\\|")
+
+
 def render_markdown(s: Summary) -> str:
-    lines = [f"# {s.name}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    for k, shape in s.inputs.items():
-        lines.append("| " + " | ".join(_input_cells(k, shape, s.input_varies.get(k, ()))) + " |")
-    for r in s.rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    lines = [f"# {printable(s.name)}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    cells = [_input_cells(k, shape, s.input_varies.get(k, ())) for k, shape in s.inputs.items()]
+    for row in cells + [_cells(r) for r in s.rows]:
+        lines.append("| " + " | ".join(map(_markdown_cell, row)) + " |")
     lines += ["", "| total | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in total_lines(s)]
     lines += ["", "`*` nIn inferred from the input shapes."] + ([f"T: the sequence length (any); activation memory at "
                                                                f"T = {EXAMPLE_LENGTH}."] if s.variable else [])
@@ -262,24 +265,30 @@ def render_json(s: Summary) -> str:
     return json.dumps(s.to_dict(), indent=2)
 
 
+def _plain(cell: str):
+    """A table cell as rich plain text: not read as markup (a name like 'net [v2]' or '[red]' prints as written),
+    and no control character from a file reaches the terminal."""
+    from rich.text import Text
+    return Text(printable(cell))
+
+
 def render_table(s: Summary, console) -> None:
     from rich.table import Table
-    from rich.text import Text  # plain text: a name like 'net [v2]' is not read as rich markup
 
-    table = Table(title=Text(s.name), show_lines=False, header_style="bold")
+    table = Table(title=_plain(s.name), show_lines=False, header_style="bold")
     for h in HEADERS:
         table.add_column(h, overflow="fold", no_wrap=h != "inputs",
                          justify="right" if h in ("params", "MACs") else "left")
     for k, shape in s.inputs.items():
-        table.add_row(*map(Text, _input_cells(k, shape, s.input_varies.get(k, ()))))
+        table.add_row(*map(_plain, _input_cells(k, shape, s.input_varies.get(k, ()))))
     for r in s.rows:
-        table.add_row(*map(Text, _cells(r)), style="dim" if r.frozen else None)
+        table.add_row(*map(_plain, _cells(r)), style="dim" if r.frozen else None)
     console.print(table)
     totals = Table(show_header=False, box=None)
     totals.add_column(justify="left")
     totals.add_column(justify="right")
     for k, v in total_lines(s):
-        totals.add_row(Text(k), Text(v))
+        totals.add_row(_plain(k), _plain(v))
     console.print(totals)
     console.print("[dim]* nIn inferred from the input shapes[/dim]")
     if s.variable:

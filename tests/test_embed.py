@@ -131,3 +131,15 @@ def test_unknown_precision():
     with pytest.raises(graphspec.GraphspecError) as ei:
         Execution(precision="fp8")
     assert ei.value.problem.message == "unknown precision 'fp8' (expected fp32, bf16 or fp16)"
+
+
+def test_a_line_break_in_a_file_name_cannot_shift_the_paths_listing(model_file, photos, tmp_path, capsys):
+    """.paths.txt holds one name per line, row k of the .npy on line k: a file whose name holds a newline would
+    have split into two lines and shifted every later row's name, so it is skipped with its reason."""
+    person = photos / "Some_Person"
+    (person / "p_0.jpg").rename(person / "evil\nname.jpg")
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(model_file), str(photos), "-o", str(out)]) == 0
+    rows, paths = np.load(out), out.with_suffix(".paths.txt").read_text().splitlines()
+    assert rows.shape == (2, 128) and [Path(p).name for p in paths] == ["p_1.jpg", "p_2.jpg"]
+    assert "control character \\n in the file name" in capsys.readouterr().err

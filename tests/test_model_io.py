@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from graphspec import GraphBuilder, GraphspecError, build, load, load_spec, load_weights, save
-from graphspec.model_io import ModelFileError
+from graphspec.model_io import MAX_HEADER, ModelFileError
 
 NN4 = "specs/nn4small2.yaml"
 
@@ -278,7 +278,7 @@ def test_truncated_in_the_header(tmp_path, small_file):
     (n,) = struct.unpack("<Q", raw[:8])
     cut = write_raw(tmp_path / "t.safetensors", raw[:8 + n // 2])
     load_error(cut, message=f"not a valid model file: header length {n:,} exceeds the file ({8 + n // 2:,} bytes) or "
-                            "the 104,857,600-byte limit (truncated or corrupt)")
+                            f"the {MAX_HEADER:,}-byte limit (truncated or corrupt)")
 
 
 def test_truncated_in_the_tensor_data(tmp_path, small_file):
@@ -306,13 +306,14 @@ def test_absurd_header_length(tmp_path):
     n = 2 ** 62
     p = write_raw(tmp_path / "a.safetensors", struct.pack("<Q", n) + b"{}")
     load_error(p, message=f"not a valid model file: header length {n:,} exceeds the file (10 bytes) or the "
-                          "104,857,600-byte limit (truncated or corrupt)")
-    # within the file but above the 100 MiB limit is refused before being read
+                          f"{MAX_HEADER:,}-byte limit (truncated or corrupt)")
+    # within the file but above the 16 MiB limit is refused before being read
+    assert MAX_HEADER == 16 * 1024 * 1024
     p2 = tmp_path / "b.safetensors"
     with open(p2, "wb") as f:
-        f.write(struct.pack("<Q", 100 * 1024 * 1024 + 1))
-        f.truncate(8 + 100 * 1024 * 1024 + 2)  # sparse file
-    load_error(p2, startswith="not a valid model file: header length 104,857,601 exceeds")
+        f.write(struct.pack("<Q", MAX_HEADER + 1))
+        f.truncate(8 + MAX_HEADER + 2)  # sparse file
+    load_error(p2, startswith="not a valid model file: header length 16,777,217 exceeds")
 
 
 def test_header_not_json_or_not_an_object(tmp_path):
@@ -411,9 +412,15 @@ def test_other_format(tmp_path, small_file):
                startswith="not a graphspec model file: its safetensors metadata has no 'format: graphspec-model'")
 
 
-@pytest.mark.parametrize("frozen", ["{not json", json.dumps(["nosuch"]), json.dumps("c"), json.dumps([1])])
+@pytest.mark.parametrize("frozen", [json.dumps(["nosuch"]), json.dumps("c"), json.dumps([1])])
 def test_invalid_frozen_set(tmp_path, small_file, frozen):
     load_error(_rewrite(tmp_path, small_file, frozen=frozen), message="the model file's frozen set is invalid")
+
+
+def test_frozen_set_not_json(tmp_path, small_file):
+    load_error(_rewrite(tmp_path, small_file, frozen="{not json"),
+               message="the model file's frozen set is invalid: it is not JSON (Expecting property name enclosed in "
+                       "double quotes: line 1 column 2 (char 1))")
 
 
 def test_invalid_preprocessing_record(tmp_path, small_file):

@@ -22,7 +22,7 @@ def test_a_session_on_arrays_records_the_run_and_adapts_the_head(tmp_path):
     trainer = run_session(net, Recipe(epochs=1, batch_size=8), _data(), out=tmp_path / "run")
     assert trainer.iteration == 2
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "checkpoints", "metrics.jsonl", "model.safetensors", "recipe.yaml", "spec.yaml"]
+        ".lock", "checkpoints", "metrics.jsonl", "model.safetensors", "recipe.yaml", "run.yaml", "spec.yaml"]
     saved = graphspec.load(tmp_path / "run" / "model.safetensors")
     assert saved.get_submodule("head").weight.shape[0] == 4  # as many classes as the data has
     assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["epochs"] == 1

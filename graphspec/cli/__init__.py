@@ -10,13 +10,17 @@ import argparse
 import sys
 import traceback
 
-from .. import __version__
-from ..errors import GraphspecError
+from .. import __version__, budget
+from ..errors import GraphspecError, suggestion_budget
+from ..text import printable_lines
 from .commands import (cmd_draw, cmd_export, cmd_forward, cmd_import, cmd_init, cmd_models, cmd_schema, cmd_snip,
                        cmd_summary, cmd_upgrade, cmd_validate)
 from .common import positive
 
 EXIT_USAGE, EXIT_INTERNAL = 2, 3
+# Problems printed for one error (a spec with 20,000 mistakes prints the first 50 and a count of the rest): the
+# first screenfuls are what anyone reads, and printing stays quick.
+MAX_PRINTED_PROBLEMS = 50
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,9 +112,32 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--train", action="store_true", help="training mode (batch statistics)")
     f.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     f.set_defaults(func=cmd_forward)
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
         _verbosity_flags(command)
+        if name in BUILDING_COMMANDS:
+            _memory_flag(command)
     return p
+
+
+# The commands that build a model (and so allocate its parameters): they take --memory-limit (graphspec.budget).
+BUILDING_COMMANDS = ("init", "snip", "export", "import", "forward", "train", "embed", "identify", "cluster", "verify")
+
+
+def _memory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory-limit", type=_memory_size, default=budget.DEFAULT, metavar="SIZE",
+                   help=f"refuse a model whose estimated memory is over SIZE (e.g. 8G, 512M; 'none': no check; "
+                        f"default {budget.MEMORY_FRACTION * 100:.0f}%% of this machine's memory), before allocating "
+                        "it")  # %% is argparse's %
+
+
+def _memory_size(text: str):
+    if text == budget.DEFAULT:
+        return text  # argparse passes a string default through its type too
+    try:
+        budget.parse_size(text)
+    except GraphspecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _verbosity_flags(p: argparse.ArgumentParser) -> None:
@@ -131,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings(), command_line(level):
         warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
         warnings.showwarning = _note
-        return _run(args)
+        with budget.memory_limit(getattr(args, "memory_limit", budget.DEFAULT)):  # every build the command makes
+            return _run(args)
 
 
 def _note(message, category, filename, lineno, file=None, line=None) -> None:
@@ -143,12 +171,16 @@ def _note(message, category, filename, lineno, file=None, line=None) -> None:
 
 def _run(args) -> int:
     try:
-        return args.func(args)
+        with suggestion_budget():  # did-you-mean over the whole command: linear however many errors there are
+            return args.func(args)
     except GraphspecError as e:
         if args.debug:  # a user error may wrap a low-level one (an OSError, a parser's error): show the chain
             traceback.print_exception(e, file=sys.stderr)
-        for problem in e.problems:
+        problems = e.problems
+        for problem in problems[:MAX_PRINTED_PROBLEMS]:
             print(f"{e.label}: {problem}" if problem.severity == "error" else str(problem), file=sys.stderr)
+        if len(problems) > MAX_PRINTED_PROBLEMS:
+            print(f"... and {len(problems) - MAX_PRINTED_PROBLEMS:,} more errors", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -158,7 +190,8 @@ def _run(args) -> int:
     except Exception as e:  # a bug in graphspec, not the user's fault: one line, no traceback
         if args.debug:
             raise
-        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback and please report it)",
+        print(f"internal error: {type(e).__name__}: {printable_lines(e)} (run with --debug for the traceback and "
+              "please report it)",
               file=sys.stderr)
         return EXIT_INTERNAL
 

@@ -5,6 +5,7 @@ import json
 import sys
 
 from ..opening import open, open_spec
+from ..text import printable
 from .common import console
 
 
@@ -30,7 +31,7 @@ def cmd_validate(args) -> int:
     a = analyze(spec, warn=False)
     for w in a.warnings:
         print(w, file=sys.stderr)
-    print(f"{args.spec}: ok ({len(spec.vertices)} vertices, outputs: {', '.join(spec.outputs)})")
+    print(f"{printable(args.spec)}: ok ({len(spec.vertices)} vertices, outputs: {', '.join(spec.outputs)})")
     return 0
 
 
@@ -71,9 +72,11 @@ def cmd_forward(args) -> int:
 
     import torch
 
+    from ..budget import check
     from ..devices import resolve, to
     from ..export import example_inputs
     device = resolve(args.device)
+    check(open_spec(args.spec)[0], batch_size=args.batch_size)  # the batch's memory, before anything is allocated
     net = open(args.spec, seed=args.seed)
     info = net.graphspec
     net.train(args.train)

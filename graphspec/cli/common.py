@@ -22,6 +22,19 @@ def positive(text: str) -> int:
     return value
 
 
+def finite_float(text: str) -> float:
+    """A real number: NaN and infinity are refused (``--threshold nan`` would compare false with every distance
+    and answer silently wrong)."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; received '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; received '{text}'")
+    return value
+
+
 def execution(args):
     from ..execution import Execution
     from ..devices import resolve

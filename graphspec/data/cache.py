@@ -22,7 +22,7 @@ import numpy as np
 from .locations import cache_dir as default_cache_dir
 from ..log import logger
 from .errors import DataError, located
-from .preprocessing import Preprocessing
+from .preprocessing import Preprocessing, check_image_size
 
 CACHE_FORMAT = 1
 Progress = Callable[[int, int], None]  # (done, total)
@@ -85,6 +85,7 @@ def open_or_build(files: Sequence["str | os.PathLike"], preprocessing: Preproces
     ``names`` (default: the paths) label failures. ``workers`` decoding threads (default: the CPU count;
     Pillow releases the GIL while decoding and resizing).
     """
+    check_image_size(preprocessing.size)  # before a row of the cache is allocated
     folder = default_cache_dir(cache_dir) / "images"
     key = cache_key(files, preprocessing)
     meta_path, data_path = folder / f"{key}.json", folder / f"{key}.u8"
@@ -171,7 +172,8 @@ def decode_into(files: Sequence["str | os.PathLike"], preprocessing: Preprocessi
 
 def _reason(error: DataError) -> str:
     from .aligners import NoSubject
+    from .images import ImageRefused
     message = error.problem.message
-    if isinstance(error, NoSubject) or message.startswith("unreadable"):  # "no face found" is said as it is
+    if isinstance(error, (NoSubject, ImageRefused)) or message.startswith("unreadable"):  # said as they are
         return message
     return f"unreadable: {message}"

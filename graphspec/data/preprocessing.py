@@ -13,15 +13,16 @@ into float32 with the configured scale. Caches store the uint8 result, so scalin
 from __future__ import annotations
 
 import os
-from typing import Literal, Optional, Tuple
+from typing import Annotated, Literal, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import Location
 from .errors import DataError, located
+from .images import open_image
 
 _PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -31,6 +32,11 @@ _PIL_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+# Pixels per side of a preprocessed image (the network input, or a recipe's augmentation.load_size): face networks
+# take 96-299 and crop from at most a few hundred; 1024 keeps one cached image at 3 MB and a batch of 48 at 150 MB
+# (600 MB as float32), where 20,000 made a 1.2 GB cache row and a 4 GB training step.
+MAX_IMAGE_SIDE = 1024
+ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 Interpolation = Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos", "cv-linear"]
 
 
@@ -49,7 +55,7 @@ class Preprocessing(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: Literal[1] = 1
-    size: Tuple[PositiveInt, PositiveInt] = (96, 96)
+    size: Tuple[ImageSide, ImageSide] = (96, 96)
     crop: float = Field(1.0, gt=0.0, le=1.0)
     channels: Literal["bgr", "rgb"] = "bgr"
     scale: Literal["raw", "unit", "standardize"] = "raw"
@@ -94,15 +100,13 @@ class Preprocessing(BaseModel):
 
     def _read(self, path: "str | os.PathLike", preprocess):
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:  # a regular file whose decoded size is within the limits
                 image.load()
                 return preprocess(image)
         except DataError as e:
             if not str(e.problem.location):  # an aligner's refusal (e.g. NoSubject): the same error, naming the file
                 raise type(e)(e.problem.message, location=Location(str(path))) from e
             raise
-        except FileNotFoundError as e:
-            raise located("image file not found", path) from e
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise located(f"unreadable image: {e}", path) from e
 
@@ -169,6 +173,15 @@ class Preprocessing(BaseModel):
                 f"{self.interpolation}")
 
 
+def check_image_size(size: tuple[int, int]) -> None:
+    """Refuse an image size (height, width) outside 1..MAX_IMAGE_SIDE before any image is decoded at it: the field's
+    own bound is skipped by ``model_copy(update=...)``, which is how a recipe's ``augmentation.load_size`` arrives."""
+    h, w = size
+    if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
+        raise DataError(f"image size {h}x{w} is outside 1..{MAX_IMAGE_SIDE} pixels per side (MAX_IMAGE_SIDE); "
+                        "lower augmentation.load_size or preprocessing.size")
+
+
 def crop_box(size: tuple[int, int], fraction: float) -> tuple[int, int, int, int]:
     """The center-crop box ``(left, top, right, bottom)`` keeping ``round(fraction * side)`` pixels per side."""
     w, h = size
@@ -182,11 +195,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     16/32-bit gray scaled down to 8 bits (not clipped)."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        gray = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
+    # (in place where possible: the copies of a large image, not its decoding, set the peak memory)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        gray = np.asarray(image) >> 8  # unsigned 16-bit: no clipping needed
+        return Image.fromarray(gray.astype(np.uint8), "L").convert("RGB")
+    if image.mode == "I":
+        gray = np.clip(np.asarray(image), 0, 65535)
+        np.right_shift(gray, 8, out=gray)
         return Image.fromarray(gray.astype(np.uint8), "L").convert("RGB")
     if image.mode == "F":
-        gray = np.clip(np.asarray(image), 0, 255).round()
+        gray = np.clip(np.asarray(image), 0, 255)
+        np.round(gray, out=gray)
         return Image.fromarray(gray.astype(np.uint8), "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

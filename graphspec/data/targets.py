@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import LISTING_BYTES, read_text
 from .errors import DataError, located
 
 PATHS_SUFFIX = ".paths.txt"
@@ -35,7 +36,7 @@ def read_rows(path: "str | os.PathLike") -> tuple[np.ndarray, list[str]]:
         rows = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as e:
         raise located(f"unreadable .npy file: {e}", path) from e
-    paths = listing.read_text(encoding="utf-8").splitlines()
+    paths = read_text(listing, "paths listing", LISTING_BYTES, error=DataError).splitlines()
     if rows.ndim != 2 or not np.issubdtype(rows.dtype, np.floating):
         raise located(f"expected float rows [N, D]; received {rows.dtype} {list(rows.shape)}", path)
     if len(paths) != len(rows):

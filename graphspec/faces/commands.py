@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from ..cli.common import console, execution, execution_flags, positive
+from ..cli.common import console, execution, execution_flags, finite_float, positive
 from ..log import logger
 from ..opening import open
+from ..text import printable
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -48,7 +49,8 @@ def _train(args, train, ctx) -> int:
                  "keep_best": args.keep_best, "early_stop": args.early_stop,
                  "early_stop_metric": args.early_stop_metric, "log": _loggers(args.log)}
     trainer = train(args.spec, data=args.data, recipe_path=args.recipe, out=args.out, resume=args.resume,
-                    overrides=overrides, console=console() if ctx.is_main and not args.quiet else None, ctx=ctx)
+                    overwrite=args.overwrite, overrides=overrides,
+                    console=console() if ctx.is_main and not args.quiet else None, ctx=ctx)
     metrics = trainer.evaluate() if trainer.eval_data is not None else {}
     if metrics:
         print("evaluation: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -65,7 +67,8 @@ def cmd_embed(args) -> int:
     check_output(args.out)
     files = image_files(args.paths)
     model = _open_face_model(args, args.output)
-    rows, done = _embeddings(model, files, args, "embedding", args.every_face, args.output)
+    # rows holding NaN or infinity are written as computed, with a warning (identify/cluster/verify refuse them)
+    rows, done = _embeddings(model, files, args, "embedding", args.every_face, args.output, non_finite="warn")
     written = write(rows, done, args.out)
     print(f"embedded {_counted(done, args.every_face)} ({rows.shape[1] if rows.size else 0} values each) -> "
           + ", ".join(map(str, written)))
@@ -105,7 +108,8 @@ def cmd_verify(args) -> int:
 
 
 
-def _embeddings(model, files, args, what: str, every_face: bool = False, output: str | None = None):
+def _embeddings(model, files, args, what: str, every_face: bool = False, output: str | None = None,
+                non_finite: str = "refuse"):
     """Rows for ``files`` (vertex ``output``, default the model's output; the recorded preprocessing; with
     ``every_face`` a row per face, named ``photo#k``), with a progress bar; skipped files are reported."""
     from rich.progress import Progress
@@ -114,7 +118,7 @@ def _embeddings(model, files, args, what: str, every_face: bool = False, output:
         task = bar.add_task(what, total=len(files))
         rows, done, skipped = embed(model, files, output=output, batch_size=args.batch_size, flip=args.flip,
                                     progress=lambda n: bar.update(task, completed=n), execution=execution(args),
-                                    every_face=every_face)
+                                    every_face=every_face, non_finite=non_finite)
     for path, reason in skipped:
         logger.warning(f"skipped {path}: {reason}")
     return rows, done
@@ -146,7 +150,8 @@ def cmd_identify(args) -> int:
     if args.out:
         print(f"wrote {write_matches(matches, args.out)}")
     for m in matches:
-        print(f"{m.path}\t{m.name}\t{m.distance:.4f}" + ("" if m.name == m.nearest else f"\t(nearest: {m.nearest})"))
+        path, name, nearest = printable(m.path), printable(m.name), printable(m.nearest)  # names from folders
+        print(f"{path}\t{name}\t{m.distance:.4f}" + ("" if m.name == m.nearest else f"\t(nearest: {nearest})"))
     return 0
 
 
@@ -181,7 +186,7 @@ EVERY_FACE_HELP = "a row for every face of a photo, named photo.jpg#k (0 = the l
 
 def _face_model_flags(p) -> None:
     p.add_argument("--model", default="nn4small2-lfw", help="a model file or a shipped model (default: nn4small2-lfw)")
-    p.add_argument("--threshold", type=float, required=True,
+    p.add_argument("--threshold", type=finite_float, required=True,
                    help="the verification threshold of the model (its card: 0.116 for nn4small2-lfw, squared L2)")
     p.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
     p.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
@@ -223,7 +228,7 @@ def register(sub) -> None:
     vf.add_argument("--data", required=True, help="LFW image folder (NAME/NAME_0001.jpg) or its parent")
     vf.add_argument("--pairs", required=True, help="pairs file: pairsDevTest.txt (View 1) or pairs.txt (View 2)")
     vf.add_argument("--train-pairs", help="View 1: choose the threshold on these pairs (e.g. pairsDevTrain.txt)")
-    vf.add_argument("--threshold", type=float, help="a fixed threshold (e.g. a model card's) instead of choosing one")
+    vf.add_argument("--threshold", type=finite_float, help="a fixed threshold (e.g. a model card's) instead of choosing one")
     vf.add_argument("--metric", choices=("sqeuclidean", "cosine"), default="sqeuclidean")
     vf.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
     vf.add_argument("--batch-size", type=positive, default=64)
@@ -240,6 +245,8 @@ def register(sub) -> None:
     t.add_argument("--recipe", help="recipe YAML (data, preprocessing, augmentation, optimizer, schedule)")
     t.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, model.safetensors)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="start a new run in an --out that holds another run "
+                                                            "(its files are removed first)")
     t.add_argument("--epochs", type=positive)
     t.add_argument("--batch-size", type=positive)
     t.add_argument("--limit", type=positive, help="use at most N images")

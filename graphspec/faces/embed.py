@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,6 +17,15 @@ from ..errors import GraphspecError, Location
 from ..execution import Execution, preprocessing_of
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+# What embed() does with rows holding NaN or infinity: "refuse" (a GraphspecError: no distance, verification,
+# identification or clustering can be computed from them) or "warn" (write them, as the model computed them).
+NON_FINITE = ("refuse", "warn")
+# Images named in a message about non-finite rows before "and N more".
+NAMED_IMAGES = 5
+
+
+class EmbeddingWarning(UserWarning):
+    """Rows were embedded, but some hold NaN or infinity."""
 
 
 def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -36,7 +46,7 @@ def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 @torch.no_grad()
 def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size: int = 64,
           flip: bool = False, progress=None, execution: Execution = Execution(), no_subject: list | None = None,
-          every_face: bool = False) -> tuple[np.ndarray, list, list[tuple[Path, str]]]:
+          every_face: bool = False, non_finite: str = "refuse") -> tuple[np.ndarray, list, list[tuple[Path, str]]]:
     """(rows [N, D] float32, the files embedded, the files skipped with reasons).
 
     ``no_subject``: a list that receives, instead of the skipped files, the photos where the model's aligner
@@ -47,8 +57,14 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
 
     ``flip`` averages the activation of each image and its mirror image (test-time augmentation). The next
     batch's images are decoded in a background thread while the network runs (Pillow releases the GIL).
+
+    ``non_finite``: rows holding NaN or infinity (a model with broken weights) are refused with a
+    :class:`GraphspecError` naming the images (``"refuse"``, the default: nothing can be scored from them), or kept
+    with an :class:`EmbeddingWarning` (``"warn"``).
     """
     from ..compiler import subgraph
+    if non_finite not in NON_FINITE:
+        raise ValueError(f"non_finite must be one of {', '.join(NON_FINITE)}; received {non_finite!r}")
     if every_face:
         check_every_face(model, aligned=execution.aligned)
     spec = model.graphspec.spec
@@ -88,7 +104,29 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
             if progress is not None:
                 progress(min((b + 1) * batch_size, len(files)))
     data = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
-    return data.astype(np.float32), done, skipped
+    data = data.astype(np.float32)
+    check_finite_rows(model, data, done, refuse=non_finite == "refuse")
+    return data, done, skipped
+
+
+def check_finite_rows(model, rows: np.ndarray, names: Sequence, *, refuse: bool = True) -> None:
+    """Refuse (or warn about) rows holding NaN or infinity, naming how many and the first images: no distance can
+    be computed from them (an all-NaN model once scored ROC AUC 1.0), so nothing is scored from them."""
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1)) if rows.size else np.zeros(0, dtype=np.int64)
+    if not bad.size:
+        return
+    shown = [str(names[i]) for i in bad[:NAMED_IMAGES]]
+    more = f" and {bad.size - len(shown):,} more" if bad.size > len(shown) else ""
+    report = model.graphspec.weights  # the WeightReport of a model file; None for fresh weights
+    source = report.source if report is not None else ""
+    broken = ("its weights hold NaN or infinity" if report is not None and report.non_finite
+              else "its activations overflow on these images")
+    message = (f"{bad.size:,} of {len(rows):,} embeddings hold NaN or infinity ({', '.join(shown)}{more}): the "
+               f"model computes non-finite values ({broken})")
+    if refuse:
+        raise GraphspecError(f"{message}; no distances can be scored from them", location=Location(source))
+    warnings.warn(EmbeddingWarning(f"{source + ': ' if source else ''}{message}; they are written as computed"),
+                  stacklevel=3)
 
 
 def _decode(prep, files: Sequence[Path], every_face: bool = False):
@@ -96,8 +134,13 @@ def _decode(prep, files: Sequence[Path], every_face: bool = False):
     aligner found no subject)."""
     from ..data.aligners import NoSubject
     from ..data.errors import DataError
+    from ..files import unsafe_name
     images, kept, skipped, empty = [], [], [], []
     for f in files:
+        unsafe = unsafe_name(Path(f).name)
+        if unsafe:  # one row per line of .paths.txt: a name with a line break would shift every row after it
+            skipped.append((f, unsafe))
+            continue
         try:
             if every_face:
                 found = prep.load_every(f)
@@ -128,9 +171,9 @@ def face_photo(name: str) -> tuple[Path, int]:
 def face_image(prep, name: str):
     """The aligned face (a Pillow image, before the model's crop and resize) that a :func:`face_name` names, for
     pictures of it (``cluster --sheets``)."""
-    from PIL import Image
+    from ..data.images import open_image
     photo, k = face_photo(name)
-    with Image.open(photo) as image:
+    with open_image(photo) as image:
         image.load()
         return prep.subjects(image)[k]
 

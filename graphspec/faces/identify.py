@@ -171,7 +171,7 @@ def contact_sheets(labels: np.ndarray, files: Sequence, folder: "str | os.PathLi
 
 
 def _opened(path):
-    from PIL import Image
-    with Image.open(path) as image:
+    from ..data.images import open_image
+    with open_image(path) as image:
         image.load()
         return image

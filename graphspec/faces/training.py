@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 
 from ..errors import GraphspecError, Location
+from ..text import markup_safe
 from ..train.recipe import Recipe, load_recipe
+from ..train.run_folder import claim, identity
 from ..train.session import check_listeners, run_session
-from ..train.trainer import Trainer
+from ..train.trainer import Trainer, check_training_data
 
 SYNTHETIC = "synthetic"
 
@@ -66,14 +68,37 @@ def people_file(people: str | None, root: Path) -> str | None:
 def datasets(root: Path, recipe: Recipe, preprocessing, cache_dir=None, progress=None):
     from .data import lfw_dataset
     d = recipe.data
-    common = dict(people=people_file(d.people, root), min_images=d.min_images, limit=d.limit, seed=recipe.seed, dl4j=d.dl4j,
-                  batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
+    common = dict(people=checked_people_file(recipe, root), min_images=d.min_images, limit=d.limit, seed=recipe.seed,
+                  dl4j=d.dl4j, batch_size=recipe.batch_size, preprocessing=preprocessing, cache_dir=cache_dir, progress=progress)
     if d.eval_fraction <= 0:
         return _drawn(lfw_dataset(root, **common), recipe, recipe.seed), None
     split = dict(train_fraction=1 - d.eval_fraction, split_by=d.eval_by)
+    # counted first (the folder's listing and the split, no image decoded): a split that leaves nothing to train on
+    check_training_data(lfw_dataset(root, split="train", cache=False, warn=False, **split, **common), recipe)
     train = lfw_dataset(root, split="train", **split, **common)
     test = lfw_dataset(root, split="test", warn=False, **split, **common)
     return _drawn(train, recipe, recipe.seed), _drawn(test, recipe, recipe.seed + 1, held_out=True)
+
+
+def checked_people_file(recipe: Recipe, root: Path) -> str | None:
+    """The recipe's people file (:func:`people_file`), read now. A recipe may name any file, so an error about one
+    it names gives the line and column but never quotes the file (a flag's file is the user's own: quoted)."""
+    from ..data.errors import DataError
+    from .data import read_people
+    path = people_file(recipe.data.people, root)
+    if path is None:
+        return None
+    where = recipe.where("data.people")
+    try:
+        read_people(path)
+    except DataError as e:
+        at = e.problem.location
+        if not where.file or at.line <= 0:  # a flag's file, or not found / unreadable: nothing quoted
+            raise
+        raise GraphspecError(f"'data.people': {path} is not a people file (line {at.line}, column {at.col} does not "
+                             "fit: a count, then 'NAME N' lines; `graphspec dataset DIR --people FILE` says more)",
+                             location=where, path=("data", "people")) from None  # never its text, even chained
+    return path
 
 
 def _drawn(faces, recipe: Recipe, seed: int, held_out: bool = False):
@@ -114,13 +139,14 @@ RUN_RECORD = "data.yaml"  # beside spec.yaml and recipe.yaml: where the run's im
 
 def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: str | None = None,
           out: str | None = None, resume: bool = False, overrides: dict | None = None, cache_dir=None, console=None,
-          listeners=(), ctx=None, device: str | None = None) -> Trainer:
+          listeners=(), ctx=None, device: str | None = None, overwrite: bool = False) -> Trainer:
     """Run (or resume) a training run on face data; returns the finished Trainer (``trainer.model`` is the
     trained model).
 
     A run directory records everything a resumed run needs (the spec, the recipe with every override applied, and
     the data source), so ``resume=True`` needs only ``out``; a spec, recipe, data source or override that
-    contradicts the record is refused before any work."""
+    contradicts the record is refused before any work. The run folder is held (locked) from before any data is read;
+    one that holds another run is refused unless ``overwrite`` (:mod:`graphspec.train.run_folder`)."""
     from ..opening import open
     run = Path(out) if out else None
     if resume:
@@ -130,15 +156,24 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
             raise GraphspecError("train needs a SPEC (a spec, model file or catalogued model), or --resume with --out "
                                  "RUN_DIR to continue a run")
         recipe = load_recipe(recipe_path, overrides)
+    _check_memory(spec_or_model, recipe)
     model = open(spec_or_model, seed=recipe.seed)
     _check_before_work(model, recipe)
     check_listeners(recipe, run, held_out=recipe.data.eval_fraction > 0)
+    source = data if data in (None, SYNTHETIC) else str(Path(data).resolve())
+    with claim(run, identity(model.graphspec.spec.to_yaml(), recipe, source), resume=resume, overwrite=overwrite,
+               is_main=ctx is None or ctx.is_main):
+        return _train_on(model, recipe, run, data, resume, cache_dir, console, listeners, ctx, device)
+
+
+def _train_on(model, recipe: Recipe, run, data, resume: bool, cache_dir, console, listeners, ctx, device) -> Trainer:
+    """:func:`train` once its run folder is held: the data, then the session."""
     if data is not None and str(data).endswith(NPZ):
         train_set, eval_set = arrays(data, model, recipe)
         _record(run, resume, ctx, str(Path(data).resolve()))
         if console is not None:
             names = [*train_set.inputs, *train_set.targets, *train_set.masks]
-            console.print(f"data: {data} (arrays by name: {', '.join(names)})")
+            console.print(f"data: {markup_safe(data)} (arrays by name: {markup_safe(', '.join(names))})")
         return run_session(model, recipe, train_set, eval_set, out=run, resume=resume, console=console,
                            listeners=listeners, ctx=ctx, device=device)
     input_shape = next(iter(model.graphspec.spec.inputs.values())).shape
@@ -154,6 +189,14 @@ def train(spec_or_model: str | None, *, data: str | None = None, recipe_path: st
 
 
 NPZ = ".npz"  # arrays named after the network's inputs and outputs, for any spec (graphspec.data.named)
+
+
+def _check_memory(spec_or_model, recipe: Recipe) -> None:
+    """What training at the recipe's batch keeps (graphspec.budget), against the budget, before anything exists."""
+    from ..budget import check
+    from ..opening import open_spec
+    spec, frozen = open_spec(spec_or_model)
+    check(spec, batch_size=recipe.batch_size, training=True, frozen=frozen)
 
 
 def _check_before_work(model, recipe: Recipe) -> None:

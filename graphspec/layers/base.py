@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema
 
+from ..errors import shown
 from .activations import ACTIVATIONS
 from .weight_init import WEIGHT_INITS
 
@@ -28,7 +29,7 @@ def _pair_of(minimum: int, what: str):
         ok = len(items) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= 1_000_000
                                      for v in items)
         if not ok:
-            raise ValueError(f"expected a {what} integer or a list of 2 {what} integers; received {value!r}")
+            raise ValueError(f"expected a {what} integer or a list of 2 {what} integers; received {shown(value)}")
         return (items[0], items[1])
     return check
 
@@ -48,9 +49,10 @@ Size = Annotated[int, Strict(), Field(ge=1, le=100_000_000)]
 
 
 class Params(BaseModel):
-    """Base of every type's parameter model: unknown keys are errors."""
+    """Base of every type's parameter model: unknown keys are errors, and so are NaN and infinity in every float
+    (no parameter means anything by them; an LRN with n: .inf would fail only when run)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
 
 class ShapeError(Exception):

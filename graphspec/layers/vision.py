@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import PlainValidator, WithJsonSchema
 
+from ..errors import shown
 from .base import Inferred, ParamShape, Params, PositivePair, ShapeError, Size, VertexType, builtin
 from . import modules as M
 from . import vision_modules as VM
@@ -27,7 +28,7 @@ def _four_sides(value: Any) -> tuple[int, int, int, int]:
                                          for v in items)
     if not ok:
         raise ValueError(f"expected a non-negative integer or a list of 1, 2 or 4 non-negative integers "
-                         f"([top, bottom, left, right]); received {value!r}")
+                         f"([top, bottom, left, right]); received {shown(value)}")
     if len(items) == 1:
         return (items[0],) * 4
     if len(items) == 2:

@@ -17,15 +17,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Problem, did_you_mean
+from ..errors import Problem, brief, did_you_mean, listing, shown
 from .yaml_source import Source
-from .expr import ExprError, evaluate, expression_names, names_in, substitute
+from .expr import Budget, ExprError, WorkLimit, evaluate, expression_names, names_in, substitute
 
 _FOR = re.compile(r"^for\s+([A-Za-z_]\w*)\s+in\s+(.+)$")
 _IF = re.compile(r"^if\s+(.+)$")
 REQUIRED = "required"
 MAX_BLOCK_DEPTH = 16
-MAX_EXPANDED = 100_000
+# Vertices after expansion, and block instances (an instance may make no vertex, `if` leaving it empty): 100x the
+# largest network in the zoo, and each exceeded within about a second of expanding (a flat file is bounded by its
+# size already). Reaching either stops the expansion with one error.
+MAX_EXPANDED = 20_000
+MAX_INSTANCES = 20_000
 # What a template can read about its inputs: `shapes` (one per input), and for a block with one input its
 # `shape` and `channels` (the first dimension: channels, features or sequence size), with `height` and `width`
 # for an image. A block parameter of the same name takes precedence.
@@ -49,7 +53,11 @@ class Expansion:
 
 
 class _Abort(Exception):
-    pass
+    """This instance is refused (its problem is recorded); the expansion goes on with the next vertex."""
+
+
+class _Stop(Exception):
+    """A limit of the whole expansion is reached (its problem is recorded): nothing more is expanded."""
 
 
 @dataclass
@@ -70,6 +78,8 @@ class Expander:
         self.out = Expansion()
         self.instances: dict[str, _Instance] = {}
         self._reads_shapes: dict[str, bool] = {}
+        self.budget = Budget()  # the work every template of this spec may do, together
+        self.instance_count = 0
 
     def problem(self, msg: str, path: tuple, vertex: str | None) -> None:
         self.out.problems.append(Problem(msg, self.source.loc(path), vertex, path))
@@ -90,6 +100,8 @@ class Expander:
                     self.emit(RawVertex(str(name), body, path))
             except _Abort:
                 pass
+            except _Stop:
+                break
             later.discard(name)
         return self.out
 
@@ -114,18 +126,25 @@ class Expander:
 
     def emit(self, raw: RawVertex) -> None:
         if len(self.out.vertices) >= MAX_EXPANDED:
-            self.problem(f"blocks expand to more than {MAX_EXPANDED:,} vertices", raw.path, raw.name)
-            raise _Abort
+            self.problem(f"blocks expand to more than {MAX_EXPANDED:,} vertices; the limit is {MAX_EXPANDED:,} "
+                         "(MAX_EXPANDED)", raw.path, raw.name)
+            raise _Stop
         self.out.vertices.append(raw)
 
     def instance(self, name: str, body: dict, path: tuple, stack: tuple[tuple[str, str], ...]) -> None:
+        self.instance_count += 1
+        if self.instance_count > MAX_INSTANCES:
+            self.problem(f"blocks are instantiated more than {MAX_INSTANCES:,} times; the limit is "
+                         f"{MAX_INSTANCES:,} (MAX_INSTANCES)", path, name)
+            raise _Stop
         block_name = body["block"]
         if not isinstance(block_name, str):
-            self.problem(f"'block' must be the name of a block; received {block_name!r}", path + ("block",), name)
+            self.problem(f"'block' must be the name of a block; received {shown(block_name)}", path + ("block",),
+                         name)
             raise _Abort
         if block_name not in self.blocks:
-            self.problem(f"unknown block '{block_name}'{did_you_mean(block_name, self.blocks)}; "
-                         f"defined blocks: {', '.join(self.blocks) or 'none'}", path + ("block",), name)
+            self.problem(f"unknown block '{brief(block_name)}'{did_you_mean(block_name, self.blocks)}; "
+                         f"defined blocks: {listing(self.blocks) or 'none'}", path + ("block",), name)
             raise _Abort
         if len(stack) >= MAX_BLOCK_DEPTH or block_name in [b for b, _ in stack]:
             chain = " -> ".join(f"{b}:{i}" for b, i in stack)  # block:instance
@@ -158,8 +177,9 @@ class Expander:
         args = {k: v for k, v in body.items() if k not in ("block", "inputs")}
         for key in args:
             if key not in bdef.params:
-                self.problem(f"block '{block_name}' has no parameter '{key}'{did_you_mean(key, bdef.params)}; "
-                             f"its parameters: {', '.join(bdef.params) or 'none'}", path + (key,), name)
+                self.problem(f"block '{block_name}' has no parameter '{brief(key)}'"
+                             f"{did_you_mean(key, bdef.params)}; its parameters: {listing(bdef.params) or 'none'}",
+                             path + (key,), name)
         missing = [k for k, v in bdef.params.items() if v == REQUIRED and k not in args]
         if missing:
             self.problem(f"block '{block_name}' needs parameter(s) {', '.join(repr(m) for m in missing)}",
@@ -168,7 +188,8 @@ class Expander:
         if isinstance(inputs, str):
             inputs = [inputs]
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            self.problem(f"'inputs' must be a list of vertex names; received {inputs!r}", path + ("inputs",), name)
+            self.problem(f"'inputs' must be a list of vertex names; received {shown(inputs)}", path + ("inputs",),
+                         name)
             inputs = []
         if len(self.out.problems) > before:
             raise _Abort
@@ -221,19 +242,29 @@ class Expander:
 
     def evaluate(self, expr: str, env: dict, path: tuple, vertex: str):
         try:
-            return evaluate(expr, env)
+            return evaluate(expr, env, self.budget)
         except ExprError as e:
-            self.problem(str(e), path, vertex)
-            raise _Abort from None
+            self.refuse(e, path, vertex)
+
+    def refuse(self, error: ExprError, path: tuple, vertex: str):
+        """Record a template's error; the instance is refused, or the whole expansion once its work is spent."""
+        self.problem(str(error), path, vertex)
+        raise (_Stop if isinstance(error, WorkLimit) else _Abort) from None
+
+    def charge(self, steps: int, path: tuple, vertex: str) -> None:
+        try:
+            self.budget.charge(steps)
+        except ExprError as e:
+            self.refuse(e, path, vertex)
 
     def subst(self, value: Any, env: dict, path: tuple, vertex: str) -> Any:
         """Substitute templates in a value; lists may contain for/if directives."""
+        self.charge(1, path, vertex)
         if isinstance(value, str):
             try:
-                return substitute(value, env)
+                return substitute(value, env, self.budget)
             except ExprError as e:
-                self.problem(str(e), path, vertex)
-                raise _Abort from None
+                self.refuse(e, path, vertex)
         if isinstance(value, dict):
             return {self.subst(k, env, path, vertex): self.subst(v, env, path + (k,), vertex)
                     for k, v in value.items()}
@@ -269,8 +300,10 @@ class Expander:
         if m:
             values = self.evaluate(m.group(2), env, path, vertex)
             if not isinstance(values, (list, tuple)):
-                self.problem(f"'{key}': expected a list to iterate over; received {values!r}", path, vertex)
+                self.problem(f"'{brief(key)}': expected a list to iterate over; received {shown(values)}", path,
+                             vertex)
                 raise _Abort
+            self.charge(len(values) * (1 + len(env)), path, vertex)  # each iteration copies the names in scope
             return [{**env, m.group(1): v} for v in values]
         cond = _IF.match(key).group(1)
         return [env] if self.evaluate(cond, env, path, vertex) else []
@@ -281,15 +314,15 @@ class Expander:
             kpath = path + (key,)
             if isinstance(key, str) and (_FOR.match(key) or _IF.match(key)):
                 if not isinstance(body, dict):
-                    self.problem(f"'{key}' must contain a mapping of vertices", kpath, vertex)
+                    self.problem(f"'{brief(key)}' must contain a mapping of vertices", kpath, vertex)
                     raise _Abort
                 for scope in self.scopes(key, env, kpath, vertex):
                     yield from self.walk(body, scope, kpath, vertex)
                 continue
             name = self.subst(key, env, kpath, vertex)
             if not isinstance(name, str) or not name:
-                self.problem(f"vertex name template '{key}' must give a non-empty string; received {name!r}",
-                             kpath, vertex)
+                self.problem(f"vertex name template '{brief(key)}' must give a non-empty string; received "
+                             f"{shown(name)}", kpath, vertex)
                 raise _Abort
             yield name, self.subst(body, env, kpath, name), kpath
 

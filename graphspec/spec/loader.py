@@ -6,7 +6,7 @@ import re
 
 from pydantic import ValidationError
 
-from ..errors import GraphspecError, Problem, SpecError, did_you_mean
+from ..errors import GraphspecError, Problem, SpecError, brief, did_you_mean, shown, suggestion_budget
 from ..registry import lookup
 from .yaml_source import Source, load_yaml
 from . import blocks as _blocks
@@ -14,6 +14,9 @@ from .model import SPEC_VERSION, TRAIN_KEYS, Document, Spec, TrainConfig, Vertex
 from .validate import problems as _problems
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+# Vertex and input names, and the names a vertex reads: names are module names and state_dict keys, and every
+# message about a vertex quotes them (a megabyte name, repeated by a YAML alias, made gigabyte messages).
+MAX_NAME_CHARS = 200
 ENVELOPE = ("type", "inputs", "group")
 
 
@@ -37,6 +40,11 @@ def load_spec(source: "str | os.PathLike | dict | Spec | Source", *, check_graph
     Raises :class:`~graphspec.errors.SpecError` listing every problem with ``file:line:col`` and vertex. With
     ``check_graph`` (the default) the returned spec carries its graph analysis, ``spec.analysis``.
     """
+    with suggestion_budget():  # did-you-mean stays linear however many problems the spec has
+        return _load(source, check_graph)
+
+
+def _load(source, check_graph: bool) -> Spec:
     if isinstance(source, Spec):
         if check_graph and source.analysis is None:
             from ..graph import analyze
@@ -90,8 +98,8 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
         doc = Document.model_validate(data)
     except ValidationError as e:
         raise SpecError(_problems(e, src, (), Document)) from None
-    problems = [Problem(f"invalid input name: '{n}' {_name_reason(n)}", src.loc(("inputs", n)), n, ("inputs", n))
-                for n in doc.inputs if not _valid_name(n)]
+    problems = [Problem(f"invalid input name: '{brief(n)}' {_name_reason(n)}", src.loc(("inputs", n)), brief(n),
+                        ("inputs", n)) for n in doc.inputs if not _valid_name(n)]
     from .early_shapes import EarlyShapes
     expansion = _blocks.expand(doc.vertices, doc.blocks, src, EarlyShapes(doc, src, _vertex))
     problems += expansion.problems
@@ -135,7 +143,7 @@ def check_version(data: dict, src: Source) -> None:
         raise GraphspecError(f"missing required key 'version'; this graphspec reads version {SPEC_VERSION} "
                              f"(add 'version: {SPEC_VERSION}')", location=src.loc(()))  # SPEC_VERSION == CURRENT
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise GraphspecError(f"'version': expected a positive integer; received {version!r}",
+        raise GraphspecError(f"'version': expected a positive integer; received {shown(version)}",
                              location=src.loc(("version",)))
     from .versions import CURRENT
     if version > CURRENT:
@@ -157,24 +165,28 @@ def _sharer(raw, src: Source, problems: list[Problem], parts: dict[str, str]) ->
 
     def bad(msg, key=None):
         p = path + ((key,) if key else ())
-        problems.append(Problem(msg + suffix, src.loc(p), name, p))
+        problems.append(Problem(msg + suffix, src.loc(p), brief(name), p))
 
     if not _valid_name(name):
-        bad(f"invalid vertex name: '{name}' {_name_reason(name)}")
+        bad(f"invalid vertex name: '{brief(name)}' {_name_reason(name)}")
     target = body["shares"]
     if not isinstance(target, str) or not target:
-        bad(f"'shares' must name the vertex whose layer this one uses; received {target!r}", "shares")
+        bad(f"'shares' must name the vertex whose layer this one uses; received {shown(target)}", "shares")
     for key in body:
         if key not in SHARER_KEYS:
-            bad(f"'{key}' cannot be set on a vertex that shares '{target}': its type, parameters and training "
-                f"settings are those of '{target}' (a shared layer has one configuration)", key)
+            bad(f"'{brief(key)}' cannot be set on a vertex that shares '{brief(target)}': its type, parameters and "
+                f"training settings are those of '{brief(target)}' (a shared layer has one configuration)", key)
     inputs = body.get("inputs", [])
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        bad(f"'inputs' must be a list of vertex or input names; received {inputs!r}", "inputs")
+        bad(f"'inputs' must be a list of vertex or input names; received {shown(inputs)}", "inputs")
+    else:
+        for key, names in (("inputs", inputs), ("shares", [target])):
+            if _long_name(names):
+                bad(f"'{key}': {_long_name(names)}", key)
     start = body.get("from")
     if "from" in body and (not isinstance(start, str) or not start):
-        bad(f"'from' must name the input or vertex where the shared part starts; received {start!r}", "from")
+        bad(f"'from' must name the input or vertex where the shared part starts; received {shown(start)}", "from")
     elif "from" in body and isinstance(inputs, list) and len(inputs) != 1:
         bad(f"a vertex that shares the part from '{start}' takes exactly 1 input (what replaces '{start}'); "
             f"received {len(inputs)}", "inputs")
@@ -298,13 +310,25 @@ def _share_problem(target: str, chain: list[str], vertices, inputs, broken) -> s
 
 
 def _valid_name(name: str) -> bool:
-    return bool(NAME.match(name)) and name not in RESERVED
+    return len(name) <= MAX_NAME_CHARS and bool(NAME.match(name)) and name not in RESERVED
 
 
 def _name_reason(name: str) -> str:
+    if len(name) > MAX_NAME_CHARS:
+        return _long(name)
     if name in RESERVED:
         return "is reserved by torch.nn.Module"
     return "may contain only letters, digits, '_' and '-', and must not start with '-'"
+
+
+def _long(name: str) -> str:
+    return f"is {len(name):,} characters long; names are limited to {MAX_NAME_CHARS} characters (MAX_NAME_CHARS)"
+
+
+def _long_name(names: list) -> str | None:
+    """The first name of ``names`` longer than MAX_NAME_CHARS, as a problem's message, or None."""
+    name = next((n for n in names if isinstance(n, str) and len(n) > MAX_NAME_CHARS), None)
+    return None if name is None else f"'{brief(name)}' {_long(name)}"
 
 
 def _vertex(raw, doc: Document, src: Source, problems: list[Problem]) -> Vertex | None:
@@ -313,13 +337,13 @@ def _vertex(raw, doc: Document, src: Source, problems: list[Problem]) -> Vertex 
 
     def bad(msg, key=None):
         p = path + ((key,) if key else ())
-        problems.append(Problem(msg + suffix, src.loc(p), name, p))
+        problems.append(Problem(msg + suffix, src.loc(p), brief(name), p))
 
     if not _valid_name(name):
-        bad(f"invalid vertex name: '{name}' {_name_reason(name)}")
+        bad(f"invalid vertex name: '{brief(name)}' {_name_reason(name)}")
         return None
     if not isinstance(body, dict):
-        bad(f"expected a mapping with 'type' and 'inputs'; received {body!r}")
+        bad(f"expected a mapping with 'type' and 'inputs'; received {shown(body)}")
         return None
     if "type" not in body:
         bad("missing required key 'type'")
@@ -332,7 +356,10 @@ def _vertex(raw, doc: Document, src: Source, problems: list[Problem]) -> Vertex 
     inputs = body.get("inputs", [])
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        bad(f"'inputs' must be a list of vertex or input names; received {inputs!r}", "inputs")
+        bad(f"'inputs' must be a list of vertex or input names; received {shown(inputs)}", "inputs")
+        return None
+    if _long_name(inputs):
+        bad(f"'inputs': {_long_name(inputs)}", "inputs")
         return None
     group = body.get("group")
     group_path = tuple(str(group).split("/")) if group else raw.group

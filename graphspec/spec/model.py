@@ -18,7 +18,10 @@ from .versions import CURRENT as SPEC_VERSION  # noqa: E402  (one source of trut
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    """Unknown keys are errors, and so are NaN and infinity in every float (a learning rate of .inf or an l2 of
+    .nan would only show as a broken run)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
 
 class Updater(_Strict):

@@ -1,17 +1,10 @@
 """Turning pydantic's validation errors into located, readable problems."""
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ValidationError
 
-from ..errors import Problem, did_you_mean
+from ..errors import Problem, did_you_mean, shown
 from .yaml_source import Source
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _fields(model: type[BaseModel]) -> list[str]:
@@ -37,18 +30,18 @@ def problems(err: ValidationError, source: Source, base: tuple, model: type[Base
             msg = f"missing required key '{key}'"
         elif kind == "literal_error":
             expected = e.get("ctx", {}).get("expected", "")
-            msg = f"'{key}': expected {expected}; received {_short(e['input'])}"
+            msg = f"'{key}': expected {expected}; received {shown(e['input'])}"
             if isinstance(e["input"], str):
                 msg += did_you_mean(e["input"], [x.strip(" '") for x in expected.replace(" or ", ",").split(",")])
         elif kind == "union_tag_invalid":
-            msg = f"'{key}.type': expected {e['ctx']['expected_tags']}; received {_short(e['ctx']['tag'])}"
+            msg = f"'{key}.type': expected {e['ctx']['expected_tags']}; received {shown(e['ctx']['tag'])}"
         elif kind == "value_error" and "received" in e["msg"]:  # our validators say it all
             text = e["msg"].removeprefix("Value error, ")
             msg = f"'{key}': {text}" if key else text
         else:
             text = e["msg"].removeprefix("Value error, ")
             text = text[0].lower() + text[1:] if text else text
-            shown = f"; received {_short(e['input'])}" if not isinstance(e["input"], (dict,)) else ""
-            msg = f"'{key}': {text}{shown}" if key else f"{text}{shown}"
+            received = f"; received {shown(e['input'])}" if not isinstance(e["input"], (dict,)) else ""
+            msg = f"'{key}': {text}{received}" if key else f"{text}{received}"
         out.append(Problem(msg + suffix, source.loc(base + keys), vertex, base + keys))
     return out

@@ -9,16 +9,39 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import GraphspecError, Location
+from ..files import read_bytes
 
 MAX_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 200_000
+# Integers, in a file or computed by a block template (spec/expr.py): no size, seed or count needs more than a few
+# digits, and Python refuses to write an int of over 4,300 digits as text (an error quoting one would fail).
+MAX_INT_DIGITS = 100
+# The most characters an integer of MAX_INT_DIGITS digits takes in YAML (binary with '_' separators: ~670);
+# checked before converting, because converting YAML 1.1's base-60 integers ('1:2:3:...') is quadratic.
+MAX_INT_TEXT = 1_000
+_EXACT_BITS = 14_000  # up to here (4,214 digits), str(int) is fast and allowed: count the digits exactly
+
+
+def int_digits(value: int) -> int:
+    """The number of decimal digits of ``value``: exact up to about 3,900 digits, estimated from the bits above."""
+    bits = abs(value).bit_length()
+    return len(str(abs(value))) if bits <= _EXACT_BITS else int(bits * 0.30103) + 1
+
+
+def too_many_digits(value: int) -> str | None:
+    """Why ``value`` is too large for a spec, or None: '101 digits; integers are limited to 100 digits'."""
+    if abs(value).bit_length() <= 332:  # 2**332 < 10**100: at most MAX_INT_DIGITS digits, no need to count
+        return None
+    digits = int_digits(value)
+    if digits <= MAX_INT_DIGITS:
+        return None
+    return f"{digits:,} digits; integers are limited to {MAX_INT_DIGITS} digits (MAX_INT_DIGITS)"
 
 _TAG = "tag:yaml.org,2002:"
 # libyaml's C parser when PyYAML has it (10-20x faster on big specs); same events, nodes and marks.
@@ -56,18 +79,8 @@ def _is_path(source) -> bool:
 def read_text(source: str | os.PathLike) -> tuple[str, str]:
     """Return ``(text, file_label)``. A string with a newline (or ``key: value``) is YAML text; else a path."""
     if _is_path(source):
-        path = Path(source)
         label = str(source)
-        try:
-            size = path.stat().st_size
-            if path.is_dir():
-                raise IsADirectoryError(21, "Is a directory")
-            if size > MAX_BYTES:
-                raise GraphspecError(f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,} bytes",
-                                     location=Location(label))
-            raw = path.read_bytes()
-        except OSError as e:
-            raise GraphspecError(f"cannot read spec: {e.strerror or e}", location=Location(label)) from e
+        raw = read_bytes(source, "spec", MAX_BYTES, plural="specs")  # regular files only, never past the limit
     else:
         label = "<string>"
         raw = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else bytes(source)
@@ -186,7 +199,17 @@ class _Converter:
 
     def _scalar(self, node) -> Any:
         self._check_tag(node, _SCALAR_TAGS)
-        return self._scalars.construct_object(node)
+        is_int = node.tag == _TAG + "int"
+        if is_int and len(node.value) > MAX_INT_TEXT:
+            digits = node.value.lstrip("+-").replace("_", "")
+            size = f"of {len(digits):,} digits" if digits.isdigit() else f"written with {len(node.value):,} characters"
+            raise GraphspecError(f"integer {size}; integers are limited to {MAX_INT_DIGITS} digits (MAX_INT_DIGITS)",
+                                 location=_mark(self.label, node.start_mark))
+        value = self._scalars.construct_object(node)
+        problem = too_many_digits(value) if is_int else None
+        if problem:
+            raise GraphspecError(f"integer of {problem}", location=_mark(self.label, node.start_mark))
+        return value
 
     def _mapping(self, node, path: tuple) -> dict:
         self._check_tag(node, _TAG + "map")

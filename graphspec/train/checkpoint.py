@@ -1,17 +1,24 @@
 """Checkpoints: one safetensors file per checkpoint (model state, optimizer state, RNG state as tensors; epoch,
-iteration and the rest as JSON metadata), written atomically; the last k are kept."""
+iteration and the rest as JSON metadata), written atomically; the last k are kept, so a resume falls back to the
+previous one when the latest is unreadable (:class:`CheckpointError`)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..errors import Location
 from ..model_io import ModelFileError, read_header
 
 PATTERN = re.compile(r"^ckpt-(\d{8})\.safetensors$")
+
+
+class CheckpointError(ModelFileError):
+    """A checkpoint file cannot be read (truncated, corrupt, not a checkpoint)."""
 
 
 def _flatten(prefix: str, value: Any, tensors: dict, meta: dict) -> Any:
@@ -47,7 +54,13 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: 
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten("s", state, tensors, {})
     path = Path(run_dir) / "checkpoints" / f"ckpt-{iteration:08d}.safetensors"
-    atomic_save_file(tensors, path, {"format": "graphspec-checkpoint", "state": json.dumps(skeleton)})
+    try:
+        atomic_save_file(tensors, path, {"format": "graphspec-checkpoint", "state": json.dumps(skeleton)})
+    except Exception as e:  # safetensors' writer reports a failed write as its own error: an OSError here
+        failed = os_error_of(e)
+        if failed is None:
+            raise
+        raise OSError(failed.errno, failed.strerror, str(path)) from e
     for old in checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -71,9 +84,33 @@ def remove_partial(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The state saved in ``path``; :class:`CheckpointError` (naming the file and why) when it cannot be read."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
-    meta = read_header(path).get("__metadata__") or {}
+    try:
+        meta = read_header(path).get("__metadata__") or {}
+    except ModelFileError as e:
+        raise CheckpointError(e.problem.message, location=Location(str(path))) from e
     if meta.get("format") != "graphspec-checkpoint":
-        raise ModelFileError(f"{path} is not a graphspec checkpoint")
-    tensors = load_file(str(path))
-    return _unflatten(json.loads(meta["state"]), tensors)
+        raise CheckpointError("not a graphspec checkpoint", location=Location(str(path)))
+    try:
+        tensors = load_file(str(path))
+        return _unflatten(json.loads(meta["state"]), tensors)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # truncated, broken
+        raise CheckpointError(f"unreadable checkpoint: {type(e).__name__}: {e}", location=Location(str(path))) \
+            from e
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(e: BaseException) -> OSError | None:
+    """The failed system call behind ``e``: an OSError itself, or safetensors' writer error, which reports one as
+    text ("I/O error: No space left on device (os error 28)"); None for anything else."""
+    if isinstance(e, OSError):
+        return e
+    found = _OS_ERROR.search(str(e)) if type(e).__name__ == "SafetensorError" else None
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    return None

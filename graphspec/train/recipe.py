@@ -2,16 +2,29 @@
 augmentation, optimizer, schedule, evaluation split). YAML on disk; command-line flags override it."""
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from ..errors import SpecError
+from ..data.preprocessing import MAX_IMAGE_SIDE
+from ..errors import Location, SpecError
+
+#: Seeds go to torch.manual_seed and numpy's generators, which take 64-bit values (the held-out part uses seed + 1,
+#: which still fits an unsigned one); below 2**63 a seed is also a signed 64-bit integer, DL4J's long.
+SEED_LIMIT = 2**63
+#: data.pairs / data.triplets are drawn one at a time (each from its own seeded generator, ~20 µs) when training
+#: starts: a million is about 20 s of drawing and ~75x LFW's 13,233 images; a larger count only hangs the start.
+MAX_DRAWN = 1_000_000
+
+# An Adam/AdamW beta: the decay rate of a moving average, in [0, 1) (torch refuses anything else).
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: NaN and infinity are refused in every float field, with its key path and line
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataRecipe(_Model):
@@ -29,15 +42,16 @@ class DataRecipe(_Model):
     per_class: Optional[int] = Field(None, ge=2)
     # Train on this many pairs of images (same person / different people, balanced) for two-input networks such as
     # specs/siamese-nn4small2.yaml; the held-out part (eval_fraction) gets a tenth as many.
-    pairs: Optional[int] = Field(None, ge=1)
+    pairs: Optional[int] = Field(None, ge=1, le=MAX_DRAWN)
     # Train on this many (anchor, positive, negative) triplets of images for three-input networks.
-    triplets: Optional[int] = Field(None, ge=1)
+    triplets: Optional[int] = Field(None, ge=1, le=MAX_DRAWN)
 
 
 class AugmentationRecipe(_Model):
     """Training-time augmentation settings; :meth:`pipeline` turns them into the data layer's Augmentation."""
 
-    load_size: Optional[int] = Field(None, ge=1)  # decode to this size, then random-crop to the input size
+    # decode to this size, then random-crop to the input size; bounded as every preprocessed image is
+    load_size: Optional[int] = Field(None, ge=1, le=MAX_IMAGE_SIDE)
     flip: bool = False  # random horizontal flip
     rotate: float = Field(0.0, ge=0.0, le=180.0)  # random rotation, uniform in ±rotate degrees
     zoom: tuple[float, float] = (1.0, 1.0)  # random zoom factor range (> 1 magnifies), e.g. [0.9, 1.1]
@@ -85,11 +99,11 @@ class OptimizerRecipe(_Model):
 
     type: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.9
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.9, ge=0)
     nesterov: bool = True
-    weight_decay: Optional[float] = None  # default: the spec's l2
+    weight_decay: Optional[float] = Field(None, ge=0)  # default: the spec's l2
 
 
 class Schedule(_Model):
@@ -99,7 +113,7 @@ class Schedule(_Model):
     clock: Literal["iterations", "time"] = "iterations"
     warmup_epochs: float = Field(0.0, ge=0)
     step_epochs: int = Field(10, ge=1)
-    gamma: float = 0.1
+    gamma: float = Field(0.1, gt=0)  # the step schedule's factor
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
 
 
@@ -107,7 +121,7 @@ class Recipe(_Model):
     semantics: Literal["dl4j", "pytorch"] = "dl4j"
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(48, ge=1)
-    seed: int = 123
+    seed: int = Field(123, ge=0, lt=SEED_LIMIT)
     data: DataRecipe = DataRecipe()
     preprocessing: Optional[dict[str, Any]] = None  # graphspec.data.Preprocessing fields; default: DL4J's
     augmentation: AugmentationRecipe = AugmentationRecipe()
@@ -146,7 +160,52 @@ class Recipe(_Model):
     min_delta: float = Field(0.0, ge=0)
     log: list[Literal["csv", "tensorboard"]] = []  # loggers beside metrics.jsonl in the run directory
     print_every: int = Field(1, ge=1)  # ScoreIterationListener frequency
+    # Checkpoints kept in the run directory: a resume falls back to the previous one when the latest is unreadable
+    # (keep_checkpoints: 1 keeps no fallback).
     keep_checkpoints: int = Field(3, ge=1)
+    # The recipe file as parsed (key positions), so errors found after loading point at the recipe's line.
+    _source: Any = PrivateAttr(None)
+
+    @field_validator("preprocessing")
+    @classmethod
+    def _preprocessing(cls, block):
+        """Read as graphspec.data.Preprocessing reads it, now: its errors at their key paths under the block."""
+        if block is not None:
+            from ..data.preprocessing import Preprocessing
+            _refuse_non_finite(block)
+            Preprocessing.model_validate(block)
+        return block
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, block):
+        """The head's values become layer parameters: no NaN or infinity (the spec checks the rest)."""
+        if block is not None:
+            _refuse_non_finite(block)
+        return block
+
+    def where(self, key: str) -> Location:
+        """Where the dotted ``key`` (``data.eval_fraction``) is set: its recipe line, or no location when it is a
+        default, a command-line flag or a recipe built in Python."""
+        return self._source.loc(tuple(key.split("."))) if self._source is not None else Location()
+
+    def __eq__(self, other) -> bool:  # what a recipe says, not where it was read from
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
+    __hash__ = _Model.__hash__
+
+
+def _refuse_non_finite(value: Any, path: tuple = ()) -> None:
+    """A pydantic error at the key path of the first NaN or infinity in a free-form block (``head``,
+    ``preprocessing``), as the typed fields give one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        from pydantic_core import InitErrorDetails
+        raise ValidationError.from_exception_data("Recipe", [InitErrorDetails(type="finite_number", loc=path,
+                                                                              input=value)])
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) \
+        else ()
+    for key, item in items:
+        _refuse_non_finite(item, (*path, key))
 
 
 def load_recipe(path: "str | os.PathLike | None", overrides: dict[str, Any] | None = None) -> Recipe:
@@ -156,14 +215,22 @@ def load_recipe(path: "str | os.PathLike | None", overrides: dict[str, Any] | No
     src = load_yaml(path) if path else Source({}, "")  # no file: errors are about the flags
     data = src.data if isinstance(src.data, dict) else {}
     for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        target = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target.setdefault(p, {})
-        target[leaf] = value
+        if value is not None:
+            _override(data, key.split("."), value)
+            src.positions[tuple(key.split("."))] = Location()  # a flag's value: not at a line of the recipe
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
         raise SpecError(problems(e, src, (), Recipe)) from None
+    recipe._source = src
+    return recipe
+
+
+def _override(data: dict, path: list[str], value: Any) -> None:
+    """Set ``data[a][b]... = value``; a section that is not a mapping is left for validation to report."""
+    *parents, leaf = path
+    for key in parents:
+        data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            return
+    data[leaf] = value

@@ -3,7 +3,8 @@
 RUN/spec.yaml and RUN/recipe.yaml record what was trained (so a resumed run rebuilds the same network),
 RUN/metrics.jsonl the score and evaluation lines, RUN/checkpoints/ the last k checkpoints and RUN/model.safetensors
 the final model (with the preprocessing its inputs need). Where the datasets come from is the caller's business:
-:mod:`graphspec.faces.training` builds them from face folders.
+:mod:`graphspec.faces.training` builds them from face folders. The folder is held by one run at a time
+(:mod:`graphspec.train.run_folder`: a lock, and no other run started in it unless ``overwrite``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 from ..errors import GraphspecError, Location, did_you_mean
 from .recipe import Recipe
-from .trainer import Trainer
+from .run_folder import claim, identity
+from .trainer import RunWriteError, Trainer
 
 
 def replace_head(model, head: dict | None, console) -> Any:
@@ -103,15 +105,24 @@ def recipe_listeners(recipe: Recipe, run: Path | None, eval_set) -> list:
 
 
 def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | Path | None = None,
-                resume: bool = False, preprocessing=None, infer_preprocessing=None, console=None, listeners=(),
-                ctx=None, device: str | None = None) -> Trainer:
+                resume: bool = False, overwrite: bool = False, preprocessing=None, infer_preprocessing=None,
+                console=None, listeners=(), ctx=None, device: str | None = None) -> Trainer:
     """Train ``model`` on ``train_set`` (and evaluate on ``eval_set``) under ``recipe``; with ``out``, record the run
-    and write checkpoints and the final model there (``resume``: continue from its last checkpoint). Returns the
-    finished Trainer. ``preprocessing`` turns ``train_set``'s images into tensors; ``infer_preprocessing`` is
-    what the saved model records for inference (default: the same)."""
+    and write checkpoints and the final model there (``resume``: continue from its last checkpoint; a folder that
+    holds another run is refused unless ``overwrite``). Returns the finished Trainer. ``preprocessing`` turns
+    ``train_set``'s images into tensors; ``infer_preprocessing`` is what the saved model records for inference
+    (default: the same)."""
+    run = Path(out) if out else None
+    with claim(run, identity(model.graphspec.spec.to_yaml(), recipe), resume=resume, overwrite=overwrite,
+               is_main=ctx is None or ctx.is_main):
+        return _session(model, recipe, train_set, eval_set, run, resume, preprocessing, infer_preprocessing, console,
+                        listeners, ctx, device)
+
+
+def _session(model, recipe, train_set, eval_set, run, resume, preprocessing, infer_preprocessing, console, listeners,
+             ctx, device) -> Trainer:
     from ..model_io import save
     from .distributed import Context
-    run = Path(out) if out else None
     if not resume:
         model = replace_head(model, recipe.head, console)
         model = adapt_head(model, len(getattr(train_set, "classes", ())), console, recipe.resize_heads)
@@ -137,7 +148,8 @@ def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | P
         console.print(f"distributed: {ctx.world} processes, {recipe.batch_size} examples per global batch")
     trainer.fit()
     if run is not None and ctx.is_main:
-        path = save(model, run / "model.safetensors", preprocessing=infer_preprocessing)
+        with trainer.writing("the final model"):
+            path = save(model, run / "model.safetensors", preprocessing=infer_preprocessing)
         if console is not None:
             console.print(f"wrote {path}")
     return trainer
@@ -145,7 +157,12 @@ def run_session(model, recipe: Recipe, train_set, eval_set=None, *, out: str | P
 
 def _record(run: Path, model, recipe: Recipe, resume: bool) -> None:
     import yaml
-    run.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if resume:
+        return
+    try:
+        run.mkdir(parents=True, exist_ok=True)
         (run / "spec.yaml").write_text(model.graphspec.spec.to_yaml())
         (run / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    except OSError as e:
+        raise RunWriteError(f"cannot write the run's record into the run folder: {e.strerror or e}; nothing was "
+                            "trained", location=Location(str(run))) from e

@@ -9,6 +9,7 @@ iteration and resumed ends bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -22,17 +23,26 @@ import numpy as np
 import torch
 
 from ..devices import to
-from ..errors import GraphspecError
+from ..errors import GraphspecError, Location
 from ..log import logger
-from .checkpoint import checkpoints, load_checkpoint, remove_partial, save_checkpoint
+from ..text import printable_lines
+from .checkpoint import (CheckpointError, checkpoints, load_checkpoint, os_error_of, remove_partial,
+                         save_checkpoint)
 from .evaluation import head_metrics, verification_metrics
 from .listeners import Listener, MetricLogger
 from .recipe import Recipe
 from .steps import DL4JStep, TorchStep, param_groups
 
+UNREADABLE = ".unreadable"  # suffix of a checkpoint a resume could not read, kept aside for inspection
+
 
 class TrainingError(GraphspecError):
     exit_code = 1
+
+
+class RunWriteError(TrainingError):
+    """A write into the run folder failed (a full disk, a folder made read-only): the run stopped, and its last good
+    checkpoint is intact (checkpoints are written atomically)."""
 
 
 class Interrupted(GraphspecError):
@@ -91,6 +101,7 @@ class Trainer:
             for name, v in model.graphspec.spec.vertices.items():
                 if v.entry.batch_statistics:
                     model.get_submodule(v.module).sync = True
+        check_training_data(train, recipe)
         self.batches = self._batches(train, recipe.batch_size, recipe.data.shuffle, recipe.data.per_class)
         self.step = self._make_step()
         if recipe.tbptt_length:
@@ -208,10 +219,11 @@ class Trainer:
         self._log({"type": "epoch", "epoch": self.epoch + 1, "iteration": self.iteration, **metrics})
         shown = [f"{k[:1].upper() + k[1:]}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
         self._print(f"Epoch {self.epoch + 1} complete" + ("" if not shown else " | " + " | ".join(shown)))
-        for listener in self.listeners:
-            listener.on_eval(self, metrics)
-        for listener in self.listeners:
-            listener.on_epoch(self, metrics)
+        with self.writing("a listener's file (best model, logs)"):
+            for listener in self.listeners:
+                listener.on_eval(self, metrics)
+            for listener in self.listeners:
+                listener.on_epoch(self, metrics)
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if self.run_dir:
             self.save_checkpoint()
@@ -349,7 +361,8 @@ class Trainer:
         state = self.state()
         path = self.run_dir / "checkpoints" / f"ckpt-{self.iteration:08d}.safetensors"
         if self.ctx.is_main:
-            path = save_checkpoint(self.run_dir, self.iteration, state, self.recipe.keep_checkpoints)
+            with self.writing(f"the checkpoint {path.name}"):
+                path = save_checkpoint(self.run_dir, self.iteration, state, self.recipe.keep_checkpoints)
         self.ctx.barrier()
         logger.debug(f"checkpoint: {path} (epoch {self.epoch + 1}, iteration {self.iteration})")
         for listener in self.listeners:
@@ -357,14 +370,40 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        """Restore the latest checkpoint of the run directory; False if there is none."""
+        """Restore the latest readable checkpoint of the run directory (an unreadable latest one is set aside with
+        a warning naming both); False if there is none."""
         if self.run_dir:
             remove_partial(self.run_dir)
         found = checkpoints(self.run_dir) if self.run_dir else []
         if not found:
             return False
-        self.restore(load_checkpoint(found[-1]))
+        path, state = self._latest_readable(found)
+        try:
+            self.restore(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:  # a state of another network or optimizer
+            raise CheckpointError(f"the checkpoint does not fit this run's network and recipe ({type(e).__name__}: "
+                                  f"{e}); was it copied from another run?", location=Location(str(path))) from e
         return True
+
+    def _latest_readable(self, found: list[Path]) -> tuple[Path, dict]:
+        """The state of the newest checkpoint of ``found`` that reads; each newer one that does not is renamed
+        ``*.unreadable`` (so it is never taken for the latest again) and named in a warning."""
+        unreadable: list[CheckpointError] = []
+        for path in reversed(found):
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as e:
+                unreadable.append(e)
+                continue
+            for e in unreadable:
+                logger.warning(f"checkpoint {e.problem.location.file} is unreadable ({e.problem.message}); resuming "
+                               f"from the previous good one, {path}")
+                with contextlib.suppress(OSError):  # a read-only folder: the warning comes again next time
+                    bad = Path(e.problem.location.file)
+                    bad.rename(bad.with_name(bad.name + UNREADABLE))
+            return path, state
+        raise CheckpointError("no readable checkpoint to resume from: " + "; ".join(str(e) for e in unreadable),
+                              location=Location(str(found[-1].parent)))
 
     # --- output --------------------------------------------------------------------------------------------
 
@@ -372,17 +411,36 @@ class Trainer:
         """One record of the run: to ``metrics.jsonl`` and every :class:`MetricLogger` (rank 0 only)."""
         if not self.ctx.is_main:
             return
-        if self.run_dir:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        for listener in self.listeners:
-            if isinstance(listener, MetricLogger):
-                listener.write(record)
+        with self.writing("metrics.jsonl and the logs"):
+            if self.run_dir:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                with open(self.run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            for listener in self.listeners:
+                if isinstance(listener, MetricLogger):
+                    listener.write(record)
+
+    @contextlib.contextmanager
+    def writing(self, what: str):
+        """A failed write into the run folder (disk full, read-only) ends the run with a :class:`RunWriteError`
+        naming the folder and the last good checkpoint, instead of the writer's own error."""
+        try:
+            yield
+        except Exception as e:
+            failed = os_error_of(e)
+            if failed is None or self.run_dir is None:
+                raise
+            found = checkpoints(self.run_dir)
+            last = (f"the last good checkpoint, {found[-1]}, is intact: make room (or make the folder writable) and "
+                    "continue with --resume") if found else "no checkpoint was written yet"
+            raise RunWriteError(f"cannot write {what} into the run folder: {failed.strerror or failed}; the run "
+                                f"stopped after iteration {self.iteration}; {last}",
+                                location=Location(str(self.run_dir))) from e
 
     def _print(self, line: str) -> None:
         if self.console is not None and self.ctx.is_main:
-            self.console.print(line, highlight=False)
+            # a line may quote names from files: shown as written, never as markup or control sequences
+            self.console.print(printable_lines(line), markup=False, highlight=False)
 
     def _progress(self, epochs: int):
         import contextlib
@@ -415,6 +473,17 @@ class Trainer:
             finally:
                 signal.signal(signal.SIGINT, previous)
         return handler()
+
+
+def check_training_data(train, recipe: Recipe) -> None:
+    """Refuse training data without an example (an evaluation split that takes them all), before any work."""
+    if len(train) > 0:
+        return
+    fraction = recipe.data.eval_fraction
+    if fraction > 0:
+        raise GraphspecError(f"'data.eval_fraction': {fraction:g} leaves no training example; lower it",
+                             location=recipe.where("data.eval_fraction"), path=("data", "eval_fraction"))
+    raise GraphspecError("the training data holds no example")
 
 
 def _check_precision(recipe: Recipe, device: str) -> None:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ...data.aligners import NoSubject, every_subject, get
 from ...data.errors import DataError, located
+from ...data.images import open_image
 from ...data.preprocessing import to_rgb
 from .dataset import select_people
 from .folder import scan_folder
@@ -96,13 +97,15 @@ def _subjects(path: Path, align: Callable, name: str, report: AlignReport, shown
     """The aligner's faces of one photo, largest first; None (and the photo listed in ``report``) when it has no
     face or cannot be read. The aligner's own errors (e.g. dlib missing) stop the run: no photo would align."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:  # a regular file within the decoding limits
             image.load()
             return every_subject(align, to_rgb(image), name)
     except NoSubject:
         report.no_face.append(shown)
-    except DataError:
-        raise
+    except DataError as e:
+        if e.problem.location.file != str(path):  # the aligner's own errors (e.g. dlib missing)
+            raise
+        report.skipped.append({"path": shown, "reason": e.problem.message})
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         report.skipped.append({"path": shown, "reason": f"unreadable image: {e}"})
     return None

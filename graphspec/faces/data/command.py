@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ...errors import GraphspecError
+from ...text import printable
 from ...data.errors import DataError
 
 EPILOG = """examples:
@@ -95,7 +96,8 @@ def _align(args, root: Path) -> int:
         report = align_folder(root, args.out, args.align, every_face=args.every_face, people=args.people,
                               min_images=args.min_images,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
-    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else "\n".join(report.lines()))
+    lines = map(printable, report.lines())  # they quote paths and folder names
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else "\n".join(lines))
     return 0
 
 

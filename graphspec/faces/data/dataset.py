@@ -23,7 +23,7 @@ from .locate import locate_lfw
 from ...data.cache import ImageCache, decode_into, open_or_build
 from ...data.errors import DataError, DataWarning, located
 from .folder import FolderScan, Skipped, scan_folder
-from ...data.preprocessing import Preprocessing
+from ...data.preprocessing import Preprocessing, check_image_size
 from .protocol import read_people
 from .select import balanced_select, contiguous_split, random_subset, split_indices
 
@@ -151,6 +151,8 @@ def lfw_dataset(root: "str | os.PathLike | None" = None, *, people: "str | os.Pa
     and cuts contiguously like DL4J, else :func:`select.split_indices` by image or person).
     ``cache`` builds the uint8 cache now (decoding everything once); ``cache=False`` decodes on access.
     """
+    if preprocessing is not None:
+        check_image_size(preprocessing.size)  # before the folder is scanned
     scan = scan_folder(_root(root))
     files, persons = select_people(scan, people, min_images, warn)
     if not files:

@@ -4,7 +4,9 @@ Nothing is downloaded unless asked (``graphspec dataset DIR --download`` or :fun
 goes to ``cache_dir()/downloads`` as ``NAME.part`` until complete (an interrupted transfer resumes with an HTTP
 ``Range`` request, also on the next run), is verified against its checksum, and is then extracted member by
 member after *every* member has been checked: no absolute paths, no ``..``, no links leaving the target, no
-device files. Extraction goes to a temporary folder beside the target, renamed into place at the end.
+device files, and sizes within the limits below (read from the members' headers, stopping at the first one over
+a limit: a compression bomb is refused after decompressing at most its budget, and nothing is written). Extraction
+goes to a temporary folder beside the target, renamed into place at the end.
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import socket
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from http.client import HTTPException
 from pathlib import Path
 from typing import Callable
 
 from ...data.locations import cache_dir as default_cache_dir
 from ...data.errors import DataError, located
+from ...files import open_regular
 
 #: The official archives (University of Massachusetts) and their MD5 sums (as torchvision and others record them).
 LFW_ARCHIVES = {
@@ -30,6 +34,16 @@ LFW_ARCHIVES = {
     "funneled": ("http://vis-www.cs.umass.edu/lfw/lfw-funneled.tgz", "md5:1b42dfed7d15c9b2dd63d5e5840c86ad"),
 }
 CHUNK = 1 << 20
+# LFW holds 13,233 images in 5,749 folders (19,000 members); 50,000 leaves room for any face folder of that kind
+# while bounding the headers kept in memory (about 1 KB each).
+MAX_ARCHIVE_MEMBERS = 50_000
+# One photo: LFW's are 10-30 KB; 64 MiB is a very large uncompressed image.
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
+# Everything extracted: LFW's largest variant holds 0.25 GB; 1 GiB is four times that.
+MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
+# Photos do not compress (LFW's .tgz files are 0.95x their contents); more than 20 times the archive's size is a
+# bomb. (Below MAX_MEMBER_BYTES in all, any ratio is accepted: small archives of text compress well.)
+MAX_EXPANSION = 20
 Progress = Callable[[int, "int | None"], None]  # (bytes so far, total or None)
 
 
@@ -174,29 +188,63 @@ def _matches(path: Path, checksum: str) -> bool:
 # --- safe extraction ----------------------------------------------------------------------------------------
 def safe_extract(archive: "str | os.PathLike", target: "str | os.PathLike") -> list[str]:
     """Extract a tar archive (any compression) into ``target`` after checking every member; returns the
-    member names. A hostile member (absolute path, ``..``, a link leaving the target, a device or fifo) raises
-    :class:`DataError` naming it, before anything is written."""
+    member names. A hostile member (absolute path, ``..``, a link leaving the target, a device or fifo) or an
+    archive over a size limit raises :class:`DataError` naming it, before anything is written."""
     target = Path(target)
-    try:
-        tar = tarfile.open(archive)
-    except (tarfile.TarError, OSError) as e:
-        raise located(f"not a readable tar archive: {e}", archive) from e
-    with tar:
-        members = tar.getmembers()
-        for member in members:
-            problem = _unsafe(member)
-            if problem:
-                raise located(f"refusing to extract: member '{member.name}' {problem}", archive)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.extract")
+    with open_regular(archive, "archive", error=DataError) as f:
         try:
-            tmp.mkdir(parents=True)
-            tar.extractall(tmp, members=members, **_filter_kw())
-            _move_into(tmp, target)
+            tar = tarfile.open(fileobj=f)
         except (tarfile.TarError, OSError) as e:
-            raise located(f"extraction failed: {e}", archive) from e
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            raise located(f"not a readable tar archive: {e}", archive) from e
+        with tar:
+            members = checked_members(tar, archive, os.fstat(f.fileno()).st_size)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.extract")
+            try:
+                tmp.mkdir(parents=True)
+                tar.extractall(tmp, members=members, **_filter_kw())
+                _move_into(tmp, target)
+            except (tarfile.TarError, OSError) as e:
+                raise located(f"extraction failed: {e}", archive) from e
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return [m.name for m in members]
+
+
+def extraction_budget(archive_bytes: int) -> int:
+    """The most bytes the members of an archive of ``archive_bytes`` may hold: MAX_EXPANSION times the archive
+    (at least MAX_MEMBER_BYTES), never more than MAX_EXTRACTED_BYTES."""
+    return min(MAX_EXTRACTED_BYTES, max(MAX_EXPANSION * archive_bytes, MAX_MEMBER_BYTES))
+
+
+def checked_members(tar: tarfile.TarFile, archive, archive_bytes: int) -> list[tarfile.TarInfo]:
+    """Every member of ``tar``, read header by header and checked as it comes: its path and type
+    (:func:`_unsafe`), its size, the running count and total. The first refusal stops the reading."""
+    budget, total, members = extraction_budget(archive_bytes), 0, []
+    try:
+        while (member := tar.next()) is not None:
+            members.append(member)
+            total += member.size
+            unsafe = _unsafe(member)
+            problem = f"member '{member.name}' {unsafe}" if unsafe else \
+                _oversized(member, len(members), total, budget, archive_bytes)
+            if problem:
+                raise located(f"refusing to extract: {problem}", archive)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # a corrupt stream or header
+        raise located(f"not a readable tar archive: {e}", archive) from e
+    return members
+
+
+def _oversized(member: tarfile.TarInfo, count: int, total: int, budget: int, archive_bytes: int) -> str | None:
+    if count > MAX_ARCHIVE_MEMBERS:
+        return f"the archive has more than {MAX_ARCHIVE_MEMBERS:,} members (MAX_ARCHIVE_MEMBERS)"
+    if member.size > MAX_MEMBER_BYTES:
+        return (f"member '{member.name}' is {member.size:,} bytes; members are limited to {MAX_MEMBER_BYTES:,} "
+                f"bytes (MAX_MEMBER_BYTES)")
+    if total > budget:
+        return (f"the members hold more than {budget:,} bytes, the limit for a {archive_bytes:,}-byte archive "
+                f"(MAX_EXPANSION {MAX_EXPANSION} times its size, at most MAX_EXTRACTED_BYTES "
+                f"{MAX_EXTRACTED_BYTES:,})")
+    return None
 
 
 def _unsafe(member: tarfile.TarInfo) -> str | None:

@@ -13,7 +13,9 @@ Pairs (``pairsDevTrain.txt``, ``pairsDevTest.txt``; View 2 ``pairs.txt``)::
     AJ_Cook	1	Marsha_Thomason	1   mismatched: NAME1 I NAME2 J
 
 Image ``I`` of ``NAME`` is ``NAME/NAME_%04d.jpg``. Fields may be separated by tabs or spaces. Every structural
-error is a :class:`DataError` at ``file:line:col``.
+error is a :class:`DataError` at ``file:line:col``. A NAME is one folder name inside the dataset: a name that is
+absolute, holds a ``/`` or ``\\``, is ``.`` or ``..``, or holds a control character is refused at its line, so a
+protocol file can never make ``verify`` or training read outside ``--data``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...data.errors import located
+from ...data.errors import DataError, located
+from ...files import PROTOCOL_BYTES, read_text, unsafe_name
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,9 @@ class _Lines:
 
     def __init__(self, path: "str | os.PathLike"):
         self.path = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError as e:
-            raise located("protocol file not found", path) from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise located(f"cannot read protocol file: {e}", path) from e
+        if not os.path.lexists(path):
+            raise located("protocol file not found", path)
+        text = read_text(path, "protocol file", PROTOCOL_BYTES, error=DataError)  # regular files, within the limit
         self.lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
         self.pos = 0
         self.last_line = len(text.splitlines())
@@ -93,11 +93,30 @@ class _Lines:
             raise self.error(f"expected {what} >= {minimum}; received {value}", number, line, k)
         return value
 
+    def name(self, number: int, line: str, fields: list[str], k: int) -> str:
+        """Field ``k`` as a person's name: one folder name, which a path built from it cannot leave."""
+        name = fields[k]
+        why = person_name_refusal(name)
+        if why:
+            raise self.error(f"person name '{name}' {why}; a name is one folder name inside the dataset",
+                             number, line, k)
+        return name
+
     def expect_end(self, what: str) -> None:
         if not self.done():
             number, line = self.lines[self.pos]
             raise self.error(f"unexpected line after the {what} the header announced: '{line.strip()}'",
                              number, line)
+
+
+def person_name_refusal(name: str) -> str | None:
+    """Why ``name`` cannot be a person's folder name (it would name a path outside the dataset folder, or a name
+    that cannot be listed), or None."""
+    if name in (".", ".."):
+        return f"is '{name}'"
+    if os.path.isabs(name) or "/" in name or "\\" in name:
+        return "is a path (holds '/' or '\\')"
+    return "holds a control character or bytes that are not UTF-8" if unsafe_name(name) else None
 
 
 def _column(line: str, field: int) -> int:
@@ -144,6 +163,7 @@ def _people_block(src: _Lines, count: int, fold: int) -> list[Person]:
         number, line, fields = src.next(f"a 'NAME N' line ({count} announced)")
         if len(fields) != 2:
             raise src.error(f"expected 'NAME N' (2 fields); received {len(fields)} fields", number, line)
+        src.name(number, line, fields, 0)
         if fields[0] in seen:
             raise src.error(f"person '{fields[0]}' listed twice (first at line {seen[fields[0]]})", number, line)
         seen[fields[0]] = number
@@ -180,8 +200,9 @@ def _pair(src: _Lines, same: bool, fold: int) -> Pair:
         where = f" (fold {fold})" if fold else ""
         raise src.error(f"expected {kind}{where}; received {len(fields)} fields", number, line)
     if same:
-        name, i, j = fields
+        name = src.name(number, line, fields, 0)
         return Pair(name, src.integer(number, line, fields, 1, "an image number"), name,
                     src.integer(number, line, fields, 2, "an image number"), True, fold, number)
-    return Pair(fields[0], src.integer(number, line, fields, 1, "an image number"), fields[2],
-                src.integer(number, line, fields, 3, "an image number"), False, fold, number)
+    return Pair(src.name(number, line, fields, 0), src.integer(number, line, fields, 1, "an image number"),
+                src.name(number, line, fields, 2), src.integer(number, line, fields, 3, "an image number"), False,
+                fold, number)

@@ -11,6 +11,7 @@ import os
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from ...text import markup_safe, printable
 from .folder import Skipped, scan_folder, verify_images
 from .protocol import read_people
 
@@ -89,8 +90,8 @@ def _distribution(report: DatasetReport, sizes: dict[str, int]) -> None:
 def render_text(report: DatasetReport, console) -> None:
     """The report as rich tables on ``console``."""
     from rich.table import Table
-    console.print(f"[bold]{report.root}[/bold]: {report.identities:,} identities, {report.images:,} images"
-                  + (f" (people file {report.people_file})" if report.people_file else "")
+    console.print(f"[bold]{markup_safe(report.root)}[/bold]: {report.identities:,} identities, {report.images:,} images"
+                  + (f" (people file {markup_safe(report.people_file)})" if report.people_file else "")
                   + (f", at least {report.min_images} images each" if report.min_images > 1 else "")
                   + (", every image decoded" if report.verified else ""))
     if report.per_person:
@@ -101,18 +102,20 @@ def render_text(report: DatasetReport, console) -> None:
         for row in report.histogram:
             table.add_row(row["images"], f"{row['people']:,}", f"{row['total']:,}")
         console.print(table)
-        console.print("largest: " + ", ".join(f"{n} ({c})" for n, c in report.largest))
+        console.print("largest: " + ", ".join(f"{markup_safe(n)} ({c})" for n, c in report.largest))
     _render_problems(report, console)
 
 
 def _render_problems(report: DatasetReport, console) -> None:
     if report.missing_people:
         console.print(f"{len(report.missing_people)} people of the people file have no images: "
-                      + ", ".join(report.missing_people[:20]) + (" ..." if len(report.missing_people) > 20 else ""))
+                      + ", ".join(map(markup_safe, report.missing_people[:20]))
+                      + (" ..." if len(report.missing_people) > 20 else ""))
     for name, listed, found in report.count_mismatches:
-        console.print(f"{name}: the people file lists {listed} images, the folder has {found}")
+        console.print(f"{markup_safe(name)}: the people file lists {listed} images, the folder has {found}")
     if report.empty_folders:
-        console.print(f"ignored {len(report.empty_folders)} empty folder(s): " + ", ".join(report.empty_folders))
+        console.print(f"ignored {len(report.empty_folders)} empty folder(s): "
+                      + ", ".join(map(markup_safe, report.empty_folders)))
     console.print(f"skipped {len(report.skipped)} file(s)" + (":" if report.skipped else ""))
     for s in report.skipped:
-        console.print(f"  {s['path']}: {s['reason']}", markup=False, highlight=False)
+        console.print(f"  {printable(s['path'])}: {printable(s['reason'])}", markup=False, highlight=False)
