@@ -143,3 +143,11 @@ def test_a_line_break_in_a_file_name_cannot_shift_the_paths_listing(model_file, 
     rows, paths = np.load(out), out.with_suffix(".paths.txt").read_text().splitlines()
     assert rows.shape == (2, 128) and [Path(p).name for p in paths] == ["p_1.jpg", "p_2.jpg"]
     assert "control character \\n in the file name" in capsys.readouterr().err
+
+
+def test_a_line_break_in_a_folder_name_is_caught_too(model_file, photos, tmp_path, capsys):
+    (photos / "Some_Person").rename(photos / "Some\nPerson")
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(model_file), str(photos), "-o", str(out)]) == 0
+    assert out.with_suffix(".paths.txt").read_text() == ""  # every photo skipped: no line to shift
+    assert capsys.readouterr().err.count("control character \\n in the file name") == 4

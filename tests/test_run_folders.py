@@ -154,8 +154,8 @@ def test_another_spec_or_recipe_is_refused_and_nothing_changes(started, cli, tmp
     assert (rc, err) == (2, f"error: {run}: the run folder holds another run (a different recipe; see its spec.yaml "
                             "and recipe.yaml): --overwrite replaces it, or give another --out\n")
     rc, _, err = cli("train", spec, "--data", "synthetic", "--out", run, *TRAIN)
-    assert (rc, err) == (2, f"error: {run}: the run folder holds another run (a different data; see its spec.yaml "
-                            "and recipe.yaml): --overwrite replaces it, or give another --out\n")
+    assert (rc, err) == (2, f"error: {run}: the run folder holds another run (a different data source; see its "
+                            "spec.yaml and recipe.yaml): --overwrite replaces it, or give another --out\n")
     rc, _, err = cli("train", spec, "--data", faces, "--out", run, *TRAIN)
     assert (rc, err) == (2, f"error: {run}: the run folder holds this run already: --resume continues it from its "
                             "last checkpoint, --overwrite starts it again\n")

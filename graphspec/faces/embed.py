@@ -137,7 +137,7 @@ def _decode(prep, files: Sequence[Path], every_face: bool = False):
     from ..files import unsafe_name
     images, kept, skipped, empty = [], [], [], []
     for f in files:
-        unsafe = unsafe_name(Path(f).name)
+        unsafe = unsafe_name(str(f))
         if unsafe:  # one row per line of .paths.txt: a name with a line break would shift every row after it
             skipped.append((f, unsafe))
             continue

@@ -142,7 +142,8 @@ def _check_new_run(run: Path, ident: dict[str, str], overwrite: bool) -> None:
         raise RunFolderError("the run folder holds this run already: --resume continues it from its last checkpoint,"
                              " --overwrite starts it again", location=Location(str(run)))
     differs = [k for k in ("spec", "recipe", "data") if recorded is None or recorded.get(k) != ident.get(k)]
-    what = " and ".join(differs) if recorded is not None else "spec and recipe"
+    named = {"spec": "spec", "recipe": "recipe", "data": "data source"}
+    what = " and ".join(named[k] for k in differs) if recorded is not None else "spec and recipe"
     raise RunFolderError(f"the run folder holds another run (a different {what}; see its spec.yaml and recipe.yaml):"
                          " --overwrite replaces it, or give another --out", location=Location(str(run)))
 
