@@ -263,6 +263,13 @@ def test_lrn_refuses_non_finite_numbers(key, value, shown_as, tmp_path, capsys):
     refused(text, tmp_path, capsys, f"{key}: {value}", f"'{key}': input should be a finite number; received {shown_as}")
 
 
+def test_an_lrn_window_wider_than_any_layer_is_refused(tmp_path, capsys):
+    """Found by the hostile fuzzer: n = 2^63 is finite, and reached torch's LRN as a negative padding (exit 3)."""
+    text = IMAGE + "vertices:\n  b: {type: lrn, inputs: [x], n: 9223372036854775808}\noutputs: [b]\n"
+    refused(text, tmp_path, capsys, "n: 9223", "'n': input should be less than or equal to 100000000; received "
+                                               "9223372036854775808")
+
+
 def test_defaults_refuse_non_finite_numbers_with_the_key_path(tmp_path, capsys):
     text = HEAD.replace("inputs:", "defaults: {l2: .nan, updater: {type: sgd, lr: .inf}}\ninputs:") + \
         "vertices:\n  b: {type: dense, inputs: [x], out: 2}\noutputs: [b]\n"

@@ -242,7 +242,9 @@ class ActivationLayer(VertexType):
 
 class LRNParams(Params):
     k: float = 2.0
-    n: float = Field(5.0, ge=1.0)
+    # the window spans n channels; a window wider than any layer's channels (Size's 10^8) only pads with zeros, and
+    # a huge one overflows torch's padding arithmetic (n = 2^63 once reached F.pad as a negative padding)
+    n: float = Field(5.0, ge=1.0, le=100_000_000)
     alpha: float = 1e-4
     beta: float = 0.75
 
