@@ -200,7 +200,8 @@ def listing(names: Iterable[Any], limit: int = MAX_LISTED) -> str:
 
 
 def brief(name: Any, limit: int = MAX_SHOWN) -> str:
-    """A name as a message quotes it: as it is when short, else cut to ``limit`` characters with '...' (a value
-    that is not a string, as :func:`shown` writes it)."""
-    text = name if isinstance(name, str) else shown(name, limit)
+    """A name as a message quotes it: control characters escaped (a message keeps its own line breaks, not a
+    name's), cut to ``limit`` characters with '...' when long (a value that is not a string, as :func:`shown`
+    writes it)."""
+    text = printable(name[: limit + 1]) if isinstance(name, str) else shown(name, limit)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -326,3 +326,13 @@ def test_did_you_mean_shortlists_a_large_pool():
     names = [f"inception-{i}-conv" for i in range(20_000)]
     assert did_you_mean("inception-12-cnv", names) == " (did you mean 'inception-12-conv'?)"
     assert did_you_mean("x" * 1000, names) == ""
+
+
+def test_a_name_ending_in_a_newline_is_invalid(tmp_path, capsys):
+    """Found by the hostile fuzzer: the name pattern ended in '$', which also matches before a final newline, so
+    'v\\n' was a valid name until torch.fx's generated code broke on it (exit 3)."""
+    text = HEAD + 'vertices:\n  "v\\n": {type: dense, inputs: [x], out: 2}\noutputs: ["v\\n"]\n'
+    rc, err, path = validate(text, tmp_path, capsys)
+    assert rc == 2
+    assert err[0] == (f"error: {path}:{at(text, chr(34) + 'v')}: vertex 'v\\n': invalid vertex name: 'v\\n' may "
+                      "contain only letters, digits, '_' and '-', and must not start with '-'")

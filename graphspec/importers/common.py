@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphspecError, Location
-
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # the spec's vertex names (graphspec/spec/loader.py)
+from ..spec.loader import NAME  # the spec's vertex names
 
 
 class ImportRefused(GraphspecError):

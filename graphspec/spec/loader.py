@@ -13,7 +13,7 @@ from . import blocks as _blocks
 from .model import SPEC_VERSION, TRAIN_KEYS, Document, Spec, TrainConfig, Vertex
 from .validate import problems as _problems
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")  # \Z, not $: "$" also matches before a final newline
 # Vertex and input names, and the names a vertex reads: names are module names and state_dict keys, and every
 # message about a vertex quotes them (a megabyte name, repeated by a YAML alias, made gigabyte messages).
 MAX_NAME_CHARS = 200
