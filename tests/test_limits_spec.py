@@ -246,6 +246,15 @@ def test_an_aliased_huge_name_is_refused_by_length(tmp_path, capsys):
             "limited to 200 characters (MAX_NAME_CHARS)")
 
 
+def test_an_aliased_huge_output_name_is_refused_by_length(tmp_path, capsys):
+    """Found by the hostile fuzzer (aliases #139): a 4 MB output name, aliased 100 times, was quoted whole in every
+    message (10 s, 2.6 GB)."""
+    text = HEAD + f"description: &s {ALIASED}\n" + "vertices:\n  b: {type: dense, inputs: [x], out: 2}\n" + \
+        "outputs: [*s]\n"
+    refused(text, tmp_path, capsys, "*s]", f"output '{'y' * 57}...' is 100,000 characters long; names are limited "
+            "to 200 characters (MAX_NAME_CHARS)", vertex=None)
+
+
 def test_shown_never_builds_more_than_its_limit():
     huge = [["x" * 1_000_000] * 1000] * 1000  # a repr would be 10^12 characters
     assert shown(huge) == "[['" + "x" * 54 + "..."

@@ -100,6 +100,8 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
         raise SpecError(_problems(e, src, (), Document)) from None
     problems = [Problem(f"invalid input name: '{brief(n)}' {_name_reason(n)}", src.loc(("inputs", n)), brief(n),
                         ("inputs", n)) for n in doc.inputs if not _valid_name(n)]
+    problems += [Problem(f"output '{brief(n)}' {_long(n)}", src.loc(("outputs", i)), None, ("outputs", i))
+                 for i, n in enumerate(doc.outputs) if len(n) > MAX_NAME_CHARS]
     from .early_shapes import EarlyShapes
     expansion = _blocks.expand(doc.vertices, doc.blocks, src, EarlyShapes(doc, src, _vertex))
     problems += expansion.problems
@@ -116,7 +118,7 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
         if raw.name in vertices or raw.name in doc.inputs:
             first = vertices[raw.name].path if raw.name in vertices else ("inputs", raw.name)
             origin = f" ({raw.origin})" if raw.origin else ""
-            problems.append(Problem(f"the name '{raw.name}' is defined twice (first at {src.loc(first)}); "
+            problems.append(Problem(f"the name '{brief(raw.name)}' is defined twice (first at {src.loc(first)}); "
                                     f"vertex and input names must be unique{origin}", src.loc(raw.path), raw.name,
                                     raw.path))
             continue
@@ -181,14 +183,14 @@ def _sharer(raw, src: Source, problems: list[Problem], parts: dict[str, str]) ->
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         bad(f"'inputs' must be a list of vertex or input names; received {shown(inputs)}", "inputs")
     else:
-        for key, names in (("inputs", inputs), ("shares", [target])):
+        for key, names in (("inputs", inputs), ("shares", [target]), ("from", [body.get("from")])):
             if _long_name(names):
                 bad(f"'{key}': {_long_name(names)}", key)
     start = body.get("from")
     if "from" in body and (not isinstance(start, str) or not start):
         bad(f"'from' must name the input or vertex where the shared part starts; received {shown(start)}", "from")
     elif "from" in body and isinstance(inputs, list) and len(inputs) != 1:
-        bad(f"a vertex that shares the part from '{start}' takes exactly 1 input (what replaces '{start}'); "
+        bad(f"a vertex that shares the part from '{brief(start)}' takes exactly 1 input (what replaces '{brief(start)}'); "
             f"received {len(inputs)}", "inputs")
     if len(problems) > before:
         return None
@@ -222,7 +224,7 @@ def _share_parts(vertices: dict[str, Vertex], parts: dict[str, str], inputs, bro
         for p in part:
             copy = Vertex(rename[p], "", [rename.get(i, i) for i in vertices[p].inputs],
                           group=v.group + (name,) + vertices[p].group,  # the original's block instances, nested
-                          path=v.path, origin=f"the part of '{name}' from '{start}' to '{end}'", shares=p)
+                          path=v.path, origin=f"the part of '{name}' from '{brief(start)}' to '{brief(end)}'", shares=p)
             if copy.name in vertices or copy.name in inputs:
                 problems.append(Problem(f"the shared part makes a vertex '{copy.name}', a name already used",
                                         src.loc(v.path), name, v.path))
@@ -237,9 +239,9 @@ def _part_between(vertices, inputs, parts, start: str, end: str) -> tuple[list[s
     """The vertices on a path from ``start`` to ``end`` (in spec order), or a problem and the key it is about."""
     if start not in vertices and start not in inputs:
         known = list(inputs) + list(vertices)
-        return [], f"'from': no input or vertex named '{start}'{did_you_mean(start, known)}", "from"
+        return [], f"'from': no input or vertex named '{brief(start)}'{did_you_mean(start, known)}", "from"
     if end not in vertices or end in parts:
-        return [], f"'shares': no vertex named '{end}'{did_you_mean(end, list(vertices))}", "shares"
+        return [], f"'shares': no vertex named '{brief(end)}'{did_you_mean(end, list(vertices))}", "shares"
     depends: dict[str, bool] = {start: True}
 
     def reads_start(n: str, seen: frozenset = frozenset()) -> bool:
@@ -248,14 +250,14 @@ def _part_between(vertices, inputs, parts, start: str, end: str) -> tuple[list[s
             depends[n] = v is not None and n not in seen and any(reads_start(i, seen | {n}) for i in v.inputs)
         return depends[n]
     if not reads_start(end):
-        return [], f"'{end}' does not depend on 'from' ('{start}'): there is no part between them to share", "shares"
+        return [], f"'{brief(end)}' does not depend on 'from' ('{brief(start)}'): there is no part between them to share", "shares"
     read_by_end = _read_by(vertices, end)
     part = [n for n in vertices if n in read_by_end and n != start and reads_start(n)]
     for n in part:
         outside = [i for i in vertices[n].inputs if i != start and i not in part]
         if outside:
-            return [], (f"the part from '{start}' to '{end}' is not self-contained: '{n}' also reads '{outside[0]}', "
-                        f"which does not come from '{start}'"), "shares"
+            return [], (f"the part from '{brief(start)}' to '{brief(end)}' is not self-contained: '{brief(n)}' also reads '{brief(outside[0])}', "
+                        f"which does not come from '{brief(start)}'"), "shares"
     return part, None, ""
 
 
@@ -303,9 +305,9 @@ def _share_problem(target: str, chain: list[str], vertices, inputs, broken) -> s
     if target in broken:
         return None  # refused already
     if target in inputs:
-        return f"'shares' names the network input '{target}'; only a vertex has a layer to share"
+        return f"'shares' names the network input '{brief(target)}'; only a vertex has a layer to share"
     if target not in vertices:
-        return f"'shares': no vertex named '{target}'{did_you_mean(target, list(vertices))}"
+        return f"'shares': no vertex named '{brief(target)}'{did_you_mean(target, list(vertices))}"
     return None
 
 
