@@ -48,7 +48,8 @@ _chosen: ContextVar = ContextVar("graphspec_memory_limit", default=DEFAULT)
 
 
 class MemoryBudgetError(GraphspecError):
-    """A model whose estimated memory exceeds the budget (raised before anything is allocated)."""
+    """A model whose estimated memory exceeds the budget (raised before anything is allocated), or that ran out of
+    memory anyway (the estimate is an estimate, and other processes use memory too)."""
 
 
 def parse_size(text: "str | int | None") -> int | None:
@@ -170,20 +171,39 @@ def check(spec, *, batch_size: int | None = None, training: bool = False, frozen
 def allocating(spec, vertex: str) -> Iterator[None]:
     """Allocating ``vertex``'s tensors: running out of memory anyway (the budget is an estimate, or was turned off,
     and other processes use memory too) is a MemoryBudgetError naming the vertex, not an internal error."""
-    import torch
     try:
         yield
     except (MemoryError, RuntimeError) as e:
-        if not (isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)):
+        if not _out_of_memory(e):
             raise
-        raise MemoryBudgetError(f"out of memory while allocating its parameters: {type(e).__name__}: "
-                                f"{_first_line(e)}; free memory, or use a smaller model", location=spec.loc(
+        raise MemoryBudgetError(f"out of memory while allocating its parameters: {_said(e)}; free memory, or use "
+                                "a smaller model", location=spec.loc(
                                     spec.vertices[vertex].path), vertex=vertex, path=spec.vertices[vertex].path) \
             from e
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0]
+@contextmanager
+def running(what: str) -> Iterator[None]:
+    """Running ``what`` (e.g. 'the forward pass of a batch of 64'): out of memory is a MemoryBudgetError saying
+    so, not an internal error."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        raise MemoryBudgetError(f"out of memory during {what}: {_said(e)}; use a smaller batch, free memory, or "
+                                "use a smaller model") from e
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)
+
+
+def _said(e: BaseException) -> str:
+    """'RuntimeError: <its first line>', or the type alone when it says nothing (a bare MemoryError)."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _refusal(spec, est: Estimate, chosen: Budget) -> MemoryBudgetError:

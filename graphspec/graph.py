@@ -182,7 +182,7 @@ def _shapes(spec: Spec, g: nx.DiGraph, order: list[str], problems: list[Problem]
     shapes: dict[str, Shape] = {}
     for n in spec.inputs:
         shape = tuple(spec.input_shape(n, length))
-        if not _over_limit(spec, f"its shape {_fmt_shape(shape)} (per example)", shape, n, ("inputs", n), problems):
+        if not _over_limit(spec, lambda: f"its shape {_fmt_shape(shape)} (per example)", shape, n, ("inputs", n), problems):
             shapes[n] = shape
     batch = {n: Fraction(1) for n in spec.inputs}
     inference, in_shapes = {}, {}

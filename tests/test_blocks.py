@@ -609,3 +609,18 @@ def test_recursion_detected_for_block_names_with_colon(tmp_path):
         "  loop:\n", "  'a:b':\n").replace("$name-inner: {block: loop", "$name-inner: {block: 'a:b'")
     err, _ = load_error(text, tmp_path)
     assert err.problems[0].vertex == "c-inner"
+
+
+def test_blocks_nested_too_deep_are_refused_as_too_deep_not_as_recursive(tmp_path):
+    """17 distinct blocks, each using the next: not recursive, but deeper than MAX_BLOCK_DEPTH (16)."""
+    blocks = "".join(f"  b{i}:\n    vertices:\n      $name-in: {{block: b{i + 1}, inputs: [$input]}}\n"
+                     for i in range(17))
+    blocks += "  b17:\n    vertices:\n      $name: {type: dense, inputs: [$input], out: 2}\n"
+    text = ("version: 1\nname: deep\ninputs:\n  x: {type: feed_forward, size: 4}\nblocks:\n" + blocks +
+            "vertices:\n  c: {block: b0, inputs: [x]}\noutputs: [c]\n")
+    err, path = load_error(text, tmp_path)
+    line, col = line_col(text, "$name-in: {block: b16", "block")
+    chain = " -> ".join(f"b{i}:c" + "-in" * i for i in range(16))
+    assert [str(p) for p in err.problems] == [
+        f"{path}:{line}:{col}: vertex 'c{'-in' * 16}': block 'b16' would nest blocks 17 deep ({chain}); blocks nest "
+        "at most 16 deep (MAX_BLOCK_DEPTH)"]

@@ -195,6 +195,32 @@ def test_running_out_of_memory_anyway_is_a_located_error(monkeypatch):
 # --- the commands -----------------------------------------------------------------------------------------------
 
 
+def test_forward_running_out_of_memory_is_an_error_not_an_internal_error(cli, tmp_path, monkeypatch):
+    """The estimate passed (or was turned off) and the pass itself ran out: exit 2, saying what ran out."""
+    import torch.nn.functional as F
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes.")
+    monkeypatch.setattr(F, "linear", failing)
+    path = write(tmp_path, "small.yaml", SMALL)
+    rc, out, err = cli("forward", path, "--batch-size", "3", "--memory-limit", "none")
+    assert (rc, out) == (2, "")
+    assert err == ("error: out of memory during the forward pass of a batch of 3: RuntimeError: DefaultCPUAllocator: "
+                   "can't allocate memory: you tried to allocate 9 bytes.; use a smaller batch, free memory, or use "
+                   "a smaller model\n")
+
+
+def test_a_memory_error_anywhere_in_a_command_is_an_error_not_an_internal_error(cli, tmp_path, monkeypatch):
+    from graphspec import summary
+
+    def failing(*args, **kwargs):
+        raise MemoryError()
+    monkeypatch.setattr(summary, "summarize", failing)
+    rc, out, err = cli("summary", write(tmp_path, "small.yaml", SMALL))
+    assert (rc, err) == (2, "error: out of memory during 'graphspec summary': MemoryError; use a smaller batch, "
+                            "free memory, or use a smaller model\n")
+
+
 def test_forward_checks_its_batch(cli, tmp_path):
     path = write(tmp_path, "small.yaml", SMALL)
     total = PARAMS * 4 + ACTIVATIONS_PER_EXAMPLE * 3 * 4  # 472 bytes at batch 3

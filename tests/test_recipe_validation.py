@@ -88,6 +88,34 @@ def test_a_flag_value_is_refused_with_its_key_and_no_recipe_line(tmp_path, cli):
     assert (rc, err) == (2, "error: 'seed': input should be greater than or equal to 0; received -3\n")
 
 
+@pytest.mark.parametrize("text", ["", "# every default\n", "---\n"])
+def test_an_empty_recipe_means_every_default(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert load_recipe(path).model_dump() == Recipe().model_dump()
+
+
+@pytest.mark.parametrize("text, kind", [("- epochs: 2\n", "list"), ("fast\n", "str"), ("3\n", "int")])
+def test_a_recipe_that_is_not_a_mapping_is_refused(tmp_path, text, kind):
+    """Before: anything but a mapping was silently read as the defaults."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(GraphspecError) as e:
+        load_recipe(path)
+    assert str(e.value) == (f"{path}:1:1: expected a recipe: a mapping of settings (epochs, batch_size, optimizer, "
+                            f"...); received {kind}")
+
+
+def test_an_oversized_recipe_is_refused_as_a_recipe(tmp_path, monkeypatch):
+    from graphspec.spec import yaml_source
+    monkeypatch.setattr(yaml_source, "MAX_BYTES", 10)
+    path = tmp_path / "r.yaml"
+    path.write_text("epochs: 100\n")
+    with pytest.raises(GraphspecError) as e:
+        load_recipe(path)
+    assert str(e.value) == f"{path}: file is 12 bytes; recipes are limited to 10 bytes"
+
+
 def test_a_section_that_is_not_a_mapping_is_reported_even_with_a_flag_inside_it(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("epochs: 1\ndata: 5\n")

@@ -193,3 +193,16 @@ def test_the_dataset_report_escapes_folder_names_and_their_markup():
     assert "  [red]Eve\\x1b[2J/x.jpg: not an image\\x07\n" in text
     assert "ignored 1 empty folder(s): [red]Eve\\x1b[2J\n" in text
     assert "[red]Eve\\x1b[2J: the people file lists 4 images, the folder has 3\n" in text
+
+
+def test_models_escapes_what_plugins_contribute(cli, monkeypatch, tmp_path):
+    """A plugin's model folder names the models (file names) and describes them (model cards): its text is a file's
+    text like any other."""
+    from graphspec import catalog
+    name = "evil\x1b]0;pwned\a"
+    monkeypatch.setattr(catalog, "available", lambda: {name: tmp_path / f"{name}.safetensors"})
+    monkeypatch.setattr(catalog, "summary", lambda _: "card \x1b[2J\u202e")
+    rc, out, err = cli("models")
+    assert rc == 0
+    assert_safe(out, err)
+    assert r"evil\x1b]0;pwned\x07  card \x1b[2J\u202e  " in out

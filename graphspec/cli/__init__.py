@@ -171,7 +171,9 @@ def _note(message, category, filename, lineno, file=None, line=None) -> None:
 
 def _run(args) -> int:
     try:
-        with suggestion_budget():  # did-you-mean over the whole command: linear however many errors there are
+        # did-you-mean over the whole command: linear however many errors there are; running out of memory where
+        # no estimate foresaw it is the machine's limit, said as such, not an internal error
+        with suggestion_budget(), budget.running(f"'graphspec {args.command}'"):
             return args.func(args)
     except GraphspecError as e:
         if args.debug:  # a user error may wrap a low-level one (an OSError, a parser's error): show the chain

@@ -72,18 +72,21 @@ def cmd_forward(args) -> int:
 
     import torch
 
-    from ..budget import check
+    from ..budget import check, running
     from ..devices import resolve, to
     from ..export import example_inputs
+    from ..opening import resolve as resolve_source
     device = resolve(args.device)
-    check(open_spec(args.spec)[0], batch_size=args.batch_size)  # the batch's memory, before anything is allocated
-    net = open(args.spec, seed=args.seed)
+    spec, _ = open_spec(args.spec)
+    check(spec, batch_size=args.batch_size)  # the batch's memory, before anything is allocated
+    is_model = resolve_source(args.spec)[0] == "model"
+    net = open(args.spec if is_model else spec, seed=args.seed)  # a spec is read once; a model file has weights
     info = net.graphspec
     net.train(args.train)
     xs = example_inputs(net, args.batch_size, args.seed or 0)  # class indices for the inputs of embeddings
     net.to(device)
     xs = to(list(xs), device)
-    with torch.no_grad():
+    with torch.no_grad(), running(f"the forward pass of a batch of {args.batch_size}"):
         start = time.perf_counter()
         out = net(*xs)
         elapsed = time.perf_counter() - start
@@ -174,14 +177,15 @@ def cmd_models(args) -> int:
     zoo's architectures: name, trainable parameters, MACs per example, input, description."""
     from .. import catalog, load_spec, zoo
     from ..summary import summarize
+    from ..text import printable
     models = catalog.available()
     print("trained models (graphspec embed / verify / open NAME):")
     if not models:
         print("  none (applications and plugins add them through the 'graphspec.models' entry points)")
-    width = max((len(name) for name in models), default=0)
-    for name, path in models.items():
-        about = catalog.summary(name)
-        print(f"  {name:<{width}}  {about + '  ' if about else ''}{path}")
+    width = max((len(printable(name)) for name in models), default=0)
+    for name, path in models.items():  # names, cards and paths come from plugins: escaped like any file's text
+        about = printable(catalog.summary(name) or "")
+        print(f"  {printable(name):<{width}}  {about + '  ' if about else ''}{printable(str(path))}")
     print("architectures (graphspec.build(\"NAME\"), graphspec summary / train NAME), untrained:")
     width = max(len(name) for name in zoo.names())
     for name in zoo.names():

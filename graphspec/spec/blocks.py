@@ -146,10 +146,13 @@ class Expander:
             self.problem(f"unknown block '{brief(block_name)}'{did_you_mean(block_name, self.blocks)}; "
                          f"defined blocks: {listing(self.blocks) or 'none'}", path + ("block",), name)
             raise _Abort
-        if len(stack) >= MAX_BLOCK_DEPTH or block_name in [b for b, _ in stack]:
+        recursive = block_name in [b for b, _ in stack]
+        if recursive or len(stack) >= MAX_BLOCK_DEPTH:
             chain = " -> ".join(f"{b}:{i}" for b, i in stack)  # block:instance
-            self.problem(f"block '{block_name}' uses itself (blocks nest: {chain}); "
-                         "blocks must not be recursive", path + ("block",), name)
+            why = (f"block '{block_name}' uses itself (blocks nest: {chain}); blocks must not be recursive"
+                   if recursive else f"block '{block_name}' would nest blocks {MAX_BLOCK_DEPTH + 1} deep ({chain}); "
+                   f"blocks nest at most {MAX_BLOCK_DEPTH} deep (MAX_BLOCK_DEPTH)")
+            self.problem(why, path + ("block",), name)
             raise _Abort
         bdef = self.blocks[block_name]
         env = self.arguments(name, body, bdef, block_name, path)

@@ -83,6 +83,9 @@ def _from_source(src: Source) -> tuple[Spec, list[Problem], frozenset[str]]:
     """The spec of the vertices that validate, the problems of the others, and the names of those refused (so the
     graph analysis can still check what the valid vertices allow)."""
     data = src.data
+    if data is None:
+        raise GraphspecError("the spec is empty; expected a mapping with at least 'version', 'inputs', "
+                             "'vertices' and 'outputs'", location=src.loc(()))
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "nothing"
         kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number"}.get(kind, kind)

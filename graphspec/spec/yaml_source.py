@@ -78,16 +78,17 @@ def _is_path(source) -> bool:
     return os.path.exists(source) or source.endswith((".yaml", ".yml", ".json")) or ": " not in source
 
 
-def read_text(source: str | os.PathLike) -> tuple[str, str]:
-    """Return ``(text, file_label)``. A string with a newline (or ``key: value``) is YAML text; else a path."""
+def read_text(source: str | os.PathLike, what: str = "spec") -> tuple[str, str]:
+    """Return ``(text, file_label)``. A string with a newline (or ``key: value``) is YAML text; else a path.
+    ``what`` names the kind of document in errors ('specs are limited to ...')."""
     if _is_path(source):
         label = str(source)
-        raw = read_bytes(source, "spec", MAX_BYTES, plural="specs")  # regular files only, never past the limit
+        raw = read_bytes(source, what, MAX_BYTES)  # regular files only, never past the limit
     else:
         label = "<string>"
         raw = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else bytes(source)
         if len(raw) > MAX_BYTES:
-            raise GraphspecError(f"text is {len(raw):,} bytes; specs are limited to {MAX_BYTES:,} bytes",
+            raise GraphspecError(f"text is {len(raw):,} bytes; {what}s are limited to {MAX_BYTES:,} bytes",
                                  location=Location(label))
     return _decode(raw, label), label
 
@@ -108,7 +109,7 @@ def _mark(label: str, mark) -> Location:
 
 
 def parse_yaml(text: str, label: str = "<string>") -> Source:
-    """Parse one YAML document into plain Python values with positions.
+    """Parse one YAML document into plain Python values with positions (``data`` None when there is none).
 
     One pass over libyaml's events builds the values directly: no node tree, every scalar's tag resolved and its
     value constructed once per distinct text (a 1 MB spec reads in about a second instead of five)."""
@@ -142,9 +143,8 @@ def _parse(text: str, label: str) -> Source:
     if len(starts) > 1:
         raise GraphspecError("expected a single YAML document, found several ('---')",
                              location=_document_start(label, text, events[starts[1] + 1].start_mark))
-    if not starts:
-        raise GraphspecError("the spec is empty; expected a mapping with at least 'version', 'inputs', "
-                             "'vertices' and 'outputs'", location=Location(label, 1, 1))
+    if not starts:  # no document at all (an empty file, or comments only): what that means is the caller's
+        return Source(None, label, {(): Location(label, 1, 1)})
     builder = _Builder(label, events, _bind_aliases(events, label))
     data = builder.build(starts[0] + 1, len(events) - 3)  # the events between DocumentStart and DocumentEnd
     return Source(data, label, builder.positions)
@@ -413,6 +413,7 @@ class _Builder:
         return value
 
 
-def load_yaml(source: str | os.PathLike) -> Source:
-    text, label = read_text(source)
+def load_yaml(source: str | os.PathLike, what: str = "spec") -> Source:
+    """Read and parse a YAML document (``what``: the kind of document, for errors); no document: data None."""
+    text, label = read_text(source, what)
     return parse_yaml(text, label)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..data.preprocessing import MAX_IMAGE_SIDE
-from ..errors import Location, SpecError
+from ..errors import GraphspecError, Location, SpecError
 
 #: Seeds go to torch.manual_seed and numpy's generators, which take 64-bit values (the held-out part uses seed + 1,
 #: which still fits an unsigned one); below 2**63 a seed is also a signed 64-bit integer, DL4J's long.
@@ -212,8 +212,11 @@ def load_recipe(path: "str | os.PathLike | None", overrides: dict[str, Any] | No
     """Read a recipe file (or the defaults) and apply ``overrides`` (dotted keys allowed: ``data.limit``)."""
     from ..spec.validate import problems
     from ..spec.yaml_source import Source, load_yaml
-    src = load_yaml(path) if path else Source({}, "")  # no file: errors are about the flags
-    data = src.data if isinstance(src.data, dict) else {}
+    src = load_yaml(path, "recipe") if path else Source({}, "")  # no file: errors are about the flags
+    if src.data is not None and not isinstance(src.data, dict):
+        raise GraphspecError(f"expected a recipe: a mapping of settings (epochs, batch_size, optimizer, ...); "
+                             f"received {type(src.data).__name__}", location=src.loc(()))
+    data = src.data if src.data is not None else {}  # an empty recipe: every default
     for key, value in (overrides or {}).items():
         if value is not None:
             _override(data, key.split("."), value)
