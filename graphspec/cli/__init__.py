@@ -173,7 +173,8 @@ def _run(args) -> int:
     try:
         # did-you-mean over the whole command: linear however many errors there are; running out of memory where
         # no estimate foresaw it is the machine's limit, said as such, not an internal error
-        with suggestion_budget(), budget.running(f"'graphspec {args.command}'"):
+        command = getattr(args, "command", None)
+        with suggestion_budget(), budget.running(f"'graphspec {command}'" if command else "the command"):
             return args.func(args)
     except GraphspecError as e:
         if args.debug:  # a user error may wrap a low-level one (an OSError, a parser's error): show the chain
