@@ -255,6 +255,14 @@ def test_an_aliased_huge_output_name_is_refused_by_length(tmp_path, capsys):
             "to 200 characters (MAX_NAME_CHARS)", vertex=None)
 
 
+def test_a_type_longer_than_every_type_name_is_refused_without_searching(tmp_path, capsys):
+    """Found by the hostile fuzzer (aliases #374): a 500 KB type aliased by 10,000 vertices was lowered (for DL4J's
+    case-insensitive names) once a vertex: 14 s. Longer than every type name, it cannot name one."""
+    text = HEAD + f"description: &s {ALIASED}\n" + "vertices:\n  b: {type: *s, inputs: [x], out: 2}\noutputs: [b]\n"
+    refused(text, tmp_path, capsys, "type: *s", f"unknown vertex type '{'y' * 56}... (100,000 characters: longer "
+            f"than every type name); known types: {', '.join(sorted(all_types()))}")
+
+
 def test_shown_never_builds_more_than_its_limit():
     huge = [["x" * 1_000_000] * 1000] * 1000  # a repr would be 10^12 characters
     assert shown(huge) == "[['" + "x" * 54 + "..."

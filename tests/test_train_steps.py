@@ -13,7 +13,7 @@ import torch
 
 import graphspec
 from graphspec.spec.model import Updater
-from graphspec.train.steps import DL4JStep, TorchStep, center_delta, normalise, param_groups
+from graphspec.train.steps import DL4JStep, TorchStep, center_delta, fused_if_possible, normalise, param_groups
 from graphspec.train.updaters import DL4JUpdater
 from specs_tiny import tiny_conv
 
@@ -448,3 +448,54 @@ def test_bf16_autocast_step_keeps_float32_state_and_tracks_the_float32_step(sema
     assert m16.head.centers.dtype == torch.float32
     np.testing.assert_allclose(m16.head.centers, m32.head.centers, atol=5e-3)  # embeddings rounded to bf16
     assert not torch.equal(m16.head.centers, graphspec.build(tiny_conv(0.01)).head.centers)
+
+
+@pytest.mark.parametrize("kind", [torch.optim.Adam, torch.optim.AdamW])
+def test_the_fused_optimizer_follows_torchs_default_one(kind):
+    """Adam and AdamW run fused on the CPU (one kernel a step): the parameters stay within rounding of the
+    default for-each implementation's over 20 steps with weight decay on one group."""
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(300)), torch.nn.Parameter(torch.randn(7, 5))]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+
+    def groups(ps):
+        return [{"params": ps[:1], "weight_decay": 0.1}, {"params": ps[1:], "weight_decay": 0.0}]
+    fused = fused_if_possible(kind, groups(ours), lr=0.01, betas=(0.9, 0.99), eps=1e-6)
+    plain = kind(groups(reference), lr=0.01, betas=(0.9, 0.99), eps=1e-6)
+    assert fused.defaults["fused"] is True and not plain.defaults.get("fused")
+    for _ in range(20):
+        for a, b in zip(ours, reference):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        assert not torch.equal(a, b.detach() * 0)  # they moved
+
+
+def test_an_optimizer_without_a_fused_kernel_for_the_parameters_falls_back():
+    made = []
+
+    class OnlyDefault(torch.optim.AdamW):
+        def __init__(self, params, fused=None, **settings):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                                   "devices")
+            made.append(settings)
+            super().__init__(params, **settings)
+    opt = fused_if_possible(OnlyDefault, [{"params": [torch.nn.Parameter(torch.zeros(2))]}], lr=0.5)
+    assert made == [{"lr": 0.5}] and not opt.defaults.get("fused")
+
+
+def test_training_with_pytorch_semantics_uses_the_fused_adamw():
+    from graphspec.data import ArrayData
+    from graphspec.train.recipe import Recipe
+    from graphspec.train.trainer import Trainer
+    model = graphspec.build(CONV)
+    x, y = _conv_batch()
+    recipe = Recipe.model_validate({"semantics": "pytorch", "epochs": 1, "batch_size": 4,
+                                    "optimizer": {"type": "adamw", "lr": 0.01}})
+    data = ArrayData(x.numpy().astype(np.uint8), y.numpy(), ["a", "b", "c", "d", "e"])
+    trainer = Trainer(model, recipe, data, progress=False)
+    assert trainer.step.optimizer.defaults["fused"] is True

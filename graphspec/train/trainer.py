@@ -31,7 +31,7 @@ from .checkpoint import (CheckpointError, checkpoints, load_checkpoint, os_error
 from .evaluation import head_metrics, verification_metrics
 from .listeners import Listener, MetricLogger
 from .recipe import Recipe
-from .steps import DL4JStep, TorchStep, param_groups
+from .steps import DL4JStep, TorchStep, fused_if_possible, param_groups
 
 UNREADABLE = ".unreadable"  # suffix of a checkpoint a resume could not read, kept aside for inspection
 
@@ -119,10 +119,9 @@ class Trainer:
         groups = param_groups(self.model, wd)
         if o.type == "sgd":
             opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-        elif o.type == "adam":
-            opt = torch.optim.Adam(groups, lr=o.lr, betas=o.betas, eps=o.eps)
         else:
-            opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+            kind = torch.optim.Adam if o.type == "adam" else torch.optim.AdamW
+            opt = fused_if_possible(kind, groups, lr=o.lr, betas=o.betas, eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return TorchStep(self.model, opt, self.recipe.clip_grad_norm, self.ctx, self.recipe.precision,
                          self.recipe.losses)
