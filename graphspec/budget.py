@@ -167,32 +167,31 @@ def check(spec, *, batch_size: int | None = None, training: bool = False, frozen
     return est
 
 
-@contextmanager
-def allocating(spec, vertex: str) -> Iterator[None]:
+def allocating(spec, vertex: str):
     """Allocating ``vertex``'s tensors: running out of memory anyway (the budget is an estimate, or was turned off,
     and other processes use memory too) is a MemoryBudgetError naming the vertex, not an internal error."""
-    try:
-        yield
-    except (MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
-            raise
-        raise MemoryBudgetError(f"out of memory while allocating its parameters: {_said(e)}; free memory, or use "
-                                "a smaller model", location=spec.loc(
-                                    spec.vertices[vertex].path), vertex=vertex, path=spec.vertices[vertex].path) \
-            from e
+    path = spec.vertices[vertex].path
+    return _out_of_memory_as(lambda said: MemoryBudgetError(
+        f"out of memory while allocating its parameters: {said}; free memory, or use a smaller model",
+        location=spec.loc(path), vertex=vertex, path=path))
+
+
+def running(what: str):
+    """Running ``what`` (e.g. 'the forward pass of a batch of 64'): out of memory is a MemoryBudgetError saying
+    so, not an internal error."""
+    return _out_of_memory_as(lambda said: MemoryBudgetError(
+        f"out of memory during {what}: {said}; use a smaller batch, free memory, or use a smaller model"))
 
 
 @contextmanager
-def running(what: str) -> Iterator[None]:
-    """Running ``what`` (e.g. 'the forward pass of a batch of 64'): out of memory is a MemoryBudgetError saying
-    so, not an internal error."""
+def _out_of_memory_as(error) -> Iterator[None]:
+    """Running out of memory inside becomes ``error(what the allocator said)``; anything else passes through."""
     try:
         yield
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):
             raise
-        raise MemoryBudgetError(f"out of memory during {what}: {_said(e)}; use a smaller batch, free memory, or "
-                                "use a smaller model") from e
+        raise error(_said(e)) from e
 
 
 def _out_of_memory(e: BaseException) -> bool:

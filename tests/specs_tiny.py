@@ -1,5 +1,6 @@
 """Small specs shared by several test modules: a conv -> batchnorm -> dense -> l2_normalize -> center-loss network
-(the training tests) and a Siamese pair of one shared dense layer (shared layers, several inputs)."""
+(the training tests), a conv -> softmax classifier (run folders, recipes, resuming from the command line) and a
+Siamese pair of one shared dense layer (shared layers, several inputs)."""
 
 TINY_CONV = """
 version: 1
@@ -50,4 +51,16 @@ vertices:
   embed-right: {shares: embed, inputs: [right]}
   distance: {type: l2_distance, inputs: [embed, embed-right]}
 outputs: [distance]
+"""
+
+
+TINY_CLASSIFIER = """version: 1
+name: tiny-classifier
+seed: 3
+defaults: {activation: relu, weight_init: xavier, updater: {type: sgd, lr: 0.01}}
+inputs: {input1: {type: convolutional, channels: 3, height: 8, width: 8}}
+vertices:
+  conv: {type: conv, inputs: [input1], kernel: 3, stride: 2, out: 4}
+  out: {type: output, inputs: [conv], out: 3, activation: softmax}
+outputs: [out]
 """

@@ -12,18 +12,9 @@ from graphspec.data import ArrayData
 from graphspec.errors import GraphspecError, SpecError
 from graphspec.train.recipe import MAX_DRAWN, SEED_LIMIT, Recipe, load_recipe
 from graphspec.train.trainer import Trainer
-from specs_tiny import tiny_conv
+from specs_tiny import TINY_CLASSIFIER, tiny_conv
 
-SPEC = """version: 1
-name: recipe-checks
-seed: 3
-defaults: {activation: relu, weight_init: xavier, updater: {type: sgd, lr: 0.01}}
-inputs: {input1: {type: convolutional, channels: 3, height: 8, width: 8}}
-vertices:
-  conv: {type: conv, inputs: [input1], kernel: 3, stride: 2, out: 4}
-  out: {type: output, inputs: [conv], out: 3, activation: softmax}
-outputs: [out]
-"""
+SPEC = TINY_CLASSIFIER
 
 # (recipe text, the error after "FILE:"): at the value's key (or list item) on line 2; a block's own rule at its key
 REFUSED = [

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from specs_tiny import TINY_CLASSIFIER
 
-SPEC = """version: 1
-name: resume-cli
-seed: 3
-defaults: {activation: relu, weight_init: xavier, updater: {type: sgd, lr: 0.01}}
-inputs: {input1: {type: convolutional, channels: 3, height: 8, width: 8}}
-vertices:
-  conv: {type: conv, inputs: [input1], kernel: 3, stride: 2, out: 4}
-  out: {type: output, inputs: [conv], out: 3, activation: softmax}
-outputs: [out]
-"""
+SPEC = TINY_CLASSIFIER
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")
 

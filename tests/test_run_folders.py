@@ -29,20 +29,11 @@ from graphspec.train.recipe import Recipe
 from graphspec.train.session import run_session
 from graphspec.errors import GraphspecError
 from graphspec.train.trainer import RunWriteError, Trainer
-from specs_tiny import tiny_conv
+from specs_tiny import TINY_CLASSIFIER, tiny_conv
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")
 
-SPEC = """version: 1
-name: run-folders
-seed: 3
-defaults: {activation: relu, weight_init: xavier, updater: {type: sgd, lr: 0.01}}
-inputs: {input1: {type: convolutional, channels: 3, height: 8, width: 8}}
-vertices:
-  conv: {type: conv, inputs: [input1], kernel: 3, stride: 2, out: 4}
-  out: {type: output, inputs: [conv], out: 3, activation: softmax}
-outputs: [out]
-"""
+SPEC = TINY_CLASSIFIER
 TRAIN = ("--epochs", "1", "--batch-size", "8", "--print-every", "100", "--quiet")
 
 
