@@ -39,26 +39,18 @@ outputs: [e]
 PARAMS = (10 * 5 + 5) + (5 * 2 + 2)  # 67 values
 ACTIVATIONS_PER_EXAMPLE = 10 + 5 + 2  # x, d, e
 
+
+
+def one_dense(name: str, size: int, out: int) -> str:
+    """x [size] -> d: dense size -> out (its weight on line 6, column 3)."""
+    return (f"version: 1\nname: {name}\ninputs:\n  x: {{type: feed_forward, size: {size}}}\nvertices:\n"
+            f"  d: {{type: dense, inputs: [x], out: {out}}}\noutputs: [d]\n")
+
+
 # 65536 -> 49152: a weight of 3,221,225,472 float32 values, 12.0 GiB
-LAYER_12_GIB = """\
-version: 1
-name: g12
-inputs:
-  x: {type: feed_forward, size: 65536}
-vertices:
-  d: {type: dense, inputs: [x], out: 49152}
-outputs: [d]
-"""
+LAYER_12_GIB = one_dense("g12", 65536, 49152)
 # 1e8 -> 1e8: 1e16 values, 4e16 bytes (the issue's case): over MAX_VALUES, refused when the spec is validated
-LAYER_4E16_BYTES = """\
-version: 1
-name: huge
-inputs:
-  x: {type: feed_forward, size: 100000000}
-vertices:
-  d: {type: dense, inputs: [x], out: 100000000}
-outputs: [d]
-"""
+LAYER_4E16_BYTES = one_dense("huge", 100000000, 100000000)
 # three 10^6-fold upsamplings: [3, 1e3, 1e3] -> [3, 1e9, 1e9] (3e18 values, past MAX_VALUES) -> 1e15 per side
 UPSAMPLED = """\
 version: 1
