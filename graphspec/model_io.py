@@ -20,6 +20,7 @@ import torch
 
 from .errors import GraphspecError, Location
 from .files import open_regular
+from .compiler import build
 
 FORMAT = "graphspec-model"
 FORMAT_VERSION = 1
@@ -285,8 +286,6 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load(path: str | os.PathLike, *, strict: bool = True) -> torch.nn.Module:
     """Load a model file: rebuild its spec, load its tensors (strictly, by default), restore frozen vertices."""
     from .catalog import path as catalogued  # (not `from . import catalog`: that reads as the package, a cycle)
-    from .compiler import build
-
     if not os.path.exists(path) and catalogued(str(path)) is not None:
         path = catalogued(str(path))  # a model shipped with graphspec, by name
     spec, frozen, preprocessing = read_spec(path)

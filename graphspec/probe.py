@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .errors import GraphspecError, did_you_mean
+from .compiler import subgraph
 
 
 def feed_forward(model: torch.nn.Module, *inputs: torch.Tensor, vertices: list[str] | None = None,
@@ -29,7 +30,6 @@ def feed_forward(model: torch.nn.Module, *inputs: torch.Tensor, vertices: list[s
             accepted = f"sequence inputs: {', '.join(sequences)}" if sequences else "the model has no sequence input"
             raise GraphspecError(f"feed_forward: no sequence input named '{name}' to mask ({accepted})")
     wanted = _wanted(spec, vertices)
-    from .compiler import subgraph
     from .layers.modules import no_inplace
     # the model's own forward graph up to the wanted vertices: inputs, then the sequence inputs' masks (positional)
     trunk = subgraph(model, wanted)

@@ -22,6 +22,7 @@ from .errors import GraphspecError, did_you_mean
 from .registry import lookup
 from .spec.model import TRAIN_KEYS
 from .spec.yaml_source import Source
+from .compiler import build
 
 
 class SurgeryError(GraphspecError):
@@ -268,7 +269,6 @@ class GraphBuilder:
         return load_spec(Source(copy.deepcopy(self._doc), "<graph surgery>"))
 
     def build(self) -> torch.nn.Module:
-        from .compiler import build
         spec = self.spec()
         frozen = spec.analysis.closure(self._feature_extractor)
         frozen |= {n for n in self._frozen_before if n in spec.vertices and n not in self._edited}
