@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import graphspec  # noqa: E402
+from graphspec.allocator import reuse_freed_memory  # noqa: E402
 from nn4small2_handwritten import NN4Small2, load_graphspec_state  # noqa: E402
 
 SPEC = ROOT / "specs" / "nn4small2.yaml"
@@ -197,6 +198,7 @@ def main(argv=None):
     ap.add_argument("--attribute", action="store_true",
                     help="add probe rows: forward and train step with graphspec's ReLU vertices patched to run in place")
     args = ap.parse_args(argv)
+    reuse_freed_memory()  # as the graphspec command line does (GRAPHSPEC_MALLOC=default: glibc's defaults)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:

@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import graphspec  # noqa: E402
+from graphspec.allocator import reuse_freed_memory  # noqa: E402
 from graphspec.faces.data import locate_lfw  # noqa: E402
 from graphspec.execution import Execution  # noqa: E402
 from graphspec.faces.embed import embed, image_files  # noqa: E402
@@ -34,6 +35,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--compile", action="store_true")
     args = ap.parse_args(argv)
+    reuse_freed_memory()  # as the graphspec command line does (GRAPHSPEC_MALLOC=default: glibc's defaults)
     lfw = locate_lfw()
     if lfw is not None:
         files = image_files([lfw / "lfw-deepfunneled"])[:args.images]

@@ -22,7 +22,9 @@ import json, sys
 sys.path[:0] = [{root!r}, {bench!r}]
 import torch, torch.nn.functional as F
 import graphspec
+from graphspec.allocator import reuse_freed_memory
 from nn4small2_handwritten import NN4Small2
+reuse_freed_memory()  # both sides, as the graphspec command line runs (GRAPHSPEC_MALLOC=default: glibc's defaults)
 side, mode, batch, steps, nhwc = {side!r}, {mode!r}, {batch}, {steps}, {nhwc!r}
 if side != "none":
     torch.manual_seed(0)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import graphspec  # noqa: E402
+from graphspec.allocator import reuse_freed_memory  # noqa: E402
 from graphspec.train.steps import fused_if_possible  # noqa: E402
 from bench_core import cpu_model, paired  # noqa: E402
 from nn4small2_handwritten import NN4Small2, load_graphspec_state  # noqa: E402
@@ -135,6 +136,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--only", nargs="+", choices=list(OPTIONS), metavar="OPTION",
                     help=f"run only these options ({', '.join(OPTIONS)})")
     args = ap.parse_args(argv)
+    reuse_freed_memory()  # as the graphspec command line does (GRAPHSPEC_MALLOC=default: glibc's defaults)
     torch.manual_seed(0)
     x = torch.rand(args.batch, 3, 96, 96)
     y = torch.randint(0, CLASSES, (args.batch,))

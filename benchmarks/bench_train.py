@@ -22,6 +22,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import graphspec  # noqa: E402
+from graphspec.allocator import reuse_freed_memory  # noqa: E402
 from graphspec.data.preprocessing import Preprocessing  # noqa: E402
 from graphspec.train.recipe import Recipe  # noqa: E402
 from graphspec.data import ArrayData
@@ -78,6 +79,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--channels-last", action="store_true")
     args = ap.parse_args()
+    reuse_freed_memory()  # as the graphspec command line does (GRAPHSPEC_MALLOC=default: glibc's defaults)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     n = args.batch * args.iters

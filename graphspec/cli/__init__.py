@@ -149,11 +149,13 @@ def _verbosity_flags(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from ..allocator import reuse_freed_memory
     from ..graph import SpecWarning
     from ..log import NORMAL, QUIET, VERBOSE, command_line
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv
+    reuse_freed_memory()  # before the first tensor: freed activations stay in the heap for the next batch
     level = QUIET if args.quiet else VERBOSE if args.verbose else NORMAL
     with warnings.catch_warnings(), command_line(level):
         warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
