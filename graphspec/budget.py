@@ -158,13 +158,25 @@ def estimate(spec, *, batch_size: int | None = None, training: bool = False, fro
 
 
 def check(spec, *, batch_size: int | None = None, training: bool = False, frozen=(),
-          limit: "str | int | None" = DEFAULT) -> Estimate:
-    """The :func:`estimate`, or :class:`MemoryBudgetError` when it exceeds the budget ``limit`` means."""
+          limit: "str | int | None" = DEFAULT) -> None:
+    """Raise :class:`MemoryBudgetError` when the :func:`estimate` exceeds the budget ``limit`` means."""
     chosen = budget(limit)
+    if chosen.bytes is None:
+        return
+    if batch_size is None and not training and _parameter_bound(spec) <= chosen.bytes:
+        return  # building: its parameters fit even counted generously; no summary needed (every build runs this)
     est = estimate(spec, batch_size=batch_size, training=training, frozen=frozen)
-    if chosen.bytes is not None and est.total > chosen.bytes:
+    if est.total > chosen.bytes:
         raise _refusal(spec, est, chosen)
-    return est
+
+
+def _parameter_bound(spec) -> int:
+    """Bytes of every vertex's parameters, a layer shared by several vertices counted for each: at least what
+    :func:`estimate` counts for building, from the shapes alone."""
+    from .summary import BYTES_PER_VALUE
+    inference = spec.analysis.inference
+    return BYTES_PER_VALUE * sum(math.prod(p.shape) for name, v in spec.vertices.items()
+                                 for p in v.entry.param_shapes(v.cfg, inference[name]))
 
 
 def allocating(spec, vertex: str):
