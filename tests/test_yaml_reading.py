@@ -16,13 +16,14 @@ from graphspec.errors import GraphspecError
 from graphspec.spec.yaml_source import MAX_DEPTH, parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = ("specs", "recipes", "examples", "graphspec", "tests")  # the project's own (not a user's run folders)
 
 
 def project_yaml() -> list[Path]:
     """Every YAML file of the project that PyYAML reads as one document (the corpus holds broken ones too)."""
     found = []
-    for path in sorted(ROOT.glob("**/*.yaml")):
-        if ".venv" in path.parts or not path.is_file():
+    for path in sorted(p for folder in FOLDERS for p in (ROOT / folder).glob("**/*.yaml")):
+        if not path.is_file():
             continue
         try:
             list(yaml.safe_load_all(path.read_text()))
