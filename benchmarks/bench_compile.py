@@ -28,32 +28,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def child(batch: int, steps: int, bf16: bool) -> dict:
-    import contextlib
-
     import torch
-    import torch.nn.functional as F
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     import graphspec
+    from profile_step import training_step
 
     def make():
-        m = graphspec.build(ROOT / "specs" / "nn4small2.yaml", seed=1).to(memory_format=torch.channels_last)
-        return m.train()
+        return graphspec.build(ROOT / "specs" / "nn4small2.yaml", seed=1).to(memory_format=torch.channels_last)
 
     torch.manual_seed(0)
     x = torch.rand(batch, 3, 96, 96).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 5749, (batch,))
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def stepper(model, fn):
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with ctx():
-                p = fn(x)
-            F.nll_loss(torch.log(p.float() + 1e-9), y).backward()
-            opt.step()
-        return step
+        return training_step(model, x, y, bf16, forward=fn)
 
     eager_model, compiled_model = make(), make()
     eager = stepper(eager_model, eager_model)

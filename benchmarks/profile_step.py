@@ -37,6 +37,23 @@ def vertex_times(model, x, steps: int = 3) -> dict[str, float]:
     return {k: v / steps for k, v in spent.items()}
 
 
+def training_step(model, x, y, bf16: bool, forward=None):
+    """One training step of NN4.Small2 as the profiles and bench_compile.py time it: AdamW, the negative log of the
+    spec's softmax output (bf16 autocast on request); ``forward`` (e.g. a compiled model) replaces ``model``'s."""
+    forward = forward or model
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with ctx():
+            p = forward(x)
+        F.nll_loss(torch.log(p.float() + 1e-9), y).backward()
+        opt.step()
+    return step
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=48)
@@ -49,16 +66,7 @@ def main(argv=None) -> None:
     if args.channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with ctx():
-            p = model(x)
-        F.nll_loss(torch.log(p.float() + 1e-9), y).backward()
-        opt.step()
-
+    step = training_step(model, x, y, args.bf16)
     step()
     with ctx():
         per_vertex = vertex_times(model, x)
