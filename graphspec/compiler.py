@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
-from . import budget
+from .budget import DEFAULT as DEFAULT_MEMORY_LIMIT, allocating, check as check_memory
 from .freeze import freeze_module
 from .graph import MASK, Analysis
 from .spec.loader import load_spec
@@ -35,7 +35,7 @@ class GraphInfo:
 
 def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None = None,
           frozen: Iterable[str] = (), preprocessing: Any = None,
-          memory_limit: "int | str | None" = budget.DEFAULT) -> fx.GraphModule:
+          memory_limit: "int | str | None" = DEFAULT_MEMORY_LIMIT) -> fx.GraphModule:
     """Compile a spec into a module whose submodules carry the vertex names.
 
     >>> import graphspec, torch
@@ -54,7 +54,7 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
     half of physical memory): a larger model raises :class:`graphspec.budget.MemoryBudgetError`.
     """
     spec = load_spec(spec_or_path)
-    budget.check(spec, limit=memory_limit)
+    check_memory(spec, limit=memory_limit)
     analysis = spec.analysis
     root = nn.Module()
     generator = _generator(seed if seed is not None else spec.seed)
@@ -63,7 +63,7 @@ def build(spec_or_path: "Spec | str | os.PathLike | dict", *, seed: int | None =
         if v.shares:
             continue  # computed by the module of the vertex it shares
         inf = analysis.inference[name]
-        with budget.allocating(spec, name):
+        with allocating(spec, name):
             module = v.entry.build(v.cfg, inf)
             v.entry.init(module, v.cfg, inf, generator)
         root.add_module(name, module)
