@@ -36,4 +36,6 @@ def reuse_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; a block too large for the heap is still mapped (glibc falls back to mmap)
-    return bool(mallopt(M_MMAP_MAX, 0)) & bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
+    no_mmap = mallopt(M_MMAP_MAX, 0) == 1
+    no_trim = mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1
+    return no_mmap and no_trim

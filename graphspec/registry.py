@@ -68,12 +68,11 @@ def lookup(type_name: str) -> VertexType:
         return REGISTRY[key]
     # Longer than every name: none can match, and lowering a megabyte-long name for each of 10,000 vertices that
     # alias it took seconds (fuzz aliases #374).
-    longest = max(map(len, (*REGISTRY, *_ALIASES)))
-    if len(key) <= longest and key.lower() in _ALIASES:
-        return REGISTRY[_ALIASES[key.lower()]]
-    if len(key) > longest:
+    if len(key) > max(map(len, (*REGISTRY, *_ALIASES))):
         raise KeyError(f"unknown vertex type {shown(key)} ({len(key):,} characters: longer than every type name); "
                        f"known types: {', '.join(sorted(REGISTRY))}")
+    if key.lower() in _ALIASES:
+        return REGISTRY[_ALIASES[key.lower()]]
     suggestion = did_you_mean(key, list(REGISTRY)) or did_you_mean(key, list(_DL4J_NAMES.values()))
     if not suggestion and len(key) <= MAX_SUGGESTED_LENGTH:  # DL4J names match case-insensitively: suggest them
         close = difflib.get_close_matches(key.lower(), list(_DL4J_NAMES), n=1, cutoff=0.6)  # as DL4J spells them
