@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 
 import graphspec
 from graphspec.data.preprocessing import Preprocessing
+from graphspec.train import distributed
 from graphspec.train.distributed import Context
 from graphspec.train.recipe import Recipe
 from graphspec.data import ArrayData
@@ -67,13 +68,15 @@ def train(semantics: str, ctx: Context) -> dict[str, torch.Tensor]:
 def _worker(rank: int, world: int, port: int, semantics: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    ok = False
     try:
         state = train(semantics, Context(rank, world))
         if rank == 0:
             torch.save(state, out)
-        dist.barrier()  # leave together: a rank tearing down while another still talks can abort in gloo
+        ok = True
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown(ok)
+    distributed.end_process(0)  # as the CLI's workers do: gloo can abort in the interpreter's teardown
 
 
 def free_port() -> int:
@@ -188,3 +191,23 @@ def test_two_nodes_on_localhost_through_torchruns_rendezvous_train_as_one_proces
     two = graphspec.load(tmp_path / "two" / "model.safetensors").state_dict()
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
+def test_a_worker_that_left_its_group_ends_at_once_with_its_code_and_its_output_flushed(tmp_path):
+    # end_process skips the interpreter's teardown (where gloo can abort after a finished run): the exit code and
+    # everything printed must survive that; a process that never joined a group just gets its code back
+    script = f"""
+import os, sys
+import torch.distributed as dist
+from graphspec.train import distributed
+assert distributed.end_process(4) == 4
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="{free_port()}")
+dist.init_process_group("gloo", rank=0, world_size=1)
+distributed.shutdown(True)
+print("written before the end", end="")
+sys.stderr.write("and on stderr")
+distributed.end_process(3)
+print("never reached")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "written before the end", "and on stderr")

@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..allocator import reuse_freed_memory
     from ..graph import SpecWarning
     from ..log import NORMAL, QUIET, VERBOSE, command_line
+    from ..train.distributed import end_process
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore", SpecWarning)  # commands print spec warnings themselves, once, located
         warnings.showwarning = _note
         with budget.memory_limit(getattr(args, "memory_limit", budget.DEFAULT)):  # every build the command makes
-            return _run(args)
+            code = _run(args)
+    return end_process(code)  # a distributed worker ends here, skipping a teardown that can abort in gloo
 
 
 def _note(message, category, filename, lineno, file=None, line=None) -> None:
