@@ -25,7 +25,9 @@ from graphspec.faces.embed import embed, image_files  # noqa: E402
 
 OPTIONS = {
     "NCHW float32": Execution(channels_last=False, aligned=True),
+    "NHWC float32, batch norms not folded": Execution(fold=False, aligned=True),
     "NHWC float32 (default)": Execution(aligned=True),
+    "NHWC bf16, batch norms not folded": Execution(precision="bf16", fold=False, aligned=True),
     "NHWC bf16": Execution(precision="bf16", aligned=True),
 }
 

@@ -55,8 +55,8 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     ``every_face``: a row for every subject the model's aligner finds in a photo, not only the largest; the files
     embedded are then face names, ``f"{file}#{k}"`` (:func:`face_name`). Refused for a model that does not align.
 
-    ``flip`` averages the activation of each image and its mirror image (test-time augmentation). The next
-    batch's images are decoded in a background thread while the network runs (Pillow releases the GIL).
+    ``flip`` averages the activation of each image and its mirror image (test-time augmentation). Images are
+    decoded on every core (:class:`_Decoder`); on a GPU the next batch is decoded while the network runs.
 
     ``non_finite``: rows holding NaN or infinity (a model with broken weights) are refused with a
     :class:`GraphspecError` naming the images (``"refuse"``, the default: nothing can be scored from them), or kept
@@ -82,16 +82,12 @@ def embed(model, files: Sequence[Path], *, output: str | None = None, batch_size
     prep = execution.preprocessing(model)
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     rows, done, skipped = [], [], []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_decode, prep, batches[0], every_face) if batches else None
-        for b in range(len(batches)):
-            images, kept, bad, empty = pending.result()
+    with _Decoder(prep, every_face, overlap=not str(execution.device).startswith("cpu")) as decoder:
+        for b, (images, kept, bad, empty) in enumerate(decoder.batches(batches)):
             if no_subject is not None:
                 no_subject.extend(empty)
             else:
                 skipped.extend((f, "no face found") for f in empty)
-            if b + 1 < len(batches):
-                pending = pool.submit(_decode, prep, batches[b + 1], every_face)
             skipped.extend(bad)
             if images:
                 x = execution.input(prep.to_tensor(np.stack(images)))
@@ -127,6 +123,47 @@ def check_finite_rows(model, rows: np.ndarray, names: Sequence, *, refuse: bool 
         raise GraphspecError(f"{message}; no distances can be scored from them", location=Location(source))
     warnings.warn(EmbeddingWarning(f"{source + ': ' if source else ''}{message}; they are written as computed"),
                   stacklevel=3)
+
+
+class _Decoder:
+    """Decodes batches of files on every core (Pillow and the aligners release the GIL), each batch split into one
+    part per thread. With ``overlap`` (the network runs on a GPU) the next batch is decoded while the current one
+    is embedded; without (the network runs on the CPU, with every core) decoding and the network take turns, since
+    a decoding thread that preempts one of the network's threads stalls all of them: on 2 cores, photos that need
+    their face found embed at 52 images/s instead of 37 with one decoding thread overlapped, aligned ones at
+    300 instead of 290 (BENCHMARKS.md)."""
+
+    def __init__(self, prep, every_face: bool, overlap: bool):
+        self.prep, self.every_face, self.overlap = prep, every_face, overlap
+        self.threads = max(1, torch.get_num_threads())
+        self.pool = ThreadPoolExecutor(max_workers=self.threads)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(cancel_futures=True)
+
+    def batches(self, batches: Sequence[Sequence[Path]]):
+        """(images, kept, skipped, empty) of each batch, in order."""
+        pending = self._submit(batches[0]) if batches else None
+        for b in range(len(batches)):
+            if self.overlap:
+                result = self._collect(pending)
+                pending = self._submit(batches[b + 1]) if b + 1 < len(batches) else None
+            else:
+                result = self._collect(pending if b == 0 else self._submit(batches[b]))
+            yield result
+
+    def _submit(self, files: Sequence[Path]):
+        part = -(-len(files) // self.threads)
+        return [self.pool.submit(_decode, self.prep, files[i:i + part], self.every_face)
+                for i in range(0, len(files), part)]
+
+    @staticmethod
+    def _collect(parts):
+        results = [p.result() for p in parts]
+        return tuple([x for r in results for x in r[k]] for k in range(4))
 
 
 def _decode(prep, files: Sequence[Path], every_face: bool = False):

@@ -46,11 +46,46 @@ class Conv2d(nn.Module):
         y = padded_conv2d(x, self.weight, self.bias, self.stride, self.dilation, self.pads, self.groups)
         return y if self._act is None else self._act(y)
 
+    def folded(self, scale: torch.Tensor, shift: torch.Tensor) -> "Conv2d | None":
+        """A copy computing ``scale · conv(x) + shift`` per output channel — an affine map after this convolution
+        (an inference batch norm) folded into its weights and bias — or None when this convolution applies an
+        activation first. The copy has new weight and bias tensors (in the weight's memory layout and dtype, the
+        products taken in float64); this module is left as it was."""
+        if self._act is not None:
+            return None
+        scale64 = scale.to(self.weight.device, torch.float64)
+        weight = (self.weight.detach().double() * scale64.view(-1, 1, 1, 1)).to(self.weight.dtype)
+        bias = shift.to(self.weight.device, torch.float64)
+        if self.bias is not None:
+            bias = bias + self.bias.detach().double() * scale64
+        copy = _copy_module(self)
+        copy.weight = nn.Parameter(weight.contiguous(memory_format=_layout(self.weight)), requires_grad=False)
+        copy.bias = nn.Parameter(bias.to(self.weight.dtype), requires_grad=False)
+        return copy
+
     def extra_repr(self):
         o, i, kh, kw = self.weight.shape
         groups = f", groups={self.groups}" if self.groups > 1 else ""
         return (f"{i * self.groups}, {o}, kernel=({kh}, {kw}), stride={self.stride}, pads(l,r,t,b)={self.pads}"
                 f"{groups}, activation={self.activation}")
+
+
+def _copy_module(module: nn.Module) -> nn.Module:
+    """A shallow copy with its own parameter, buffer and submodule tables (replacing a tensor in the copy leaves the
+    original's alone) and no hooks."""
+    import copy
+    twin = copy.copy(module)
+    for table in ("_parameters", "_buffers", "_modules"):
+        twin.__dict__[table] = dict(module.__dict__[table])
+    for name, value in module.__dict__.items():
+        if "hooks" in name and isinstance(value, dict):
+            twin.__dict__[name] = type(value)()
+    return twin
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
 
 
 class Subsampling(nn.Module):
@@ -273,6 +308,17 @@ class BatchNorm(nn.Module):
             blended = var - (1.0 - momentum) * old  # = m·u
             old.copy_((1.0 - momentum) * old + blended * ((count - 1) / count) + momentum * self.eps)
         return y
+
+    def inference_affine(self) -> "tuple[torch.Tensor, torch.Tensor] | None":
+        """(scale, shift) per channel, in float64, with inference's ``y = scale · x + shift`` (DL4J's: no eps); None
+        in training, or when a running variance is not positive and finite (no finite scale to fold)."""
+        if self.training:
+            return None
+        var = self.running_var.detach().double()
+        if not bool(torch.isfinite(var).all() and (var > 0).all()):
+            return None
+        scale = self.weight.detach().double() / var.sqrt()
+        return scale, self.bias.detach().double() - self.running_mean.detach().double() * scale
 
     def _explicit_forward(self, x, momentum, mask=None):
         """Batch statistics written out: over the real steps only when a sequence's ``mask`` [N, 1, T] is given
