@@ -1,6 +1,7 @@
 """`graphspec embed` end to end (JPEG decode + preprocessing + network) on LFW photos, per execution option.
 
     .venv/bin/python benchmarks/bench_embed.py [--images 512] [--compile]
+    .venv/bin/python benchmarks/bench_embed.py --network-only   # the network alone, three interleaved rounds
 
 The model is the shipped `nn4small2-lfw` (the snipped tutorial network, 96x96 RGB input), run as on photos aligned
 once (`--aligned`: the pipeline without its ~30 ms of face detection per photo, which `graphspec dataset --align`
@@ -14,6 +15,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,8 +39,12 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--network-only", action="store_true", help="time the network on a random batch of 64, "
+                    "without decoding, three rounds of 8 batches interleaved over the options")
     args = ap.parse_args(argv)
     reuse_freed_memory()  # as the graphspec command line does (GRAPHSPEC_MALLOC=default: glibc's defaults)
+    if args.network_only:
+        return network_only()
     lfw = locate_lfw()
     if lfw is not None:
         files = image_files([lfw / "lfw-deepfunneled"])[:args.images]
@@ -61,6 +68,28 @@ def main(argv=None) -> dict:
         results[name] = len(files) / times[1]
         print(f"| {name} | {results[name]:.0f} | {times[0]:.1f} |", flush=True)
     return results
+
+
+def network_only() -> dict:
+    from graphspec.compiler import subgraph
+    model = graphspec.load("nn4small2-lfw").eval()
+    x = torch.rand(64, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    rates = {name: [] for name in OPTIONS}
+    for _ in range(3):
+        for name, ex in OPTIONS.items():
+            model = graphspec.load("nn4small2-lfw").eval()
+            net, batch = ex.prepare(model, subgraph(model, ["embeddings"], needed_inputs_only=True)), ex.input(x)
+            with torch.no_grad(), ex.context():
+                net(batch)
+                start = time.perf_counter()
+                for _ in range(8):
+                    net(batch)
+            rates[name].append(8 * 64 / (time.perf_counter() - start))
+    print("nn4small2-lfw's network alone, batch 64, images/s of three interleaved rounds")
+    print("| option | images/s |\n|---|---|")
+    for name, r in rates.items():
+        print(f"| {name} | {' / '.join(f'{v:.0f}' for v in r)} |")
+    return rates
 
 
 if __name__ == "__main__":

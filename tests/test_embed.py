@@ -151,3 +151,23 @@ def test_a_line_break_in_a_folder_name_is_caught_too(model_file, photos, tmp_pat
     assert main(["embed", str(model_file), str(photos), "-o", str(out)]) == 0
     assert out.with_suffix(".paths.txt").read_text() == ""  # every photo skipped: no line to shift
     assert capsys.readouterr().err.count("control character \\n in the file name") == 4
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decoding_on_several_threads_keeps_every_file_in_its_place(photos, overlap, threads):
+    # batches split into one part per thread, taking turns with the network (CPU) or decoded ahead of it (GPU):
+    # the images, the files kept and the files skipped come back in the files' order, batch after batch
+    from graphspec.faces.embed import _Decoder, image_files
+    files = sorted(image_files([photos])) * 3  # 12 files, broken.jpg among them three times
+    prep = Preprocessing(size=(8, 8), channels="rgb", scale="unit")
+    batches = [files[i:i + 5] for i in range(0, len(files), 5)]
+    with _Decoder(prep, every_face=False, overlap=overlap, threads=threads) as decoder:
+        got = list(decoder.batches(batches))
+    assert len(got) == 3
+    for batch, (images, kept, skipped, empty) in zip(batches, got):
+        readable = [f for f in batch if f.name != "broken.jpg"]
+        assert kept == readable and [f for f, _ in skipped] == [f for f in batch if f.name == "broken.jpg"]
+        assert empty == []
+        for f, image in zip(readable, images):
+            assert np.array_equal(image, prep.load(f))

@@ -133,9 +133,9 @@ class _Decoder:
     their face found embed at 52 images/s instead of 37 with one decoding thread overlapped, aligned ones at
     300 instead of 290 (BENCHMARKS.md)."""
 
-    def __init__(self, prep, every_face: bool, overlap: bool):
+    def __init__(self, prep, every_face: bool, overlap: bool, threads: int | None = None):
         self.prep, self.every_face, self.overlap = prep, every_face, overlap
-        self.threads = max(1, torch.get_num_threads())
+        self.threads = max(1, threads or torch.get_num_threads())
         self.pool = ThreadPoolExecutor(max_workers=self.threads)
 
     def __enter__(self):
