@@ -8,7 +8,8 @@
 2. build scaling: chains and wide merges of 100 / 1,000 / 10,000 vertices (bench_build.py)
 3. execution options: eager, channels-last, bf16, (compile) for both sides, with % of the matmul peak
    (bench_options.py)
-4. `graphspec embed` end to end (decode + network) per execution option (bench_embed.py)
+4. `graphspec embed` end to end (decode + network) per execution option (bench_embed.py), and how it shares
+   the cores between decoding and the network (bench_decode.py)
 5. peak memory (RSS) of training and inference (bench_memory.py)
 6. data path: cold decode, cache build, warm batches vs training consumption (bench_data.py)
 7. profile of a training step: blocks, vertex types, operators (profile_step.py)
@@ -31,6 +32,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import bench_build  # noqa: E402
 import bench_core  # noqa: E402
 import bench_data  # noqa: E402
+import bench_decode  # noqa: E402
 import bench_embed  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_options  # noqa: E402
@@ -59,6 +61,8 @@ def main(argv=None) -> int:
         ("3. execution options", lambda: bench_options.main(q + (["--compile"] if args.compile else []))),
         ("4. graphspec embed end to end", lambda: bench_embed.main((["--images", "128"] if args.quick else [])
                                                                    + (["--compile"] if args.compile else []))),
+        ("4b. embed's decoding", lambda: bench_decode.main(["--photos", "32", "--aligned", "128"] if args.quick
+                                                             else [])),
         ("5. peak memory", lambda: bench_memory.main(["--steps", "1"] if args.quick else [])),
         ("6. data path", lambda: bench_data.main(["--images", "500"] if args.quick else [])),
         ("7. profile of a training step", lambda: profile_step.main(["--channels-last"])),
