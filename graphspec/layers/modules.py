@@ -53,14 +53,14 @@ class Conv2d(nn.Module):
         products taken in float64); this module is left as it was."""
         if self._act is not None:
             return None
-        scale64 = scale.to(self.weight.device, torch.float64)
-        weight = (self.weight.detach().double() * scale64.view(-1, 1, 1, 1)).to(self.weight.dtype)
-        bias = shift.to(self.weight.device, torch.float64)
-        if self.bias is not None:
-            bias = bias + self.bias.detach().double() * scale64
+        scale, shift = _float64(scale), _float64(shift)
+        weight = _float64(self.weight) * scale.view(-1, 1, 1, 1)
+        bias = shift if self.bias is None else shift + _float64(self.bias) * scale
+        like = dict(device=self.weight.device, dtype=self.weight.dtype)
         copy = _copy_module(self)
-        copy.weight = nn.Parameter(weight.contiguous(memory_format=_layout(self.weight)), requires_grad=False)
-        copy.bias = nn.Parameter(bias.to(self.weight.dtype), requires_grad=False)
+        copy.weight = nn.Parameter(weight.to(**like).contiguous(memory_format=_layout(self.weight)),
+                                   requires_grad=False)
+        copy.bias = nn.Parameter(bias.to(**like), requires_grad=False)
         return copy
 
     def extra_repr(self):
@@ -81,6 +81,11 @@ def _copy_module(module: nn.Module) -> nn.Module:
         if "hooks" in name and isinstance(value, dict):
             twin.__dict__[name] = type(value)()
     return twin
+
+
+def _float64(t: torch.Tensor) -> torch.Tensor:
+    """A detached float64 copy on the CPU (where every backend's tensors can go; MPS has no float64)."""
+    return t.detach().to("cpu", torch.float64)
 
 
 def _layout(t: torch.Tensor) -> torch.memory_format:
@@ -314,11 +319,11 @@ class BatchNorm(nn.Module):
         in training, or when a running variance is not positive and finite (no finite scale to fold)."""
         if self.training:
             return None
-        var = self.running_var.detach().double()
+        var = _float64(self.running_var)
         if not bool(torch.isfinite(var).all() and (var > 0).all()):
             return None
-        scale = self.weight.detach().double() / var.sqrt()
-        return scale, self.bias.detach().double() - self.running_mean.detach().double() * scale
+        scale = _float64(self.weight) / var.sqrt()
+        return scale, _float64(self.bias) - _float64(self.running_mean) * scale
 
     def _explicit_forward(self, x, momentum, mask=None):
         """Batch statistics written out: over the real steps only when a sequence's ``mask`` [N, 1, T] is given
