@@ -72,7 +72,6 @@ def main(argv=None) -> dict:
 
 def network_only() -> dict:
     from graphspec.compiler import subgraph
-    model = graphspec.load("nn4small2-lfw").eval()
     x = torch.rand(64, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     rates = {name: [] for name in OPTIONS}
     for _ in range(3):

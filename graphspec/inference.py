@@ -12,6 +12,8 @@ import copy
 
 import torch.fx as fx
 
+from .layers.modules import hook_tables
+
 
 def fold_batch_norms(net: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``net`` in which every batch norm whose input is a convolution's output, read by it alone, is folded
@@ -54,4 +56,4 @@ def _fold(norm_node: fx.Node, modules: dict):
 
 
 def _hooked(module) -> bool:
-    return any(value for name, value in vars(module).items() if "hooks" in name and isinstance(value, dict))
+    return any(hook_tables(module).values())

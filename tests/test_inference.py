@@ -36,8 +36,8 @@ outputs: [out]
 """
 
 
-def _model(spec: str = SPEC):
-    model = graphspec.build(spec)
+def _model():
+    model = graphspec.build(SPEC)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # statistics and affine parameters far from the identity, so a wrong fold shows
         for m in model.modules():

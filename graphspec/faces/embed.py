@@ -146,13 +146,10 @@ class _Decoder:
 
     def batches(self, batches: Sequence[Sequence[Path]]):
         """(images, kept, skipped, empty) of each batch, in order."""
-        pending = self._submit(batches[0]) if batches else None
-        for b in range(len(batches)):
-            if self.overlap:
-                result = self._collect(pending)
-                pending = self._submit(batches[b + 1]) if b + 1 < len(batches) else None
-            else:
-                result = self._collect(pending if b == 0 else self._submit(batches[b]))
+        ahead = None  # the parts of the next batch, submitted while the network runs (overlap only)
+        for b, files in enumerate(batches):
+            result = self._collect(ahead if ahead is not None else self._submit(files))
+            ahead = self._submit(batches[b + 1]) if self.overlap and b + 1 < len(batches) else None
             yield result
 
     def _submit(self, files: Sequence[Path]):

@@ -77,10 +77,15 @@ def _copy_module(module: nn.Module) -> nn.Module:
     twin = copy.copy(module)
     for table in ("_parameters", "_buffers", "_modules"):
         twin.__dict__[table] = dict(module.__dict__[table])
-    for name, value in module.__dict__.items():
-        if "hooks" in name and isinstance(value, dict):
-            twin.__dict__[name] = type(value)()
+    for name, hooks in hook_tables(module).items():
+        twin.__dict__[name] = type(hooks)()
     return twin
+
+
+def hook_tables(module: nn.Module) -> dict[str, dict]:
+    """The module's tables of hooks by attribute name (forward, pre-forward, backward, state-dict, ...: torch adds
+    kinds over versions, so they are found by name rather than listed)."""
+    return {name: value for name, value in vars(module).items() if "hooks" in name and isinstance(value, dict)}
 
 
 def _float64(t: torch.Tensor) -> torch.Tensor:

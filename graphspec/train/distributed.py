@@ -126,9 +126,9 @@ def end_process(code: int) -> int:
     """Return ``code``, or, in a worker that has left its process group, end the process with it at once.
 
     Even after ``destroy_process_group`` a gloo worker can abort in the interpreter's teardown ("terminate called
-    without an active exception", SIGABRT, no Python frame: a C++ thread destroyed while still joinable), about
-    one run in ten on a 2-core machine. Its work is done and written by then, but the launcher would report the
-    run failed; a worker therefore flushes what it printed and logged and skips the teardown."""
+    without an active exception", SIGABRT, no Python frame: a C++ thread destroyed while still joinable): 5 of 58
+    runs of the 2-process test on a 2-core machine. Its work is done and written by then, but the launcher would
+    report the run failed; a worker therefore flushes what it printed and logged and skips the teardown."""
     if not _left_group:
         return code
     import logging
