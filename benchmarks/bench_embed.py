@@ -16,11 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import graphspec  # noqa: E402
+import graphspec  # noqa: E402  (before torch, as the command line: graphspec/openmp.py)
+import torch  # noqa: E402
 from graphspec.allocator import reuse_freed_memory  # noqa: E402
 from graphspec.faces.data import locate_lfw  # noqa: E402
 from graphspec.execution import Execution  # noqa: E402

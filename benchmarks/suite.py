@@ -9,7 +9,8 @@
 3. execution options: eager, channels-last, bf16, (compile) for both sides, with % of the matmul peak
    (bench_options.py)
 4. `graphspec embed` end to end (decode + network) per execution option (bench_embed.py), and how it shares
-   the cores between decoding and the network (bench_decode.py)
+   the cores between decoding and the network (bench_decode.py), and the CPU time its work takes per image: the
+   best it could do with every core busy (bench_embed_budget.py)
 5. peak memory (RSS) of training and inference (bench_memory.py)
 6. data path: cold decode, cache build, warm batches vs training consumption (bench_data.py)
 7. profile of a training step: blocks, vertex types, operators (profile_step.py)
@@ -27,13 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+import graphspec  # noqa: E402  first: libgomp's spin is set before torch loads, as the command line does
 
 import bench_build  # noqa: E402
 import bench_core  # noqa: E402
 import bench_data  # noqa: E402
 import bench_decode  # noqa: E402
 import bench_embed  # noqa: E402
+import bench_embed_budget  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_options  # noqa: E402
 import profile_step  # noqa: E402
@@ -52,8 +55,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     q = ["--quick"] if args.quick else []
     print(f"graphspec benchmark suite, {datetime.datetime.now().isoformat(timespec='minutes')}; "
-          f"{bench_core.cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}")
+          f"{bench_core.cpu_model()}, {os.cpu_count()} CPUs, graphspec {graphspec.__version__}, "
+          f"torch {torch.__version__}, python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}")
     print("command: .venv/bin/python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv))
     steps = [
         ("1. core: graphspec vs hand-written (eager)", lambda: bench_core.main(q)),
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
                                                                    + (["--compile"] if args.compile else []))),
         ("4b. embed's decoding", lambda: bench_decode.main(["--photos", "32", "--aligned", "128"] if args.quick
                                                              else [])),
+        ("4c. embed's work per image", lambda: bench_embed_budget.main(["--images", "128", "--rounds", "1"]
+                                                                        if args.quick else [])),
         ("5. peak memory", lambda: bench_memory.main(["--steps", "1"] if args.quick else [])),
         ("6. data path", lambda: bench_data.main(["--images", "500"] if args.quick else [])),
         ("7. profile of a training step", lambda: profile_step.main(["--channels-last"])),

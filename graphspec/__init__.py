@@ -1,13 +1,17 @@
 """graphspec: a declarative graph language for PyTorch, with Deeplearning4j ComputationGraph semantics."""
-from .compiler import build
-from .errors import GraphspecError, Location, Problem, SpecError
-from .graph import Analysis, analyze
-from .spec.loader import load_spec
-from .probe import feed_forward
-from .model_io import load, load_weights, save
-from .opening import open, open_spec
-from .spec.model import Spec, Vertex
-from .surgery import GraphBuilder, SurgeryReport, snip
+from .openmp import shorten_idle_spin
+
+shorten_idle_spin()  # before anything below imports torch: libgomp reads GOMP_SPINCOUNT once, as torch loads it
+
+from .compiler import build  # noqa: E402
+from .errors import GraphspecError, Location, Problem, SpecError  # noqa: E402
+from .graph import Analysis, analyze  # noqa: E402
+from .spec.loader import load_spec  # noqa: E402
+from .probe import feed_forward  # noqa: E402
+from .model_io import load, load_weights, save  # noqa: E402
+from .opening import open, open_spec  # noqa: E402
+from .spec.model import Spec, Vertex  # noqa: E402
+from .surgery import GraphBuilder, SurgeryReport, snip  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["open", "open_spec", "build", "load_spec", "analyze", "summarize", "save", "load", "load_weights",
