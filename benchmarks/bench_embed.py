@@ -27,9 +27,9 @@ from graphspec.faces.embed import embed, image_files  # noqa: E402
 
 OPTIONS = {
     "NCHW float32": Execution(channels_last=False, aligned=True),
-    "NHWC float32, batch norms not folded": Execution(fold=False, aligned=True),
+    "NHWC float32, no inference rewrites": Execution(rewrite=False, aligned=True),
     "NHWC float32 (default)": Execution(aligned=True),
-    "NHWC bf16, batch norms not folded": Execution(precision="bf16", fold=False, aligned=True),
+    "NHWC bf16, no inference rewrites": Execution(precision="bf16", rewrite=False, aligned=True),
     "NHWC bf16": Execution(precision="bf16", aligned=True),
 }
 

@@ -24,8 +24,9 @@ class Execution:
     equal to the default layout within rounding; ``precision="bf16"`` (bfloat16 autocast) is faster on CPUs with
     AVX512-BF16 and changes the rows by about 1e-2 (``fp16``: CUDA only); ``compile`` runs the network through
     ``torch.compile`` (a one-time compilation of a minute or more, worth it for large folders); ``device`` is
-    where it runs. ``fold`` folds each batch norm into the convolution before it (:mod:`graphspec.inference`):
-    the same rows within rounding (1e-5), one pass fewer per batch norm."""
+    where it runs. ``rewrite`` applies the inference rewrites of :mod:`graphspec.inference` to the network (each
+    batch norm folded into the convolution before it, a ReLU before a max pool moved after it): the same rows
+    within rounding (1e-5), less work per image."""
 
     channels_last: bool = True
     precision: str = "fp32"
@@ -33,7 +34,7 @@ class Execution:
     device: str = "cpu"  # a torch device (graphspec.devices.resolve gives one for --device)
     # the photos are already the aligner's chips (`graphspec dataset --align`): skip the model's aligner
     aligned: bool = False
-    fold: bool = True
+    rewrite: bool = True
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -47,9 +48,9 @@ class Execution:
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        if self.fold:
-            from .inference import fold_batch_norms
-            net = fold_batch_norms(net)
+        if self.rewrite:
+            from .inference import rewrite_for_inference
+            net = rewrite_for_inference(net)
         return torch.compile(net) if self.compile else net
 
     def input(self, x: torch.Tensor) -> torch.Tensor:

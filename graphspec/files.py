@@ -111,6 +111,8 @@ def unsafe_name(name: str) -> str | None:
     """Why a file name cannot be listed one per line, or None when it can: a newline, tab or other control
     character would split or garble listings (``embed``'s ``.paths.txt``, reports) and terminals; bytes that are
     not UTF-8 (decoded by Python as lone surrogates) cannot be written into a UTF-8 listing at all."""
+    if name.isascii() and name.isprintable():  # most names, at once (embed checks every file, in its decoding threads)
+        return None
     for ch in name:
         category = unicodedata.category(ch)
         if category == "Cc" or ch in "\u2028\u2029":  # (the last two: Unicode's line and paragraph separators)

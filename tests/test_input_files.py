@@ -121,6 +121,9 @@ def test_names_that_break_one_name_a_line_listings():
     assert unsafe_name("Ann_A_0001.jpg") is None and unsafe_name("Zoë_0001.jpg") is None
     assert unsafe_name("a\nb.jpg") == "control character \\n in the file name"
     assert unsafe_name("\x1b[2J.jpg") == "control character \\x1b in the file name"
+    # every ASCII control character, DEL included, past the fast path for printable ASCII names
+    for code in [*range(0x20), 0x7F]:
+        assert unsafe_name(f"a{chr(code)}b.jpg") == f"control character {ascii(chr(code))[1:-1]} in the file name"
     assert unsafe_name("a\u2028b.jpg") == "control character \\u2028 in the file name"
     assert unsafe_name(os.fsdecode(b"a\xffb.jpg")) == "the file name is not valid UTF-8"
 

@@ -55,3 +55,15 @@ def test_outputs_whose_every_window_touches_the_padding(n, k, s, pads):
     m = Subsampling("max", (k, k), (s, s), pads)
     x = -torch.rand(1, 2, n, n) - 1
     torch.testing.assert_close(m(x), _explicit(m, x), rtol=0, atol=0)
+
+
+def test_without_autograd_the_border_clamp_in_place_gives_the_same_bits():
+    """Training clamps every output against a floor tensor (autograd would copy the gradient for each in-place
+    slice); without autograd the border slices are clamped in place. Both, for every geometry and layout."""
+    for (n, k, s, pads), layout in itertools.product(GEOMETRIES, (torch.contiguous_format, torch.channels_last)):
+        m = Subsampling("max", (k, k), (s, s), pads)
+        x = torch.randn(2, 3, n, n, generator=torch.Generator().manual_seed(n + k + s)).contiguous(memory_format=layout)
+        trained = m(x.clone().requires_grad_())
+        with torch.no_grad():
+            inferred = m(x)
+        assert torch.equal(inferred, trained.detach()), (n, k, s, pads)

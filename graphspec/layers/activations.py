@@ -41,6 +41,14 @@ ACTIVATIONS = {
 }
 
 
+# Activations that commute with a max: non-decreasing, f(0) = 0, and exact in floating point (comparisons and a
+# product with a positive constant, whose rounding keeps the order), so max(f(x)) = f(max(x)) to the bit, over any
+# window and with DL4J's zero padding (f(0) = 0). Inference applies them after a max pool that reads them alone: on
+# the pooled tensor, a quarter of the elements for a stride-2 pool (graphspec.inference). tanh, elu & co. are
+# non-decreasing too, but computed by approximations that need not keep the order of neighbouring values.
+COMMUTE_WITH_MAX = frozenset({"relu", "relu6", "leakyrelu", "hardtanh"})
+
+
 def get(name: str):
     """The function for ``name``; ``None`` means identity (so callers can skip the call)."""
     return ACTIVATIONS[name]

@@ -163,19 +163,29 @@ class Subsampling(nn.Module):
                 return (top, left), ceil_mode
         return None
 
+    def commutes_with(self, activation: str) -> bool:
+        """Whether this pooling gives the same result before or after ``activation`` (bit for bit): a max pool and an
+        activation of :data:`~graphspec.layers.activations.COMMUTE_WITH_MAX`."""
+        return self.pooling == "max" and activation in activations.COMMUTE_WITH_MAX
+
     def _zero_floor_at_borders(self, y, size):
         """DL4J's max reads 0 at padded positions: outputs whose window reaches into the padding are at least 0.
-        One clamp against an [oh, ow] floor (0 at those outputs, -inf elsewhere): in-place clamps of border slices
-        would make autograd copy the whole gradient once per slice."""
-        floor = y.new_full(y.shape[-2:], float("-inf"))
+        Training: one clamp against an [oh, ow] floor (0 at those outputs, -inf elsewhere), since in-place clamps of
+        border slices would make autograd copy the whole gradient once per slice; without autograd, the border
+        slices are clamped in place (the rest of the tensor is not touched)."""
+        in_place = not (torch.is_grad_enabled() and y.requires_grad)
+        floor = None if in_place else y.new_full(y.shape[-2:], float("-inf"))
         for dim, n, k, s, before in ((0, size[0], self.kernel[0], self.stride[0], self.pads[2]),
                                      (1, size[1], self.kernel[1], self.stride[1], self.pads[0])):
-            outputs = floor.shape[dim]
+            outputs = y.shape[y.dim() - 2 + dim]
             first_inside = min(-(-before // s), outputs)  # outputs before it start in the top/left padding
             last_inside = min((n + before - k) // s, outputs - 1)  # outputs after it end in the bottom/right padding
-            floor.narrow(dim, 0, first_inside).zero_()
-            floor.narrow(dim, last_inside + 1, outputs - last_inside - 1).zero_()
-        return torch.clamp(y, min=floor)
+            for start, length in ((0, first_inside), (last_inside + 1, outputs - last_inside - 1)):
+                if in_place:
+                    y.narrow(y.dim() - 2 + dim, start, length).clamp_(min=0)
+                else:
+                    floor.narrow(dim, start, length).zero_()
+        return y if in_place else torch.clamp(y, min=floor)
 
     def extra_repr(self):
         extra = f", p={self.pnorm}" if self.pooling == "pnorm" else ""
@@ -404,6 +414,15 @@ class Activation(nn.Module):
         producer = self.__dict__.get("_producer")
         hooked = producer is not None and bool(producer._forward_hooks)
         return not hooked and not _torch_module._global_forward_hooks
+
+    def reading(self, producer: nn.Module) -> "Activation":
+        """A copy of this activation for a rewritten graph in which it reads ``producer``'s output, its alone (an
+        inference rewrite moved it after a max pool): computed in place, where the function has an in-place form."""
+        twin = _copy_module(self)
+        twin.inplace = False
+        twin.__dict__.pop("_producer", None)
+        twin.set_inplace(producer)
+        return twin
 
     def forward(self, x):
         if self._act is None:
