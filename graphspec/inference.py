@@ -26,18 +26,7 @@ def fold_batch_norms(net: fx.GraphModule) -> fx.GraphModule:
     or with a zero running variance, a module with hooks) run as before. ``net`` is unchanged; the copy shares every
     module but the folded convolutions, and carries the batch norm's name on the folded node's values (a network
     output named after a batch norm is still there)."""
-    graph = copy.deepcopy(net.graph)
-    modules = _modules_called_once(net)
-    replaced: dict[str, object] = {}
-    for norm_node in list(graph.nodes):
-        folded = _fold(norm_node, modules)
-        if folded is None:
-            continue
-        conv_node = norm_node.args[0]
-        replaced[conv_node.target] = folded
-        norm_node.replace_all_uses_with(conv_node)
-        graph.erase_node(norm_node)
-    return _with_modules(net, graph, replaced)
+    return _rewritten(net, _fold_all)
 
 
 def activations_after_max_pools(net: fx.GraphModule) -> fx.GraphModule:
@@ -46,9 +35,48 @@ def activations_after_max_pools(net: fx.GraphModule) -> fx.GraphModule:
     its output; the pool's readers (and a network output named after the pool) read the activation's result, which
     is the pool's original result bit for bit. Hooked modules stay where they are; ``net`` is unchanged, and the copy
     shares every module but the moved activations."""
+    return _rewritten(net, _move_all)
+
+
+def rewrite_for_inference(net: fx.GraphModule) -> fx.GraphModule:
+    """Every rewrite of this module, in turn: batch norms folded into their convolutions, then activations moved
+    after max pools (a convolution → batch norm → ReLU → max pool becomes convolution → max pool → ReLU)."""
+    return _rewritten(net, _fold_all, _move_all)
+
+
+def _rewritten(net: fx.GraphModule, *passes) -> fx.GraphModule:
+    """A GraphModule of a copy of ``net``'s graph after ``passes`` (each edits the graph in place and returns the new
+    modules by target), sharing ``net``'s modules but the new ones: one copy and one code generation for them all."""
     graph = copy.deepcopy(net.graph)
     modules = _modules_called_once(net)
-    moved: dict[str, object] = {}
+    replaced: dict[str, object] = {}
+    for rewrite in passes:
+        replaced.update(rewrite(graph, modules))
+    rewritten = fx.GraphModule(net, graph, class_name=type(net).__name__)
+    for target, module in replaced.items():
+        rewritten.add_submodule(target, module)
+    rewritten.delete_all_unused_submodules()
+    return rewritten
+
+
+def _fold_all(graph: fx.Graph, modules: dict) -> dict:
+    """Fold every batch norm that folds into its convolution (:func:`fold_batch_norms`); the new convolutions."""
+    replaced = {}
+    for norm_node in list(graph.nodes):
+        folded = _fold(norm_node, modules)
+        if folded is None:
+            continue
+        conv_node = norm_node.args[0]
+        replaced[conv_node.target] = folded
+        norm_node.replace_all_uses_with(conv_node)
+        graph.erase_node(norm_node)
+    return replaced
+
+
+def _move_all(graph: fx.Graph, modules: dict) -> dict:
+    """Move every activation that commutes with the max pool reading it after that pool
+    (:func:`activations_after_max_pools`); the moved activations' copies."""
+    moved = {}
     for pool_node in list(graph.nodes):
         act_node = _commuting_activation(pool_node, modules)
         if act_node is None:
@@ -59,13 +87,7 @@ def activations_after_max_pools(net: fx.GraphModule) -> fx.GraphModule:
         pool_node.replace_all_uses_with(after, delete_user_cb=lambda user: user is not after)
         graph.erase_node(act_node)
         moved[act_node.target] = modules[act_node.target].reading(modules[pool_node.target])
-    return _with_modules(net, graph, moved)
-
-
-def rewrite_for_inference(net: fx.GraphModule) -> fx.GraphModule:
-    """Every rewrite of this module, in turn: batch norms folded into their convolutions, then activations moved
-    after max pools (a convolution → batch norm → ReLU → max pool becomes convolution → max pool → ReLU)."""
-    return activations_after_max_pools(fold_batch_norms(net))
+    return moved
 
 
 def _commuting_activation(pool_node: fx.Node, modules: dict):
@@ -90,15 +112,6 @@ def _modules_called_once(net: fx.GraphModule) -> dict:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
     return {name: m for name, m in net.named_modules() if calls.get(name, 0) <= 1}
-
-
-def _with_modules(net: fx.GraphModule, graph: fx.Graph, replaced: dict) -> fx.GraphModule:
-    """A GraphModule of ``graph`` sharing ``net``'s modules, but ``replaced``'s by target."""
-    rewritten = fx.GraphModule(net, graph, class_name=type(net).__name__)
-    for target, module in replaced.items():
-        rewritten.add_submodule(target, module)
-    rewritten.delete_all_unused_submodules()
-    return rewritten
 
 
 def _fold(norm_node: fx.Node, modules: dict):
