@@ -5,8 +5,8 @@
 Measures, on the shipped `nn4small2-lfw` (float32, channels-last, batch norms folded, batch 64) and LFW's photos
 taken as aligned (decode + resize to 96x96, as `bench_embed.py` runs them):
 
-* the network: wall and CPU seconds (user + system, every thread of the process) for the batches, so how busy the
-  cores are while it runs, and its forward time by vertex type (module hooks; the rest is the graph's own code);
+* the network: wall and CPU seconds (``time.process_time``: every thread of the process) for the batches, so how
+  busy the cores are while it runs, and its forward time by vertex type (module hooks; the rest is the graph's own code);
 * decoding one photo on one thread: Pillow's open + JPEG decode, Pillow's resize, and the rest of the pipeline;
 * the bound: with every core busy all the time on nothing but this work, images/s = cores / CPU seconds an image;
 * libgomp's idle spin: CPU the process spends while its only busy thread sleeps 200 ms after a parallel operator
@@ -33,11 +33,6 @@ from graphspec.faces.data import locate_lfw  # noqa: E402
 from graphspec.faces.embed import image_files  # noqa: E402
 
 
-def cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def network(model, batches: int) -> tuple[float, float, dict[str, float]]:
     """(wall s, CPU s, forward seconds by vertex type) for ``batches`` forwards of 64 random images."""
     ex = Execution(aligned=True)
@@ -45,10 +40,10 @@ def network(model, batches: int) -> tuple[float, float, dict[str, float]]:
     x = ex.input(torch.rand(64, 3, 96, 96, generator=torch.Generator().manual_seed(0)))
     with torch.no_grad():
         net(x)
-        wall, cpu = time.perf_counter(), cpu_seconds()
+        wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(batches):
             net(x)
-        wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         by_type = by_vertex_type(net, x)
     return wall, cpu, by_type
 

@@ -11,23 +11,28 @@ from pathlib import Path
 
 import pytest
 
+from graphspec.openmp import SPIN_ROUNDS
+
 ROOT = Path(__file__).resolve().parents[1]
+VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+
+
+def _fresh_environment(**env: str) -> dict:
+    """This process's environment without the OpenMP variables (so the test's own do not leak in), plus ``env``."""
+    return {**{k: v for k, v in os.environ.items() if k not in VARIABLES}, **env}
 
 
 def _environment_after(code: str, **env: str) -> dict:
-    """The OpenMP variables of a fresh interpreter after ``code`` (with ``env`` added, the two variables removed
-    first so the test's own environment does not leak in)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    probe = code + "\nimport json, os\nprint(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', " \
-                   "'OMP_WAIT_POLICY')}))"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**base, **env, "PYTHONPATH": str(ROOT)},
+    """The OpenMP variables of a fresh interpreter after ``code``, started with ``env``."""
+    probe = code + f"\nimport json, os\nprint(json.dumps({{k: os.environ.get(k) for k in {VARIABLES!r}}}))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=_fresh_environment(**env, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.splitlines()[-1])
 
 
 def test_importing_graphspec_first_sets_a_short_spin_before_torch_loads():
     seen = _environment_after("import graphspec, sys\nassert 'torch' in sys.modules")
-    assert seen == {"GOMP_SPINCOUNT": "10000", "OMP_WAIT_POLICY": None}
+    assert seen == {"GOMP_SPINCOUNT": str(SPIN_ROUNDS), "OMP_WAIT_POLICY": None}
 
 
 def test_torch_loaded_first_keeps_libgomps_default():
@@ -49,6 +54,5 @@ def test_the_module_itself_does_not_load_torch():
                           "spec = importlib.util.spec_from_file_location('openmp', 'graphspec/openmp.py')\n"
                           "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
                           "print(m.shorten_idle_spin(), 'torch' in sys.modules)"],
-                         cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")})
+                         cwd=ROOT, capture_output=True, text=True, check=True, env=_fresh_environment())
     assert out.stdout.split() == ["True", "False"]
