@@ -6,7 +6,8 @@ Measures, on the shipped `nn4small2-lfw` (float32, channels-last, batch norms fo
 taken as aligned (decode + resize to 96x96, as `bench_embed.py` runs them):
 
 * the network: wall and CPU seconds (``time.process_time``: every thread of the process) for the batches, so how
-  busy the cores are while it runs, and its forward time by vertex type (module hooks; the rest is the graph's own code);
+  busy the cores are while it runs, and its forward time by vertex type (module hooks; the rest is the graph's
+  own code);
 * decoding one photo on one thread: Pillow's open + JPEG decode, Pillow's resize, and the rest of the pipeline;
 * the bound: with every core busy all the time on nothing but this work, images/s = cores / CPU seconds an image;
 * libgomp's idle spin: CPU the process spends while its only busy thread sleeps 200 ms after a parallel operator
